@@ -1,0 +1,293 @@
+//! `ConversationActor`: one per live conversation on this node. It serialises
+//! every send and read of its conversation: validates against its state,
+//! assigns the next `seq`, writes through to Postgres, replies, and only then
+//! publishes events. It owns no truth: it is rebuilt from Postgres whenever it
+//! is spawned, passivates itself after an idle period, and a stale view (a
+//! `seq` already taken by another writer) makes it fail on purpose so that the
+//! supervisor drops it and the next use rebuilds it.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use deadpool_postgres::Pool;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::{
+    cluster::EventBus,
+    domain::{
+        ChatError, ConversationId, UserId,
+        event::ServerEvent,
+        model::{Message, ReadState},
+    },
+    persistence::{
+        conversations::{self, ParticipantSnapshot},
+        messages::{self, InsertOutcome, NewMessage},
+    },
+};
+
+/// What every conversation actor shares: the pool, the bus and its idle limit.
+pub struct ConversationDeps {
+    pub pool: Pool,
+    pub bus: Arc<dyn EventBus>,
+    /// Passivate after this long without a command.
+    pub idle_timeout: Duration,
+}
+
+/// A validated send: the body is already sanitised, the client id checked.
+pub struct SendCommand {
+    pub sender: UserId,
+    pub body: String,
+    pub client_message_id: String,
+}
+
+/// The stored message, and whether this call created it (false: an
+/// idempotent repeat of an earlier send with the same `clientMessageId`).
+#[derive(Debug)]
+pub struct SendOutcome {
+    pub message: Message,
+    pub created: bool,
+}
+
+pub enum ConversationMsg {
+    Send(SendCommand, RpcReplyPort<Result<SendOutcome, ChatError>>),
+    /// Move `user`'s read pointer forward to `seq`.
+    MarkRead {
+        user: UserId,
+        seq: i64,
+        reply: RpcReplyPort<Result<ReadState, ChatError>>,
+    },
+    /// Periodic tick: stop if idle for longer than the configured timeout.
+    IdleCheck,
+}
+
+pub struct ConversationActor {
+    pub deps: Arc<ConversationDeps>,
+}
+
+pub struct ConversationState {
+    id: ConversationId,
+    last_seq: i64,
+    participants: Vec<ParticipantSnapshot>,
+    last_used: Instant,
+}
+
+impl ConversationState {
+    fn participant_mut(&mut self, user: &UserId) -> Option<&mut ParticipantSnapshot> {
+        self.participants.iter_mut().find(|p| &p.user_id == user)
+    }
+
+    fn participant_ids(&self) -> Vec<UserId> {
+        self.participants
+            .iter()
+            .map(|p| p.user_id.clone())
+            .collect()
+    }
+
+    fn not_found() -> ChatError {
+        ChatError::NotFound {
+            what: "conversation",
+        }
+    }
+}
+
+/// Whether the actor must die after answering: its view of the database is stale.
+struct StaleView;
+
+impl ConversationActor {
+    async fn send(
+        &self,
+        state: &mut ConversationState,
+        cmd: SendCommand,
+    ) -> (Result<SendOutcome, ChatError>, Option<StaleView>) {
+        if state.participant_mut(&cmd.sender).is_none() {
+            return (Err(ConversationState::not_found()), None);
+        }
+        let seq = state.last_seq + 1;
+        let new = NewMessage {
+            conversation: state.id,
+            seq,
+            sender: &cmd.sender,
+            body: &cmd.body,
+            client_message_id: &cmd.client_message_id,
+        };
+        match messages::insert(&self.deps.pool, &new).await {
+            Ok(InsertOutcome::Inserted(message)) => {
+                state.last_seq = seq;
+                for p in &mut state.participants {
+                    if p.user_id == cmd.sender {
+                        p.last_read_seq = seq;
+                        p.unread_count = 0;
+                        p.last_read_at = Some(message.created_at);
+                    } else {
+                        p.unread_count += 1;
+                    }
+                }
+                (
+                    Ok(SendOutcome {
+                        message,
+                        created: true,
+                    }),
+                    None,
+                )
+            }
+            Ok(InsertOutcome::DuplicateClientId) => {
+                let earlier = messages::find_by_client_id(
+                    &self.deps.pool,
+                    &cmd.sender,
+                    &cmd.client_message_id,
+                )
+                .await;
+                let outcome = match earlier {
+                    Ok(Some(message)) if message.conversation_id == state.id.0 => {
+                        Ok(SendOutcome { message, created: false })
+                    }
+                    Ok(Some(_)) => Err(ChatError::Conflict {
+                        code: "client_message_id_reused",
+                        message: "this clientMessageId was already used for a message in another conversation"
+                            .into(),
+                    }),
+                    // Inserted by a racing call and gone? Cannot happen (no deletes); treat as transient.
+                    Ok(None) => Err(ChatError::Unavailable("duplicate client id vanished".into())),
+                    Err(e) => Err(e),
+                };
+                (outcome, None)
+            }
+            Ok(InsertOutcome::SeqTaken) => (
+                Err(ChatError::Unavailable(format!(
+                    "seq {seq} of {} already taken",
+                    state.id
+                ))),
+                Some(StaleView),
+            ),
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    async fn mark_read(
+        &self,
+        state: &mut ConversationState,
+        user: &UserId,
+        seq: i64,
+    ) -> Result<(ReadState, bool), ChatError> {
+        let conversation_id = state.id;
+        let last_seq = state.last_seq;
+        let participant = state
+            .participant_mut(user)
+            .ok_or_else(ConversationState::not_found)?;
+        let target = seq.min(last_seq);
+        let current = |p: &ParticipantSnapshot| ReadState {
+            conversation_id: conversation_id.0,
+            user_id: p.user_id.to_string(),
+            last_read_seq: p.last_read_seq,
+            unread_count: p.unread_count,
+            last_read_at: p.last_read_at,
+        };
+        if target <= participant.last_read_seq {
+            return Ok((current(participant), false));
+        }
+        let pointer = messages::mark_read(&self.deps.pool, conversation_id, user, target).await?;
+        participant.last_read_seq = pointer.last_read_seq;
+        participant.unread_count = pointer.unread_count;
+        participant.last_read_at = pointer.last_read_at;
+        Ok((current(participant), true))
+    }
+}
+
+impl Actor for ConversationActor {
+    type Msg = ConversationMsg;
+    type State = ConversationState;
+    type Arguments = ConversationId;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        id: ConversationId,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let snapshot = conversations::load_snapshot(&self.deps.pool, id)
+            .await?
+            .ok_or_else(ConversationState::not_found)?;
+        let tick =
+            (self.deps.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+        myself.send_interval(tick, || ConversationMsg::IdleCheck);
+        Ok(ConversationState {
+            id,
+            last_seq: snapshot.last_seq,
+            participants: snapshot.participants,
+            last_used: Instant::now(),
+        })
+    }
+
+    #[tracing::instrument(name = "conversation", skip_all, fields(id = %state.id))]
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConversationMsg::Send(cmd, reply) => {
+                state.last_used = Instant::now();
+                let (outcome, stale) = self.send(state, cmd).await;
+                let event = match &outcome {
+                    Ok(SendOutcome {
+                        message,
+                        created: true,
+                    }) => Some(ServerEvent::MessageCreated(message.clone())),
+                    _ => None,
+                };
+                let _ = reply.send(outcome);
+                if let Some(event) = event {
+                    self.deps
+                        .bus
+                        .publish(&state.participant_ids(), event.to_frame());
+                }
+                if stale.is_some() {
+                    return Err(Box::new(ChatError::Internal(format!(
+                        "conversation {} view is stale; rebuilding from the database",
+                        state.id
+                    ))));
+                }
+            }
+            ConversationMsg::MarkRead { user, seq, reply } => {
+                state.last_used = Instant::now();
+                let outcome = self.mark_read(state, &user, seq).await;
+                let (result, moved) = match outcome {
+                    Ok((read, moved)) => (Ok(read), moved),
+                    Err(e) => (Err(e), false),
+                };
+                let read = result.as_ref().ok().cloned();
+                let _ = reply.send(result);
+                if let (Some(read), true) = (read, moved) {
+                    let others: Vec<UserId> = state
+                        .participant_ids()
+                        .into_iter()
+                        .filter(|u| u != &user)
+                        .collect();
+                    let receipt = ServerEvent::ReadReceipt {
+                        conversation_id: read.conversation_id,
+                        user_id: read.user_id.clone(),
+                        seq: read.last_read_seq,
+                        read_at: read.last_read_at,
+                    };
+                    self.deps.bus.publish(&others, receipt.to_frame());
+                    let updated = ServerEvent::ConversationUpdated {
+                        conversation_id: read.conversation_id,
+                        last_read_seq: read.last_read_seq,
+                        unread_count: read.unread_count,
+                    };
+                    self.deps
+                        .bus
+                        .publish(std::slice::from_ref(&user), updated.to_frame());
+                }
+            }
+            ConversationMsg::IdleCheck => {
+                if state.last_used.elapsed() >= self.deps.idle_timeout {
+                    myself.stop(Some("idle".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! The actor layer: conversation actors serialise each conversation's writes,
+//! user actors own each user's sockets, supervisors spawn and retire both.
+//!
+//! [`ChatCore`] is the one door into it for HTTP and WebSocket handlers: it
+//! validates input, finds or spawns the right actor, bounds every call by the
+//! configured timeout (a timeout is a 503, never a hang), and retries once when
+//! the actor it reached was retiring (passivated or failed), which is safe
+//! because sends are idempotent by `clientMessageId` and reads never move back.
+
+pub mod conversation;
+pub mod supervisor;
+pub mod user;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorRef, RpcReplyPort, rpc::CallResult};
+
+use self::{
+    conversation::{ConversationDeps, ConversationMsg, SendCommand, SendOutcome},
+    supervisor::{
+        ConversationDirectory, ConversationSupervisor, ConversationSupervisorMsg, UserSupervisor,
+        UserSupervisorMsg,
+    },
+    user::{ConnectionId, Outbound, UserDirectory, UserMsg},
+};
+use crate::{
+    cluster::{EventBus, LocalBus},
+    domain::{ChatError, ConversationId, UserId, model::ReadState, text},
+};
+
+/// Handle to the actor system; cheap to clone into request handlers.
+#[derive(Clone)]
+pub struct ChatCore {
+    conversations: ConversationDirectory,
+    conversation_supervisor: ActorRef<ConversationSupervisorMsg>,
+    users: UserDirectory,
+    user_supervisor: ActorRef<UserSupervisorMsg>,
+    call_timeout: Duration,
+    next_connection_id: Arc<AtomicU64>,
+}
+
+/// The outcome of one actor call that may be retried.
+enum Attempt<T> {
+    Done(Result<T, ChatError>),
+    /// The actor stopped before answering: retry against a fresh one.
+    ActorGone,
+}
+
+impl ChatCore {
+    /// Starts the supervisors. The bus is in-process for now.
+    pub async fn start(
+        pool: deadpool_postgres::Pool,
+        idle_timeout: Duration,
+        call_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let users: UserDirectory = Arc::new(DashMap::new());
+        let bus: Arc<dyn EventBus> = LocalBus::new(users.clone());
+        let conversations: ConversationDirectory = Arc::new(DashMap::new());
+        let deps = Arc::new(ConversationDeps {
+            pool,
+            bus,
+            idle_timeout,
+        });
+        let (conversation_supervisor, _) = Actor::spawn(
+            None,
+            ConversationSupervisor {
+                deps,
+                directory: conversations.clone(),
+            },
+            (),
+        )
+        .await?;
+        let (user_supervisor, _) = Actor::spawn(
+            None,
+            UserSupervisor {
+                directory: users.clone(),
+                call_timeout,
+            },
+            (),
+        )
+        .await?;
+        Ok(Self {
+            conversations,
+            conversation_supervisor,
+            users,
+            user_supervisor,
+            call_timeout,
+            next_connection_id: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// Sends a message: sanitises the body, then lets the conversation's actor
+    /// store it. `created` is false for an idempotent repeat.
+    pub async fn send(
+        &self,
+        conversation: ConversationId,
+        sender: &UserId,
+        body: &str,
+        client_message_id: &str,
+    ) -> Result<SendOutcome, ChatError> {
+        text::validate_client_message_id(client_message_id)?;
+        let body = text::sanitize_body(body)?;
+        let outcome = self
+            .call_conversation(conversation, |reply| {
+                ConversationMsg::Send(
+                    SendCommand {
+                        sender: sender.clone(),
+                        body: body.clone(),
+                        client_message_id: client_message_id.to_owned(),
+                    },
+                    reply,
+                )
+            })
+            .await;
+        match &outcome {
+            Ok(o) if o.created => metrics::counter!("parley_messages_sent_total").increment(1),
+            Ok(_) => metrics::counter!("parley_messages_deduplicated_total").increment(1),
+            Err(e) => {
+                metrics::counter!("parley_send_failures_total", "reason" => e.code()).increment(1)
+            }
+        }
+        outcome
+    }
+
+    /// Moves `user`'s read pointer forward to `seq` (clamped to the last message).
+    pub async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: &UserId,
+        seq: i64,
+    ) -> Result<ReadState, ChatError> {
+        if seq < 0 {
+            return Err(ChatError::invalid(
+                "invalid_seq",
+                "seq must be zero or positive",
+            ));
+        }
+        self.call_conversation(conversation, |reply| ConversationMsg::MarkRead {
+            user: user.clone(),
+            seq,
+            reply,
+        })
+        .await
+    }
+
+    /// Registers a socket of `user`; events for the user go into `outbound`.
+    /// Returns the connection's id and the user actor to detach from later.
+    pub async fn attach_connection(
+        &self,
+        user: &UserId,
+        outbound: Outbound,
+    ) -> Result<(ConnectionId, ActorRef<UserMsg>), ChatError> {
+        let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let actor = self
+            .call(&self.user_supervisor, |reply| UserSupervisorMsg::Attach {
+                user: user.clone(),
+                id,
+                outbound,
+                reply,
+            })
+            .await;
+        match actor {
+            Attempt::Done(result) => result.map(|a| (id, a)),
+            Attempt::ActorGone => Err(ChatError::Unavailable("user supervisor stopped".into())),
+        }
+    }
+
+    /// Number of live conversation actors and user actors on this node.
+    pub fn live_actor_counts(&self) -> (usize, usize) {
+        (self.conversations.len(), self.users.len())
+    }
+
+    /// Stops every actor (on shutdown).
+    pub fn stop(&self) {
+        self.conversation_supervisor.stop_children(None);
+        self.conversation_supervisor.stop(None);
+        self.user_supervisor.stop_children(None);
+        self.user_supervisor.stop(None);
+    }
+
+    async fn call_conversation<T: Send + 'static>(
+        &self,
+        id: ConversationId,
+        build: impl Fn(RpcReplyPort<Result<T, ChatError>>) -> ConversationMsg,
+    ) -> Result<T, ChatError> {
+        for _ in 0..2 {
+            let actor = self.conversation_actor(id).await?;
+            if let Attempt::Done(result) = self.call(&actor, &build).await {
+                return result;
+            }
+        }
+        Err(ChatError::Unavailable(format!(
+            "conversation {id} actor kept stopping"
+        )))
+    }
+
+    async fn conversation_actor(
+        &self,
+        id: ConversationId,
+    ) -> Result<ActorRef<ConversationMsg>, ChatError> {
+        if let Some(actor) = self.conversations.get(&id).map(|a| a.clone()) {
+            return Ok(actor);
+        }
+        match self
+            .call(&self.conversation_supervisor, |reply| {
+                ConversationSupervisorMsg::GetOrSpawn(id, reply)
+            })
+            .await
+        {
+            Attempt::Done(result) => result,
+            Attempt::ActorGone => Err(ChatError::Unavailable(
+                "conversation supervisor stopped".into(),
+            )),
+        }
+    }
+
+    async fn call<M: Send + 'static, T: Send + 'static>(
+        &self,
+        actor: &ActorRef<M>,
+        build: impl FnOnce(RpcReplyPort<Result<T, ChatError>>) -> M,
+    ) -> Attempt<T> {
+        match actor.call(build, Some(self.call_timeout)).await {
+            Ok(CallResult::Success(result)) => Attempt::Done(result),
+            Ok(CallResult::Timeout) => {
+                Attempt::Done(Err(ChatError::Unavailable("actor call timed out".into())))
+            }
+            Ok(CallResult::SenderError) | Err(_) => Attempt::ActorGone,
+        }
+    }
+}

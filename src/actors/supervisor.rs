@@ -1,0 +1,233 @@
+//! Supervisors of the conversation and user actors.
+//!
+//! Each supervisor is the only writer of its directory (a `DashMap` that
+//! request handlers read without any lock held across an await), and performs
+//! get-or-spawn inside its own handler, which ractor runs one message at a time:
+//! two concurrent first sends to one conversation therefore reach one actor.
+//!
+//! Both override `handle_supervisor_evt` completely (ractor's default would stop
+//! the supervisor when any child ends): a child that stops or fails is removed
+//! from the directory and rebuilt from Postgres on its next use; failures are
+//! counted in `parley_actor_restarts_total`.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+    concurrency::Duration,
+};
+
+use super::{
+    conversation::{ConversationActor, ConversationDeps, ConversationMsg},
+    user::{ConnectionId, Outbound, UserActor, UserDirectory, UserMsg},
+};
+use crate::domain::{ChatError, ConversationId, UserId};
+
+/// This node's live conversation actors. Written only by the conversation supervisor.
+pub type ConversationDirectory = Arc<DashMap<ConversationId, ActorRef<ConversationMsg>>>;
+
+/// Removes `cell` from `directory` if it is still the registered actor there.
+fn forget<K: Eq + std::hash::Hash, M>(
+    directory: &DashMap<K, ActorRef<M>>,
+    cell: &ActorCell,
+) -> bool {
+    let before = directory.len();
+    directory.retain(|_, actor| actor.get_id() != cell.get_id());
+    directory.len() != before
+}
+
+fn is_alive<M>(actor: &ActorRef<M>) -> bool {
+    ractor::ACTIVE_STATES.contains(&actor.get_status())
+}
+
+/// Stops a removed or failed child and records why.
+fn note_supervision_event(kind: &'static str, event: &SupervisionEvent) -> Option<ActorCell> {
+    match event {
+        SupervisionEvent::ActorTerminated(cell, _, _) => Some(cell.clone()),
+        SupervisionEvent::ActorFailed(cell, err) => {
+            tracing::warn!(actor = kind, error = %err, "actor failed; it will be rebuilt on next use");
+            metrics::counter!("parley_actor_restarts_total", "actor" => kind).increment(1);
+            Some(cell.clone())
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- conversations
+
+pub enum ConversationSupervisorMsg {
+    GetOrSpawn(
+        ConversationId,
+        RpcReplyPort<Result<ActorRef<ConversationMsg>, ChatError>>,
+    ),
+}
+
+pub struct ConversationSupervisor {
+    pub deps: Arc<ConversationDeps>,
+    pub directory: ConversationDirectory,
+}
+
+impl ConversationSupervisor {
+    fn publish_gauge(&self) {
+        metrics::gauge!("parley_conversation_actors_live").set(self.directory.len() as f64);
+    }
+}
+
+impl Actor for ConversationSupervisor {
+    type Msg = ConversationSupervisorMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let ConversationSupervisorMsg::GetOrSpawn(id, reply) = message;
+        if let Some(existing) = self.directory.get(&id).map(|a| a.clone()) {
+            if is_alive(&existing) {
+                let _ = reply.send(Ok(existing));
+                return Ok(());
+            }
+            self.directory.remove(&id);
+        }
+        let actor = ConversationActor {
+            deps: self.deps.clone(),
+        };
+        let result = match Actor::spawn_linked(None, actor, id, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.directory.insert(id, actor.clone());
+                Ok(actor)
+            }
+            Err(SpawnErr::StartupFailed(err)) => Err(match err.downcast::<ChatError>() {
+                Ok(chat) => *chat,
+                Err(other) => ChatError::Unavailable(format!("conversation actor start: {other}")),
+            }),
+            Err(other) => Err(ChatError::Internal(format!(
+                "conversation actor spawn: {other}"
+            ))),
+        };
+        self.publish_gauge();
+        let _ = reply.send(result);
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(cell) = note_supervision_event("conversation", &event) {
+            forget(&self.directory, &cell);
+            self.publish_gauge();
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------- users
+
+pub enum UserSupervisorMsg {
+    /// Register a socket of `user`, spawning the user's actor if needed.
+    Attach {
+        user: UserId,
+        id: ConnectionId,
+        outbound: Outbound,
+        reply: RpcReplyPort<Result<ActorRef<UserMsg>, ChatError>>,
+    },
+    /// Sent by a user actor whose last connection closed.
+    Idle(UserId),
+}
+
+pub struct UserSupervisor {
+    pub directory: UserDirectory,
+    /// Bound on the wait for a user actor to confirm it is idle.
+    pub call_timeout: Duration,
+}
+
+impl Actor for UserSupervisor {
+    type Msg = UserSupervisorMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            UserSupervisorMsg::Attach {
+                user,
+                id,
+                outbound,
+                reply,
+            } => {
+                let existing = self
+                    .directory
+                    .get(&user)
+                    .map(|a| a.clone())
+                    .filter(is_alive);
+                let actor = match existing {
+                    Some(actor) => Ok(actor),
+                    None => Actor::spawn_linked(
+                        None,
+                        UserActor,
+                        (user.clone(), myself.clone()),
+                        myself.get_cell(),
+                    )
+                    .await
+                    .map(|(actor, _)| {
+                        self.directory.insert(user, actor.clone());
+                        actor
+                    })
+                    .map_err(|e| ChatError::Internal(format!("user actor spawn: {e}"))),
+                };
+                // Attach is queued before any later StopIfIdle from this same
+                // handler, so the actor cannot retire with this connection on it.
+                let actor = actor.and_then(|a| {
+                    a.send_message(UserMsg::Attach { id, outbound })
+                        .map(|()| a)
+                        .map_err(|_| ChatError::Unavailable("user actor stopped".into()))
+                });
+                let _ = reply.send(actor);
+            }
+            UserSupervisorMsg::Idle(user) => {
+                let Some(actor) = self.directory.get(&user).map(|a| a.clone()) else {
+                    return Ok(());
+                };
+                let stopped = actor
+                    .call(UserMsg::StopIfIdle, Some(self.call_timeout))
+                    .await;
+                if matches!(stopped, Ok(ractor::rpc::CallResult::Success(true))) {
+                    forget(&self.directory, &actor.get_cell());
+                }
+            }
+        }
+        metrics::gauge!("parley_user_actors_live").set(self.directory.len() as f64);
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(cell) = note_supervision_event("user", &event) {
+            forget(&self.directory, &cell);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! The error vocabulary of the chat core. HTTP maps each variant to a status and
+//! a stable snake_case code (`http::error`); the WebSocket sends the same code
+//! in an `error` frame, so clients handle one set of codes.
+
+/// What can go wrong inside the chat core, from the caller's point of view.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// Bad input: a stable `code` and a message safe to show to the client.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// The thing does not exist, or the caller may not know that it does.
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    /// The request conflicts with stored state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// A dependency (database, actor) did not answer in time or failed in a
+    /// way a retry may fix. The detail is for the log, never for the client.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; the detail is logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ChatError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The stable snake_case code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid { code, .. } | Self::Conflict { code, .. } => code,
+            Self::NotFound { .. } => "not_found",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The message that may be shown to the client: internals are never exposed.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Unavailable(_) => "The service is busy; retry shortly.".to_string(),
+            Self::Internal(_) => "Something went wrong on our side.".to_string(),
+            other => other.to_string(),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Server → client events and their wire envelope
+//! `{"type": "...", "eventVersion": 1, "data": {...}}` (DESIGN.md §4).
+//!
+//! An event is serialised once into a [`SharedFrame`], whose clones share one
+//! buffer, so fanning it out to many connections copies no bytes.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::model::Message;
+
+/// A serialised event, cheap to clone (reference-counted bytes).
+pub type SharedFrame = axum::extract::ws::Utf8Bytes;
+
+/// Version of the envelope and of every event's `data` shape.
+pub const EVENT_VERSION: u8 = 1;
+
+/// Everything the server pushes to clients.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ServerEvent {
+    /// A new message, with its conversation `seq` (gap detection).
+    #[serde(rename = "message.created")]
+    MessageCreated(Message),
+    /// Another participant's read pointer moved.
+    #[serde(rename = "read.receipt", rename_all = "camelCase")]
+    ReadReceipt {
+        conversation_id: Uuid,
+        user_id: String,
+        seq: i64,
+        read_at: Option<DateTime<Utc>>,
+    },
+    /// The receiving user's own state of a conversation changed (e.g. read on another tab).
+    #[serde(rename = "conversation.updated", rename_all = "camelCase")]
+    ConversationUpdated {
+        conversation_id: Uuid,
+        last_read_seq: i64,
+        unread_count: i64,
+    },
+    /// Answer to a client's `message.send`: the stored message.
+    #[serde(rename = "ack", rename_all = "camelCase")]
+    Ack {
+        client_message_id: String,
+        message: Message,
+    },
+    /// A client frame could not be handled; `clientMessageId` names the send it answers.
+    #[serde(rename = "error", rename_all = "camelCase")]
+    Error {
+        code: String,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_message_id: Option<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(flatten)]
+    event: &'a ServerEvent,
+    #[serde(rename = "eventVersion")]
+    event_version: u8,
+}
+
+impl ServerEvent {
+    /// The event's envelope as JSON text, ready to share between connections.
+    pub fn to_frame(&self) -> SharedFrame {
+        let envelope = Envelope {
+            event: self,
+            event_version: EVENT_VERSION,
+        };
+        // Serialising these plain structs cannot fail (string keys, no maps
+        // with non-string keys); an error here would be a programming bug.
+        let json = serde_json::to_string(&envelope).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "event serialisation failed");
+            String::from(r#"{"type":"error","eventVersion":1,"data":{"code":"internal","message":"event lost"}}"#)
+        });
+        SharedFrame::from(json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_has_type_version_and_data() {
+        let frame = ServerEvent::ConversationUpdated {
+            conversation_id: Uuid::nil(),
+            last_read_seq: 3,
+            unread_count: 0,
+        }
+        .to_frame();
+        let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!(v["type"], "conversation.updated");
+        assert_eq!(v["eventVersion"], 1);
+        assert_eq!(v["data"]["lastReadSeq"], 3);
+        assert_eq!(v["data"]["conversationId"], Uuid::nil().to_string());
+    }
+
+    #[test]
+    fn errors_name_the_send_they_answer_only_when_there_is_one() {
+        let frame = ServerEvent::Error {
+            code: "bad_frame".into(),
+            message: "nope".into(),
+            client_message_id: None,
+        }
+        .to_frame();
+        let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!(v["data"]["code"], "bad_frame");
+        assert!(v["data"].get("clientMessageId").is_none());
+    }
+}

@@ -1,0 +1,102 @@
+//! Identifiers. User ids belong to the host platform (opaque text); conversation
+//! and message ids are UUIDv7, so they sort by creation time.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+use super::ChatError;
+
+/// Longest user id accepted from a token or a request.
+pub const MAX_USER_ID_CHARS: usize = 128;
+
+/// The host platform's id of a user: 1–128 printable characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(raw: &str) -> Result<Self, ChatError> {
+        let len = raw.chars().count();
+        if len == 0
+            || len > MAX_USER_ID_CHARS
+            || raw.chars().any(char::is_control)
+            || raw.trim() != raw
+        {
+            return Err(ChatError::invalid(
+                "invalid_user_id",
+                "a user id is 1-128 printable characters without surrounding spaces",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A conversation's id (UUIDv7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConversationId(pub Uuid);
+
+impl ConversationId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Parses a path segment; anything that is not a UUID is "not found", so a
+    /// probe learns nothing from the shape of its guess.
+    pub fn parse(raw: &str) -> Result<Self, ChatError> {
+        Uuid::parse_str(raw)
+            .map(Self)
+            .map_err(|_| ChatError::NotFound {
+                what: "conversation",
+            })
+    }
+}
+
+impl Default for ConversationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_are_bounded_and_printable() {
+        assert!(UserId::parse("cand-42").is_ok());
+        assert!(UserId::parse("ünïcode-用户").is_ok());
+        assert!(UserId::parse("").is_err());
+        assert!(UserId::parse(" padded").is_err());
+        assert!(UserId::parse("bell\u{7}").is_err());
+        assert!(UserId::parse(&"x".repeat(129)).is_err());
+        assert!(UserId::parse(&"x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn conversation_ids_parse_or_are_not_found() {
+        let id = ConversationId::new();
+        assert_eq!(ConversationId::parse(&id.to_string()).unwrap(), id);
+        assert_eq!(
+            ConversationId::parse("nope").unwrap_err().code(),
+            "not_found"
+        );
+    }
+}

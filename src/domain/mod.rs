@@ -1,0 +1,13 @@
+//! Pure types and rules of the chat domain: identifiers, message text, the
+//! conversation pair and context, the events clients receive, and the error
+//! vocabulary shared by every layer. Nothing here does I/O, so every rule is
+//! unit-tested in place.
+
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod model;
+pub mod text;
+
+pub use error::ChatError;
+pub use ids::{ConversationId, UserId};

@@ -1,0 +1,172 @@
+//! The shapes clients see, shared by REST responses and realtime events, plus
+//! the small rules about who talks to whom (the ordered pair, the context).
+//! Field names are camelCase on the wire, as in DESIGN.md §4.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{ChatError, UserId};
+
+/// Longest context type, context id, title and subtitle, in characters.
+const MAX_CONTEXT_TYPE_CHARS: usize = 64;
+const MAX_CONTEXT_ID_CHARS: usize = 128;
+const MAX_CONTEXT_LABEL_CHARS: usize = 200;
+
+/// The two users of a direct conversation, in a canonical order so that
+/// (alice, bob) and (bob, alice) name the same conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectPair {
+    pub low: UserId,
+    pub high: UserId,
+}
+
+impl DirectPair {
+    pub fn new(a: UserId, b: UserId) -> Result<Self, ChatError> {
+        match a.cmp(&b) {
+            std::cmp::Ordering::Less => Ok(Self { low: a, high: b }),
+            std::cmp::Ordering::Greater => Ok(Self { low: b, high: a }),
+            std::cmp::Ordering::Equal => Err(ChatError::invalid(
+                "self_conversation",
+                "a conversation needs another participant",
+            )),
+        }
+    }
+}
+
+/// The business object a conversation is about (a job application, a booking).
+/// Conversations are de-duplicated per pair *and* context `(type, id)`; the
+/// title and subtitle are display fields set when the conversation is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationContext {
+    /// Kind of object, e.g. `application` or `booking`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The host platform's id of that object.
+    pub id: String,
+    pub title: Option<String>,
+    pub subtitle: Option<String>,
+}
+
+impl ConversationContext {
+    pub fn validate(&self) -> Result<(), ChatError> {
+        let field_ok = |v: &str, max: usize| {
+            let n = v.chars().count();
+            n > 0 && n <= max && !v.chars().any(char::is_control)
+        };
+        let label_ok = |v: &Option<String>| {
+            v.as_deref()
+                .is_none_or(|s| field_ok(s, MAX_CONTEXT_LABEL_CHARS))
+        };
+        if !field_ok(&self.kind, MAX_CONTEXT_TYPE_CHARS)
+            || !field_ok(&self.id, MAX_CONTEXT_ID_CHARS)
+            || !label_ok(&self.title)
+            || !label_ok(&self.subtitle)
+        {
+            return Err(ChatError::invalid(
+                "invalid_context",
+                "context needs a type (1-64 chars) and an id (1-128 chars); title and subtitle are at most 200 chars",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A user as other users see them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserSummary {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    /// Position in the conversation: 1, 2, 3… without gaps.
+    pub seq: i64,
+    pub sender_id: String,
+    /// `text` for now; `image`, `file` and `system` arrive with later features.
+    pub kind: String,
+    pub body: String,
+    pub client_message_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One conversation as the calling user sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub id: Uuid,
+    /// `direct` (1:1).
+    pub kind: String,
+    pub context: Option<ConversationContext>,
+    /// The other participant of a direct conversation.
+    pub other_participant: UserSummary,
+    pub last_seq: i64,
+    pub last_message_at: Option<DateTime<Utc>>,
+    pub last_message: Option<Message>,
+    /// Messages from others after the caller's read pointer.
+    pub unread_count: i64,
+    /// The caller's read pointer.
+    pub last_read_seq: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A participant's read pointer after a read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadState {
+    pub conversation_id: Uuid,
+    pub user_id: String,
+    pub last_read_seq: i64,
+    pub unread_count: i64,
+    pub last_read_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn pairs_are_ordered_and_never_self() {
+        let a = DirectPair::new(uid("bob"), uid("alice")).unwrap();
+        let b = DirectPair::new(uid("alice"), uid("bob")).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.low.as_str(), "alice");
+        assert_eq!(
+            DirectPair::new(uid("x"), uid("x")).unwrap_err().code(),
+            "self_conversation"
+        );
+    }
+
+    #[test]
+    fn contexts_are_bounded() {
+        let ok = ConversationContext {
+            kind: "application".into(),
+            id: "app-9".into(),
+            title: Some("Barista".into()),
+            subtitle: None,
+        };
+        assert!(ok.validate().is_ok());
+        let empty_id = ConversationContext {
+            id: String::new(),
+            ..ok.clone()
+        };
+        assert!(empty_id.validate().is_err());
+        let long_title = ConversationContext {
+            title: Some("t".repeat(201)),
+            ..ok
+        };
+        assert!(long_title.validate().is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! Message text rules: what a body and a client message id may contain.
+//!
+//! Bodies are stored as plain text. Markup is stripped to its text (the content
+//! of `<script>` and `<style>` is dropped entirely) so that a client that
+//! mistakenly renders HTML still shows nothing active; clients render with text
+//! APIs. Only text that contains a `<` goes through the HTML parser, so a plain
+//! message such as `R&D at 5 & 6` is kept exactly as typed.
+//!
+//! Lengths count Unicode scalar values (Postgres' `char_length` counts the
+//! same), so any script and emoji are welcome up to the cap.
+
+use super::ChatError;
+
+/// Longest body, in characters, after stripping and trimming.
+pub const MAX_BODY_CHARS: usize = 5_000;
+/// Longest client message id, in characters.
+pub const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 128;
+
+/// Validates and normalises a message body: CRLF becomes LF, HTML is stripped,
+/// surrounding whitespace is trimmed; the result must be 1–5,000 characters with
+/// no control characters other than newline and tab.
+pub fn sanitize_body(raw: &str) -> Result<String, ChatError> {
+    let normalized = raw.replace("\r\n", "\n");
+    refuse_control_chars(&normalized)?;
+    let text = if normalized.contains('<') {
+        strip_html(&normalized)
+    } else {
+        normalized
+    };
+    refuse_control_chars(&text)?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ChatError::invalid(
+            "empty_body",
+            "the message body is empty",
+        ));
+    }
+    if trimmed.chars().count() > MAX_BODY_CHARS {
+        return Err(ChatError::invalid(
+            "body_too_long",
+            format!("the message body is longer than {MAX_BODY_CHARS} characters"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Validates a client message id: 1–128 printable characters.
+pub fn validate_client_message_id(raw: &str) -> Result<(), ChatError> {
+    let len = raw.chars().count();
+    if len == 0 || len > MAX_CLIENT_MESSAGE_ID_CHARS || raw.chars().any(char::is_control) {
+        return Err(ChatError::invalid(
+            "invalid_client_message_id",
+            "clientMessageId must be 1-128 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+fn refuse_control_chars(text: &str) -> Result<(), ChatError> {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ChatError::invalid(
+            "control_characters",
+            "the message body contains control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn strip_html(text: &str) -> String {
+    let escaped = ammonia::Builder::empty().clean(text).to_string();
+    html_escape::decode_html_entities(&escaped).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_in_any_script_is_kept() {
+        assert_eq!(sanitize_body("  héllo 👋 世界  ").unwrap(), "héllo 👋 世界");
+        assert_eq!(sanitize_body("R&D: 5 & 6").unwrap(), "R&D: 5 & 6");
+        assert_eq!(
+            sanitize_body("line one\r\nline\ttwo").unwrap(),
+            "line one\nline\ttwo"
+        );
+    }
+
+    #[test]
+    fn html_is_stripped_to_its_text() {
+        assert_eq!(sanitize_body("<b>bold</b> move").unwrap(), "bold move");
+        assert_eq!(
+            sanitize_body("<script>alert(1)</script>hi <a href='x'>there</a>").unwrap(),
+            "hi there"
+        );
+        assert_eq!(sanitize_body("1 < 2 & <i>ok</i>").unwrap(), "1 < 2 & ok");
+    }
+
+    #[test]
+    fn empty_and_markup_only_bodies_are_refused() {
+        assert_eq!(sanitize_body("   \n\t ").unwrap_err().code(), "empty_body");
+        assert_eq!(
+            sanitize_body("<br><p></p>").unwrap_err().code(),
+            "empty_body"
+        );
+    }
+
+    #[test]
+    fn length_is_counted_in_characters_after_trimming() {
+        let max = "é".repeat(MAX_BODY_CHARS);
+        assert_eq!(sanitize_body(&format!("  {max}  ")).unwrap(), max);
+        let over = "😀".repeat(MAX_BODY_CHARS + 1);
+        assert_eq!(sanitize_body(&over).unwrap_err().code(), "body_too_long");
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        for bad in [
+            "nul\u{0}",
+            "bell\u{7}",
+            "esc\u{1b}[31m",
+            "lone\rcr",
+            "c1\u{85}",
+        ] {
+            assert_eq!(
+                sanitize_body(bad).unwrap_err().code(),
+                "control_characters",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            sanitize_body("<b>&#7;</b>x").unwrap_err().code(),
+            "control_characters"
+        );
+    }
+
+    #[test]
+    fn client_message_ids_are_bounded() {
+        assert!(validate_client_message_id("c-1").is_ok());
+        assert!(validate_client_message_id("").is_err());
+        assert!(validate_client_message_id(&"x".repeat(129)).is_err());
+        assert!(validate_client_message_id("tab\there").is_err());
+    }
+}

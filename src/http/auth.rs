@@ -1,0 +1,229 @@
+//! Authentication: HS256 JWTs carrying `sub`, `name`, `role`, optional `email`
+//! and a required `exp`. [`AuthUser`] extracts and verifies the token from
+//! `Authorization: Bearer …` (or `?token=` on the WebSocket upgrade) and
+//! upserts the user row the first time a given set of claims is seen.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, error::ApiError};
+use crate::{
+    config::Secret,
+    domain::{ChatError, UserId},
+    persistence::users::{self, UserProfile},
+};
+
+/// Roles a token may carry (DESIGN.md §3).
+pub const ROLES: [&str; 4] = ["recruiter", "company", "candidate", "admin"];
+
+/// Seconds of clock skew tolerated when checking `exp`.
+const EXP_LEEWAY_SECS: u64 = 5;
+
+/// Longest display name accepted from a token.
+const MAX_NAME_CHARS: usize = 200;
+
+/// The claims Parley reads from a token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub name: String,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// Signing and verification keys derived from the configured secret.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &Secret) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = EXP_LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
+            decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+            validation,
+        }
+    }
+
+    /// Signs a token for `user` valid for `ttl_secs` (the `parley token` command, tests).
+    pub fn mint(
+        &self,
+        sub: &str,
+        name: &str,
+        role: &str,
+        email: Option<&str>,
+        ttl_secs: i64,
+    ) -> anyhow::Result<String> {
+        let exp = unix_now().saturating_add_signed(ttl_secs);
+        let claims = Claims {
+            sub: sub.to_owned(),
+            name: name.to_owned(),
+            role: role.to_owned(),
+            email: email.map(str::to_owned),
+            exp,
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Verifies a token and turns its claims into a user profile.
+    pub fn verify(&self, token: &str) -> Result<UserProfile, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => ApiError::unauthorized("the token has expired"),
+                    ErrorKind::InvalidSignature => {
+                        ApiError::unauthorized("the token signature is not valid")
+                    }
+                    _ => ApiError::unauthorized("the token is malformed or incomplete"),
+                }
+            })?;
+        profile_from_claims(data.claims).map_err(|e| ApiError::unauthorized(e.public_message()))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn profile_from_claims(claims: Claims) -> Result<UserProfile, ChatError> {
+    let id = UserId::parse(&claims.sub)?;
+    if !ROLES.contains(&claims.role.as_str()) {
+        return Err(ChatError::invalid(
+            "invalid_role",
+            "the token's role is not one of recruiter, company, candidate, admin",
+        ));
+    }
+    let name = claims.name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(ChatError::invalid(
+            "invalid_name",
+            "the token's name must be 1-200 printable characters",
+        ));
+    }
+    Ok(UserProfile {
+        id,
+        name: name.to_owned(),
+        role: claims.role,
+        email: claims.email.filter(|e| !e.is_empty() && e.len() <= 320),
+    })
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug)]
+pub struct AuthUser(pub UserProfile);
+
+impl AuthUser {
+    pub fn id(&self) -> &UserId {
+        &self.0.id
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)
+            .or_else(|| query_token(parts))
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let profile = state.jwt.verify(&token)?;
+        remember_user(state, &profile).await?;
+        Ok(Self(profile))
+    }
+}
+
+/// Upserts the user row unless these exact claims were already stored by this node.
+async fn remember_user(state: &AppState, profile: &UserProfile) -> Result<(), ApiError> {
+    if state
+        .known_users
+        .get(&profile.id)
+        .is_some_and(|known| *known == *profile)
+    {
+        return Ok(());
+    }
+    users::upsert(&state.pool, profile).await?;
+    if state.known_users.len() >= state.known_users_capacity {
+        state.known_users.clear();
+    }
+    state
+        .known_users
+        .insert(profile.id.clone(), profile.clone());
+    Ok(())
+}
+
+fn bearer_token(parts: &Parts) -> Option<String> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// `?token=` is accepted only on the WebSocket upgrade, where browsers cannot set headers.
+fn query_token(parts: &Parts) -> Option<String> {
+    if parts.uri.path() != "/ws" {
+        return None;
+    }
+    parts.uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "token").then(|| value.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::new(&Secret::new("unit-test-secret-0123456789"))
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let token = keys()
+            .mint("u1", "Uma", "candidate", Some("u@example.com"), 60)
+            .unwrap();
+        let p = keys().verify(&token).unwrap();
+        assert_eq!(p.id.as_str(), "u1");
+        assert_eq!(p.role, "candidate");
+    }
+
+    #[test]
+    fn expired_forged_and_garbage_tokens_are_refused() {
+        let expired = keys().mint("u1", "Uma", "candidate", None, -3600).unwrap();
+        assert!(keys().verify(&expired).is_err());
+        let other = JwtKeys::new(&Secret::new("another-secret-0123456789"));
+        let forged = other.mint("u1", "Uma", "admin", None, 60).unwrap();
+        assert!(keys().verify(&forged).is_err());
+        assert!(keys().verify("not.a.token").is_err());
+        let bad_role = keys().mint("u1", "Uma", "superuser", None, 60).unwrap();
+        assert!(keys().verify(&bad_role).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! `/chat/conversations`: find-or-create, list (the inbox), and fetch one.
+
+use axum::{extract::State, http::StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    AppState,
+    auth::AuthUser,
+    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
+    page_limit,
+};
+use crate::{
+    domain::{
+        ChatError, ConversationId, UserId,
+        model::{Conversation, ConversationContext, DirectPair},
+    },
+    persistence::{
+        conversations::{self, InboxCursor, InboxFilter},
+        users,
+    },
+};
+
+/// Default and largest page of the inbox.
+const INBOX_DEFAULT_LIMIT: i64 = 20;
+const INBOX_MAX_LIMIT: i64 = 100;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateConversationRequest {
+    /// The other user (the host platform's id).
+    pub participant_id: String,
+    /// What the conversation is about; one conversation per pair and context.
+    pub context: Option<ConversationContext>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListConversationsQuery {
+    /// `inbox` (default) or `unread`.
+    pub filter: Option<String>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1-100 (default 20; larger values are capped at 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationPage {
+    pub items: Vec<Conversation>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+/// Find or create the direct conversation with `participantId` in `context`.
+#[utoipa::path(
+    post, path = "/chat/conversations", tag = "conversations",
+    request_body = CreateConversationRequest,
+    responses(
+        (status = 201, description = "Created", body = Conversation),
+        (status = 200, description = "Already existed (same pair and context, either direction)", body = Conversation),
+        (status = 401, body = ErrorBody), (status = 404, description = "No such participant", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(user = %caller.id()))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiJson(request): ApiJson<CreateConversationRequest>,
+) -> Result<(StatusCode, ApiJson<Conversation>), ApiError> {
+    let participant = UserId::parse(&request.participant_id)?;
+    let pair = DirectPair::new(caller.id().clone(), participant.clone())?;
+    if let Some(context) = &request.context {
+        context.validate()?;
+    }
+    if users::find(&state.pool, &participant).await?.is_none() {
+        return Err(ChatError::NotFound {
+            what: "participant",
+        }
+        .into());
+    }
+    let (id, created) = conversations::find_or_create_direct(
+        &state.pool,
+        caller.id(),
+        &pair,
+        request.context.as_ref(),
+    )
+    .await?;
+    let view = conversations::view_for_user(&state.pool, id, caller.id())
+        .await?
+        .ok_or_else(|| ChatError::Internal(format!("conversation {id} vanished after creation")))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, ApiJson(view)))
+}
+
+/// The caller's conversations, most recent activity first.
+#[utoipa::path(
+    get, path = "/chat/conversations", tag = "conversations",
+    params(ListConversationsQuery),
+    responses((status = 200, body = ConversationPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(user = %caller.id()))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiQuery(query): ApiQuery<ListConversationsQuery>,
+) -> Result<ApiJson<ConversationPage>, ApiError> {
+    let filter = match query.filter.as_deref() {
+        None | Some("inbox") => InboxFilter::Inbox,
+        Some("unread") => InboxFilter::Unread,
+        Some(_) => {
+            return Err(ChatError::invalid(
+                "invalid_filter",
+                "filter must be one of: inbox, unread",
+            )
+            .into());
+        }
+    };
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(InboxCursor::decode)
+        .transpose()?;
+    let limit = page_limit(query.limit, INBOX_DEFAULT_LIMIT, INBOX_MAX_LIMIT)?;
+    let page = conversations::inbox(&state.pool, caller.id(), filter, cursor, limit).await?;
+    Ok(ApiJson(ConversationPage {
+        has_more: page.next_cursor.is_some(),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+        items: page.items,
+    }))
+}
+
+/// One conversation the caller takes part in (404 otherwise).
+#[utoipa::path(
+    get, path = "/chat/conversations/{id}", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, body = Conversation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(user = %caller.id()))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<Conversation>, ApiError> {
+    let id = ConversationId::parse(&id)?;
+    conversations::view_for_user(&state.pool, id, caller.id())
+        .await?
+        .map(ApiJson)
+        .ok_or_else(ApiError::not_found)
+}

@@ -1,0 +1,57 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use axum::{extract::State, http::StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{AppState, error::ApiJson};
+use crate::persistence;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` when a dependency failed.
+    pub status: &'static str,
+    /// Per-dependency result (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<&'static str>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> ApiJson<Health> {
+    ApiJson(Health {
+        status: "ok",
+        database: None,
+    })
+}
+
+/// The process can serve: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, ApiJson<Health>) {
+    let db_ok = match persistence::client(&state.pool).await {
+        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
+    };
+    let (status, word) = if db_ok {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    (
+        status,
+        ApiJson(Health {
+            status: word,
+            database: Some(word),
+        }),
+    )
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> String {
+    let (conversations, users) = state.chat.live_actor_counts();
+    metrics::gauge!("parley_conversation_actors_live").set(conversations as f64);
+    metrics::gauge!("parley_user_actors_live").set(users as f64);
+    state.metrics.render()
+}

@@ -1,0 +1,115 @@
+//! The HTTP surface: one axum router per resource, the shared [`AppState`],
+//! auth, the JSON error shape, request metrics and the OpenAPI document.
+//! REST is the source of truth; the WebSocket (`crate::ws`) only adds speed.
+
+pub mod auth;
+pub mod conversations;
+pub mod error;
+pub mod health;
+pub mod messages;
+pub mod openapi;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, post},
+};
+use dashmap::DashMap;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use self::{auth::JwtKeys, error::ApiError};
+use crate::{
+    actors::ChatCore,
+    config::Settings,
+    domain::{ChatError, UserId},
+    persistence::users::UserProfile,
+};
+
+/// Everything a request handler may use; cheap to clone (all handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub pool: deadpool_postgres::Pool,
+    pub chat: ChatCore,
+    pub jwt: Arc<JwtKeys>,
+    pub metrics: PrometheusHandle,
+    /// Claims already upserted by this node, so a user row is written on first
+    /// sight (or when the claims change), not on every request. Cleared when it
+    /// reaches `known_users_capacity`, which bounds its memory.
+    pub known_users: Arc<DashMap<UserId, UserProfile>>,
+    pub known_users_capacity: usize,
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.max_body_bytes;
+    Router::new()
+        .route(
+            "/chat/conversations",
+            post(conversations::create).get(conversations::list),
+        )
+        .route("/chat/conversations/{id}", get(conversations::get_one))
+        .route(
+            "/chat/conversations/{id}/messages",
+            post(messages::send).get(messages::history),
+        )
+        .route("/chat/conversations/{id}/read", post(messages::read))
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(track_requests))
+        .with_state(state)
+}
+
+/// Page size from a `limit` parameter: the default when absent, 422 below 1,
+/// capped at `max`.
+pub fn page_limit(requested: Option<i64>, default: i64, max: i64) -> Result<i64, ChatError> {
+    match requested {
+        None => Ok(default),
+        Some(n) if n >= 1 => Ok(n.min(max)),
+        Some(_) => Err(ChatError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {max}"),
+        )),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// Counts requests and their latency by route pattern (never the raw URL, so
+/// ids do not explode the label space) and status.
+async fn track_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("parley_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("parley_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed());
+    response
+}

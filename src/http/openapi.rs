@@ -1,0 +1,50 @@
+//! `GET /openapi.json`: the OpenAPI document, generated from the handlers'
+//! `#[utoipa::path]` annotations and the types' `ToSchema` derives, so it
+//! cannot drift from the code. New endpoints join the `paths(...)` list.
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use super::{conversations, error, health, messages};
+use crate::domain::model;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Parley", description = "Realtime chat for two-sided marketplaces. Errors are always `{\"error\": {\"code\", \"message\"}}`."),
+    paths(
+        conversations::create, conversations::list, conversations::get_one,
+        messages::send, messages::history, messages::read,
+        health::healthz, health::readyz, health::metrics,
+    ),
+    components(schemas(
+        model::Conversation, model::ConversationContext, model::Message, model::ReadState, model::UserSummary,
+        conversations::CreateConversationRequest, conversations::ConversationPage,
+        messages::SendMessageRequest, messages::MessagePage, messages::ReadRequest,
+        error::ErrorBody, error::ErrorDetail, health::Health,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}

@@ -1,0 +1,345 @@
+//! The `conversations` and `conversation_participants` tables: find-or-create
+//! of a direct conversation, the caller's view of one conversation, the inbox,
+//! and the state a conversation actor rebuilds itself from.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{client, messages::message_from_row, timed};
+use crate::domain::{
+    ChatError, ConversationId, UserId,
+    model::{Conversation, ConversationContext, DirectPair, UserSummary},
+};
+
+/// Columns of a conversation as seen by participant `p` (with the other user
+/// `o` and the last message `m`), in the order [`view_from_row`] reads them.
+const VIEW_COLUMNS: &str = "c.id, c.kind, c.context_type, c.context_id, c.context_title,
+    c.context_subtitle, c.last_seq, c.last_message_at, c.created_at,
+    p.unread_count, p.last_read_seq, p.activity_at,
+    o.id, o.display_name, o.role,
+    m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at";
+
+const VIEW_FROM: &str = "conversation_participants p
+    JOIN conversations c ON c.id = p.conversation_id
+    JOIN users o ON o.id = CASE WHEN c.user_low = p.user_id THEN c.user_high ELSE c.user_low END
+    LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq";
+
+/// Which slice of the caller's conversations to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboxFilter {
+    /// Every conversation with activity (or that the caller started).
+    Inbox,
+    /// Only those with unread messages.
+    Unread,
+}
+
+/// Position in the inbox ordering: last activity, then id, both descending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboxCursor {
+    pub activity_at: DateTime<Utc>,
+    pub conversation_id: Uuid,
+}
+
+impl InboxCursor {
+    /// Opaque text form: `<microseconds since epoch>_<uuid>`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}_{}",
+            self.activity_at.timestamp_micros(),
+            self.conversation_id
+        )
+    }
+
+    pub fn decode(raw: &str) -> Result<Self, ChatError> {
+        let bad =
+            || ChatError::invalid("invalid_cursor", "the cursor is not one this server issued");
+        let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        Ok(Self {
+            activity_at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+            conversation_id: Uuid::parse_str(id).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One page of the inbox and the cursor of its last row.
+pub struct InboxPage {
+    pub items: Vec<Conversation>,
+    pub next_cursor: Option<InboxCursor>,
+}
+
+/// Finds the direct conversation of `pair` in `context`, or creates it with
+/// both participants. Returns the id and whether it was created. Safe under
+/// concurrent calls: the unique index decides, the loser reads the winner's row.
+pub async fn find_or_create_direct(
+    pool: &Pool,
+    creator: &UserId,
+    pair: &DirectPair,
+    context: Option<&ConversationContext>,
+) -> Result<(ConversationId, bool), ChatError> {
+    let (ctx_type, ctx_id) = context.map_or(("", ""), |c| (c.kind.as_str(), c.id.as_str()));
+    let (title, subtitle) = context.map_or((None, None), |c| {
+        (c.title.as_deref(), c.subtitle.as_deref())
+    });
+    let mut db = client(pool).await?;
+    let tx = db.transaction().await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO conversations
+               (id, kind, user_low, user_high, context_type, context_id, context_title, context_subtitle, created_by)
+             VALUES ($1, 'direct', $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .await?;
+    let new_id = ConversationId::new();
+    let inserted = timed(
+        "conversations.insert",
+        tx.query_opt(
+            &insert,
+            &[
+                &new_id.0,
+                &pair.low.as_str(),
+                &pair.high.as_str(),
+                &ctx_type,
+                &ctx_id,
+                &title,
+                &subtitle,
+                &creator.as_str(),
+            ],
+        ),
+    )
+    .await?;
+    if inserted.is_some() {
+        let participants = tx
+            .prepare_cached(
+                "INSERT INTO conversation_participants (conversation_id, user_id, role_snapshot)
+                 SELECT $1, id, role FROM users WHERE id IN ($2, $3)",
+            )
+            .await?;
+        tx.execute(
+            &participants,
+            &[&new_id.0, &pair.low.as_str(), &pair.high.as_str()],
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok((new_id, true));
+    }
+    tx.rollback().await?;
+    let db = client(pool).await?;
+    let find = db
+        .prepare_cached(
+            "SELECT id FROM conversations
+             WHERE kind = 'direct' AND user_low = $1 AND user_high = $2
+               AND context_type = $3 AND context_id = $4",
+        )
+        .await?;
+    let row = timed(
+        "conversations.find",
+        db.query_one(
+            &find,
+            &[&pair.low.as_str(), &pair.high.as_str(), &ctx_type, &ctx_id],
+        ),
+    )
+    .await?;
+    Ok((ConversationId(row.get(0)), false))
+}
+
+/// The conversation as `user` sees it; `None` when it does not exist or
+/// `user` is not a participant (callers answer 404 either way).
+pub async fn view_for_user(
+    pool: &Pool,
+    id: ConversationId,
+    user: &UserId,
+) -> Result<Option<Conversation>, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(&format!(
+            "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE p.conversation_id = $1 AND p.user_id = $2"
+        ))
+        .await?;
+    let row = timed(
+        "conversations.view",
+        db.query_opt(&stmt, &[&id.0, &user.as_str()]),
+    )
+    .await?;
+    Ok(row.as_ref().map(view_from_row))
+}
+
+/// Whether `user` takes part in the conversation.
+pub async fn is_participant(
+    pool: &Pool,
+    id: ConversationId,
+    user: &UserId,
+) -> Result<bool, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM conversation_participants WHERE conversation_id = $1 AND user_id = $2)",
+        )
+        .await?;
+    let row = timed(
+        "conversations.is_participant",
+        db.query_one(&stmt, &[&id.0, &user.as_str()]),
+    )
+    .await?;
+    Ok(row.get(0))
+}
+
+/// A page of `user`'s conversations, most recent activity first. A
+/// conversation without messages is listed only for the user who started it,
+/// so nobody finds empty threads from strangers in their inbox.
+pub async fn inbox(
+    pool: &Pool,
+    user: &UserId,
+    filter: InboxFilter,
+    after: Option<InboxCursor>,
+    limit: i64,
+) -> Result<InboxPage, ChatError> {
+    let db = client(pool).await?;
+    let unread_only = filter == InboxFilter::Unread;
+    let stmt = db
+        .prepare_cached(&format!(
+            "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM}
+             WHERE p.user_id = $1
+               AND (c.last_seq > 0 OR c.created_by = p.user_id)
+               AND (NOT $2 OR p.unread_count > 0)
+               AND ($3::timestamptz IS NULL OR (p.activity_at, p.conversation_id) < ($3, $4))
+             ORDER BY p.activity_at DESC, p.conversation_id DESC
+             LIMIT $5"
+        ))
+        .await?;
+    let (cursor_at, cursor_id) = after.map_or((None, None), |c| {
+        (Some(c.activity_at), Some(c.conversation_id))
+    });
+    let rows = timed(
+        "conversations.inbox",
+        db.query(
+            &stmt,
+            &[
+                &user.as_str(),
+                &unread_only,
+                &cursor_at,
+                &cursor_id,
+                &(limit + 1),
+            ],
+        ),
+    )
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let next_cursor = if has_more {
+        rows.last().map(|r| InboxCursor {
+            activity_at: r.get(11),
+            conversation_id: r.get(0),
+        })
+    } else {
+        None
+    };
+    Ok(InboxPage {
+        items: rows.iter().map(view_from_row).collect(),
+        next_cursor,
+    })
+}
+
+/// What a conversation actor needs to serialise sends and reads.
+#[derive(Clone, Debug)]
+pub struct ConversationSnapshot {
+    pub last_seq: i64,
+    pub participants: Vec<ParticipantSnapshot>,
+}
+
+/// One participant's read state.
+#[derive(Clone, Debug)]
+pub struct ParticipantSnapshot {
+    pub user_id: UserId,
+    pub last_read_seq: i64,
+    pub unread_count: i64,
+    pub last_read_at: Option<DateTime<Utc>>,
+}
+
+/// Loads the live state of a conversation; `None` when it does not exist.
+pub async fn load_snapshot(
+    pool: &Pool,
+    id: ConversationId,
+) -> Result<Option<ConversationSnapshot>, ChatError> {
+    let db = client(pool).await?;
+    let conv = db
+        .prepare_cached("SELECT last_seq FROM conversations WHERE id = $1")
+        .await?;
+    let Some(row) = timed("conversations.snapshot", db.query_opt(&conv, &[&id.0])).await? else {
+        return Ok(None);
+    };
+    let parts = db
+        .prepare_cached(
+            "SELECT user_id, last_read_seq, unread_count, last_read_at
+             FROM conversation_participants WHERE conversation_id = $1 ORDER BY user_id",
+        )
+        .await?;
+    let rows = timed("conversations.snapshot", db.query(&parts, &[&id.0])).await?;
+    let participants = rows
+        .iter()
+        .map(|r| {
+            Ok(ParticipantSnapshot {
+                user_id: UserId::parse(r.get(0))?,
+                last_read_seq: r.get(1),
+                unread_count: i64::from(r.get::<_, i32>(2)),
+                last_read_at: r.get(3),
+            })
+        })
+        .collect::<Result<Vec<_>, ChatError>>()?;
+    Ok(Some(ConversationSnapshot {
+        last_seq: row.get(0),
+        participants,
+    }))
+}
+
+fn view_from_row(r: &Row) -> Conversation {
+    let ctx_type: String = r.get(2);
+    let context = (!ctx_type.is_empty()).then(|| ConversationContext {
+        kind: ctx_type,
+        id: r.get(3),
+        title: r.get(4),
+        subtitle: r.get(5),
+    });
+    let last_message = r
+        .get::<_, Option<Uuid>>(15)
+        .map(|_| message_from_row(r, 15));
+    Conversation {
+        id: r.get(0),
+        kind: r.get(1),
+        context,
+        last_seq: r.get(6),
+        last_message_at: r.get(7),
+        created_at: r.get(8),
+        unread_count: i64::from(r.get::<_, i32>(9)),
+        last_read_seq: r.get(10),
+        other_participant: UserSummary {
+            id: r.get(12),
+            name: r.get(13),
+            role: r.get(14),
+        },
+        last_message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_cursors_round_trip_and_reject_garbage() {
+        let c = InboxCursor {
+            activity_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            conversation_id: Uuid::now_v7(),
+        };
+        assert_eq!(InboxCursor::decode(&c.encode()).unwrap(), c);
+        for bad in ["", "123", "abc_def", "1_not-a-uuid"] {
+            assert_eq!(
+                InboxCursor::decode(bad).unwrap_err().code(),
+                "invalid_cursor"
+            );
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The `messages` table and the write-through of a send.
+//!
+//! A send is one SQL statement (so one implicit transaction and one round trip):
+//! it inserts the message, advances the conversation's `last_seq`, bumps the
+//! other participants' unread counts and moves the sender's own read pointer to
+//! the new message. The two unique constraints do the rest: a repeated
+//! `(sender, clientMessageId)` inserts nothing, and a taken
+//! `(conversation, seq)` means another writer owns the conversation.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{client, timed, violated_constraint};
+use crate::domain::{ChatError, ConversationId, UserId, model::Message};
+
+/// Columns of a message, in the order [`message_from_row`] reads them.
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, seq, sender_id, kind, body, client_message_id, created_at";
+
+/// Reads a message from `row`, starting at column `at`.
+pub fn message_from_row(row: &Row, at: usize) -> Message {
+    Message {
+        id: row.get(at),
+        conversation_id: row.get(at + 1),
+        seq: row.get(at + 2),
+        sender_id: row.get(at + 3),
+        kind: row.get(at + 4),
+        body: row.get(at + 5),
+        client_message_id: row.get(at + 6),
+        created_at: row.get(at + 7),
+    }
+}
+
+/// A message about to be written at a position the actor has chosen.
+pub struct NewMessage<'a> {
+    pub conversation: ConversationId,
+    pub seq: i64,
+    pub sender: &'a UserId,
+    pub body: &'a str,
+    pub client_message_id: &'a str,
+}
+
+/// What the write-through did.
+pub enum InsertOutcome {
+    /// Committed at the requested `seq`.
+    Inserted(Message),
+    /// The sender already used this `clientMessageId`; nothing was written.
+    DuplicateClientId,
+    /// Another writer already committed this `seq`: the caller's view of the
+    /// conversation is stale and must be rebuilt from the database.
+    SeqTaken,
+}
+
+/// Writes a message and its side effects atomically.
+pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "WITH ins AS (
+                 INSERT INTO messages (id, conversation_id, seq, sender_id, kind, body, client_message_id)
+                 VALUES ($1, $2, $3, $4, 'text', $5, $6)
+                 ON CONFLICT (sender_id, client_message_id) DO NOTHING
+                 RETURNING created_at
+             ), conv AS (
+                 UPDATE conversations SET last_seq = $3, last_message_at = ins.created_at
+                 FROM ins WHERE conversations.id = $2
+             ), parts AS (
+                 UPDATE conversation_participants p SET
+                     unread_count = CASE WHEN p.user_id = $4 THEN 0 ELSE p.unread_count + 1 END,
+                     last_read_seq = CASE WHEN p.user_id = $4 THEN $3 ELSE p.last_read_seq END,
+                     last_read_at = CASE WHEN p.user_id = $4 THEN ins.created_at ELSE p.last_read_at END,
+                     activity_at = ins.created_at
+                 FROM ins WHERE p.conversation_id = $2
+             )
+             SELECT created_at FROM ins",
+        )
+        .await?;
+    let id = Uuid::now_v7();
+    let result = timed(
+        "messages.insert",
+        db.query_opt(
+            &stmt,
+            &[
+                &id,
+                &new.conversation.0,
+                &new.seq,
+                &new.sender.as_str(),
+                &new.body,
+                &new.client_message_id,
+            ],
+        ),
+    )
+    .await;
+    match result {
+        Ok(Some(row)) => Ok(InsertOutcome::Inserted(Message {
+            id,
+            conversation_id: new.conversation.0,
+            seq: new.seq,
+            sender_id: new.sender.to_string(),
+            kind: "text".to_string(),
+            body: new.body.to_string(),
+            client_message_id: new.client_message_id.to_string(),
+            created_at: row.get::<_, DateTime<Utc>>(0),
+        })),
+        Ok(None) => Ok(InsertOutcome::DuplicateClientId),
+        Err(e) if violated_constraint(&e) == Some("messages_conversation_seq_key") => {
+            Ok(InsertOutcome::SeqTaken)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The message `sender` stored under `client_message_id`, in any conversation.
+pub async fn find_by_client_id(
+    pool: &Pool,
+    sender: &UserId,
+    client_message_id: &str,
+) -> Result<Option<Message>, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_message_id = $2"
+        ))
+        .await?;
+    let row = timed(
+        "messages.find_by_client_id",
+        db.query_opt(&stmt, &[&sender.as_str(), &client_message_id]),
+    )
+    .await?;
+    Ok(row.map(|r| message_from_row(&r, 0)))
+}
+
+/// Which way to page through a conversation's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageDirection {
+    /// The newest messages (no cursor).
+    Latest,
+    /// Messages with `seq` above the given one, oldest first.
+    After(i64),
+    /// Messages with `seq` below the given one, newest page first.
+    Before(i64),
+}
+
+/// One page of messages, always in ascending `seq` order, and whether more
+/// exist beyond it in the direction of travel.
+pub struct MessagePage {
+    pub items: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// A page of a conversation's messages (keyset on the unique `(conversation_id, seq)` index).
+pub async fn page(
+    pool: &Pool,
+    conversation: ConversationId,
+    direction: PageDirection,
+    limit: i64,
+) -> Result<MessagePage, ChatError> {
+    let db = client(pool).await?;
+    let (sql, bound) = match direction {
+        PageDirection::Latest => ("seq < $2 ORDER BY seq DESC", i64::MAX),
+        PageDirection::Before(seq) => ("seq < $2 ORDER BY seq DESC", seq),
+        PageDirection::After(seq) => ("seq > $2 ORDER BY seq ASC", seq),
+    };
+    let stmt = db
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND {sql} LIMIT $3"
+        ))
+        .await?;
+    let rows = timed(
+        "messages.page",
+        db.query(&stmt, &[&conversation.0, &bound, &(limit + 1)]),
+    )
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    let mut items: Vec<Message> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| message_from_row(r, 0))
+        .collect();
+    if !matches!(direction, PageDirection::After(_)) {
+        items.reverse();
+    }
+    Ok(MessagePage { items, has_more })
+}
+
+/// A participant's read state after moving the pointer.
+pub struct ReadPointer {
+    pub last_read_seq: i64,
+    pub unread_count: i64,
+    pub last_read_at: Option<DateTime<Utc>>,
+}
+
+/// Moves `user`'s read pointer forward to `seq` (never back) and recomputes
+/// their unread count from the messages table.
+pub async fn mark_read(
+    pool: &Pool,
+    conversation: ConversationId,
+    user: &UserId,
+    seq: i64,
+) -> Result<ReadPointer, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "UPDATE conversation_participants p SET
+                 last_read_seq = GREATEST(p.last_read_seq, $3),
+                 last_read_at = CASE WHEN $3 > p.last_read_seq THEN now() ELSE p.last_read_at END,
+                 unread_count = (SELECT count(*) FROM messages m
+                                 WHERE m.conversation_id = $1 AND m.seq > GREATEST(p.last_read_seq, $3)
+                                   AND m.sender_id <> $2)
+             WHERE p.conversation_id = $1 AND p.user_id = $2
+             RETURNING p.last_read_seq, p.unread_count, p.last_read_at",
+        )
+        .await?;
+    let row = timed(
+        "messages.mark_read",
+        db.query_opt(&stmt, &[&conversation.0, &user.as_str(), &seq]),
+    )
+    .await?;
+    let row = row.ok_or(ChatError::NotFound {
+        what: "conversation",
+    })?;
+    Ok(ReadPointer {
+        last_read_seq: row.get(0),
+        unread_count: i64::from(row.get::<_, i32>(1)),
+        last_read_at: row.get(2),
+    })
+}

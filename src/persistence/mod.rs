@@ -1,0 +1,87 @@
+//! Postgres access: the connection pool, the migration runner, and one module
+//! per aggregate. Every query is parameterised and goes through
+//! `prepare_cached`, so hot paths run as prepared statements on each pooled
+//! connection. Each query's latency lands in the `parley_db_query_seconds`
+//! histogram, labelled by operation.
+
+pub mod conversations;
+pub mod messages;
+pub mod migrations;
+pub mod users;
+
+use std::{future::Future, str::FromStr, time::Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::{config::Settings, domain::ChatError};
+
+/// Builds the pool. Connections are made lazily; each has a server-side
+/// `statement_timeout` equal to the configured database timeout, and waiting
+/// for a free connection is bounded by the same timeout.
+pub fn connect_pool(settings: &Settings) -> anyhow::Result<Pool> {
+    let mut pg = tokio_postgres::Config::from_str(settings.database_url.expose())?;
+    let timeout_ms = settings.db_timeout.as_millis();
+    pg.options(format!("-c statement_timeout={timeout_ms}"));
+    pg.connect_timeout(settings.db_timeout);
+    if pg.get_application_name().is_none() {
+        pg.application_name("parley");
+    }
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(settings.db_pool_size)
+        .wait_timeout(Some(settings.db_timeout))
+        .create_timeout(Some(settings.db_timeout))
+        .recycle_timeout(Some(settings.db_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()?;
+    Ok(pool)
+}
+
+/// Gets a pooled connection; failing to get one in time is a 503, not a 500.
+pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, ChatError> {
+    pool.get()
+        .await
+        .map_err(|e| ChatError::Unavailable(format!("database pool: {e}")))
+}
+
+/// Runs one database operation and records its latency under `op`.
+pub async fn timed<T>(op: &'static str, fut: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = fut.await;
+    metrics::histogram!("parley_db_query_seconds", "op" => op).record(started.elapsed());
+    out
+}
+
+/// Name of the unique constraint a database error violated, if that is what it was.
+pub fn violated_constraint(err: &tokio_postgres::Error) -> Option<&str> {
+    let db = err.as_db_error()?;
+    (db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+        .then(|| db.constraint())
+        .flatten()
+}
+
+impl From<tokio_postgres::Error> for ChatError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        // Closed connections and timeouts may succeed on retry; anything else is a bug.
+        let retryable = err.is_closed()
+            || err.as_db_error().is_none()
+            || err.code().is_some_and(|c| {
+                c == &tokio_postgres::error::SqlState::QUERY_CANCELED
+                    || c == &tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    || c == &tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    || c == &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN
+            });
+        if retryable {
+            ChatError::Unavailable(format!("database: {err}"))
+        } else {
+            ChatError::Internal(format!("database: {err}"))
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! One WebSocket connection: a reader and a writer run concurrently in one
+//! task, and the connection ends when either does.
+//!
+//! * The writer drains the connection's bounded outbound queue (fed by the
+//!   user's actor, and by the reader for `ack`/`error` answers), sends protocol
+//!   pings, and reaps a peer that has been silent for three ping intervals.
+//!   When the user actor drops the queue (the client was too slow, or the actor
+//!   is gone) the writer closes with [`CLOSE_RESYNC`]: the client reconnects
+//!   and catches up over REST.
+//! * The reader parses client frames and answers each one.
+//!
+//! The loop is generic over `Sink`/`Stream` so it does not depend on axum's
+//! socket type.
+
+use std::{
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use ractor::ActorRef;
+use tokio::sync::mpsc;
+
+use super::protocol::{self, ClientFrame, FrameError};
+use crate::{
+    actors::{
+        ChatCore,
+        user::{ConnectionId, UserMsg},
+    },
+    domain::{ChatError, ConversationId, UserId, event::ServerEvent, event::SharedFrame},
+};
+
+/// Close code (private range) telling the client to reconnect and resync over REST.
+pub const CLOSE_RESYNC: u16 = 4000;
+/// Close code for a server-side failure to set the connection up.
+pub const CLOSE_INTERNAL: u16 = 1011;
+
+/// What the loop needs besides the socket.
+pub struct ConnectionContext {
+    pub chat: ChatCore,
+    pub user: UserId,
+    pub outbound_queue: usize,
+    pub ping_interval: Duration,
+}
+
+/// Detaches the connection from its user actor and keeps the gauge right,
+/// however the connection ends (including task cancellation).
+struct Registration {
+    id: ConnectionId,
+    actor: ActorRef<UserMsg>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.actor.send_message(UserMsg::Detach(self.id));
+        metrics::gauge!("parley_ws_connections_open").decrement(1.0);
+    }
+}
+
+/// Serves one connection until it closes.
+pub async fn run<S, R, E>(mut sink: S, stream: R, ctx: ConnectionContext)
+where
+    S: Sink<WsMessage> + Unpin + Send,
+    R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
+{
+    let (outbound, frames) = mpsc::channel::<SharedFrame>(ctx.outbound_queue);
+    // The reader answers through a weak handle, so that when the user actor
+    // drops the only strong sender the writer sees the queue close.
+    let answers = outbound.downgrade();
+    let _registration = match ctx.chat.attach_connection(&ctx.user, outbound).await {
+        Ok((id, actor)) => {
+            metrics::gauge!("parley_ws_connections_open").increment(1.0);
+            Registration { id, actor }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not attach connection");
+            let _ = sink.send(close(CLOSE_INTERNAL, "server busy, retry")).await;
+            return;
+        }
+    };
+    let last_heard = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let (close_tx, close_rx) = mpsc::channel::<WsMessage>(1);
+
+    let mut writer = pin!(write_loop(
+        sink,
+        frames,
+        close_rx,
+        ctx.ping_interval,
+        last_heard.clone(),
+        started
+    ));
+    let mut reader = pin!(read_loop(stream, answers, &ctx, last_heard, started));
+    tokio::select! {
+        () = &mut writer => {}
+        () = &mut reader => {
+            // The client went away or broke protocol: let the writer say goodbye.
+            let _ = close_tx.try_send(close(1000, "bye"));
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
+    }
+}
+
+fn close(code: u16, reason: &'static str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+fn millis_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn write_loop<S: Sink<WsMessage> + Unpin>(
+    mut sink: S,
+    mut frames: mpsc::Receiver<SharedFrame>,
+    mut closing: mpsc::Receiver<WsMessage>,
+    ping_interval: Duration,
+    last_heard: Arc<AtomicU64>,
+    started: Instant,
+) {
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    let dead_after = u64::try_from((ping_interval * 3).as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(frame) => {
+                    if sink.send(WsMessage::Text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    metrics::counter!("parley_ws_disconnects_total", "reason" => "resync").increment(1);
+                    let _ = sink.send(close(CLOSE_RESYNC, "resync: connection fell behind")).await;
+                    return;
+                }
+            },
+            Some(goodbye) = closing.recv() => {
+                let _ = sink.send(goodbye).await;
+                return;
+            }
+            _ = ping.tick() => {
+                if millis_since(started).saturating_sub(last_heard.load(Ordering::Relaxed)) > dead_after {
+                    metrics::counter!("parley_ws_disconnects_total", "reason" => "dead_peer").increment(1);
+                    return;
+                }
+                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn read_loop<R, E>(
+    mut stream: R,
+    answers: mpsc::WeakSender<SharedFrame>,
+    ctx: &ConnectionContext,
+    last_heard: Arc<AtomicU64>,
+    started: Instant,
+) where
+    R: Stream<Item = Result<WsMessage, E>> + Unpin,
+{
+    while let Some(Ok(message)) = stream.next().await {
+        last_heard.store(millis_since(started), Ordering::Relaxed);
+        let answer = match message {
+            WsMessage::Text(text) => handle_frame(ctx, text.as_str()).await,
+            WsMessage::Binary(_) => Some(frame_error(FrameError {
+                code: "unsupported_frame_type",
+                message: "binary frames are not supported; send JSON text".into(),
+                client_message_id: None,
+            })),
+            WsMessage::Close(_) => {
+                metrics::counter!("parley_ws_disconnects_total", "reason" => "client_closed")
+                    .increment(1);
+                return;
+            }
+            WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+        };
+        if let Some(answer) = answer {
+            let Some(queue) = answers.upgrade() else {
+                return;
+            };
+            if queue.try_send(answer).is_err() {
+                // Too slow even for its own answers: same treatment as any slow consumer.
+                metrics::counter!("parley_ws_slow_consumer_closes_total").increment(1);
+                return;
+            }
+        }
+    }
+    metrics::counter!("parley_ws_disconnects_total", "reason" => "client_gone").increment(1);
+}
+
+/// Handles one text frame and returns the frame to answer with, if any.
+async fn handle_frame(ctx: &ConnectionContext, text: &str) -> Option<SharedFrame> {
+    let frame = match protocol::parse(text) {
+        Ok(frame) => frame,
+        Err(e) => return Some(frame_error(e)),
+    };
+    match frame {
+        ClientFrame::MessageSend(send) => {
+            let cmid = send.client_message_id.clone();
+            let outcome = match ConversationId::parse(&send.conversation_id) {
+                Ok(id) => {
+                    ctx.chat
+                        .send(id, &ctx.user, &send.body, &send.client_message_id)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            Some(match outcome {
+                Ok(o) => ServerEvent::Ack {
+                    client_message_id: cmid,
+                    message: o.message,
+                }
+                .to_frame(),
+                Err(e) => chat_error(e, Some(cmid)),
+            })
+        }
+        ClientFrame::ReadReceipt(read) => {
+            let outcome = match ConversationId::parse(&read.conversation_id) {
+                Ok(id) => ctx.chat.mark_read(id, &ctx.user, read.seq).await,
+                Err(e) => Err(e),
+            };
+            // Success is visible as `conversation.updated` on every connection of the user.
+            outcome.err().map(|e| chat_error(e, None))
+        }
+    }
+}
+
+fn frame_error(e: FrameError) -> SharedFrame {
+    ServerEvent::Error {
+        code: e.code.to_owned(),
+        message: e.message,
+        client_message_id: e.client_message_id,
+    }
+    .to_frame()
+}
+
+fn chat_error(e: ChatError, client_message_id: Option<String>) -> SharedFrame {
+    if matches!(e, ChatError::Internal(_) | ChatError::Unavailable(_)) {
+        tracing::warn!(error = %e, "websocket request failed");
+    }
+    ServerEvent::Error {
+        code: e.code().to_owned(),
+        message: e.public_message(),
+        client_message_id,
+    }
+    .to_frame()
+}
