@@ -177,6 +177,11 @@ impl ChatCore {
         (self.conversations.len(), self.users.len())
     }
 
+    /// Whether the conversation currently has a live actor on this node.
+    pub fn is_live(&self, conversation: ConversationId) -> bool {
+        self.conversations.contains_key(&conversation)
+    }
+
     /// Stops every actor (on shutdown).
     pub fn stop(&self) {
         self.conversation_supervisor.stop_children(None);

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Makes sure what Parley needs on this machine is installed and running, and
+# that its databases exist. Safe to run any number of times.
+#
+#   scripts/ensure-services.sh [database ...]   (default: parley parley_test)
+#
+# Postgres is the only service the server needs today (Redis and RabbitMQ join
+# with the cluster and jobs features). Honours PGHOST/PGPORT/PGUSER.
+set -euo pipefail
+
+PGHOST="${PGHOST:-127.0.0.1}"
+PGPORT="${PGPORT:-5432}"
+PGUSER="${PGUSER:-postgres}"
+export PGHOST PGPORT PGUSER
+databases=("$@")
+[ ${#databases[@]} -eq 0 ] && databases=(parley parley_test)
+
+log() { echo "ensure-services: $*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  log "installing $*"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+require_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    log "cargo is missing: install the Rust toolchain (rustup, Rust >= 1.88) first"
+    exit 1
+  fi
+}
+
+postgres_ready() {
+  command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h "$PGHOST" -p "$PGPORT"
+}
+
+ensure_postgres() {
+  if postgres_ready; then return; fi
+  local fresh=0
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    apt_install postgresql postgresql-client
+    fresh=1
+  fi
+  local version
+  version="$(ls /etc/postgresql | sort -V | tail -1)"
+  if [ "$fresh" -eq 1 ]; then
+    # A development machine: trust local TCP connections, as CI machines do.
+    local hba="/etc/postgresql/${version}/main/pg_hba.conf"
+    as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  fi
+  log "starting PostgreSQL ${version}"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 60); do
+    postgres_ready && return
+    sleep 0.5
+  done
+  log "PostgreSQL did not become ready on ${PGHOST}:${PGPORT}"
+  exit 1
+}
+
+ensure_databases() {
+  local db
+  for db in "${databases[@]}"; do
+    if [ "$(psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '${db}'")" != "1" ]; then
+      log "creating database ${db}"
+      createdb "$db" 2>/dev/null || [ "$(psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '${db}'")" = "1" ]
+    fi
+  done
+}
+
+require_rust
+ensure_postgres
+ensure_databases

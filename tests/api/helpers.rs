@@ -1,0 +1,272 @@
+//! The test harness: the real application on port 0 against the real local
+//! Postgres (`PARLEY_TEST_DATABASE_URL`, default database `parley_test`), with
+//! data isolated per test by unique user ids, plus typed HTTP and WebSocket
+//! helpers.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use parley::{
+    Application, actors::ChatCore, config::Secret, config::Settings, http::auth::JwtKeys,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message as WsMessage};
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "integration-test-secret-0123456789";
+
+pub fn database_url() -> String {
+    std::env::var("PARLEY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/parley_test".to_string())
+}
+
+/// Settings for a test server: port 0, the test database, a known secret.
+pub fn test_settings() -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: Secret::new(database_url()),
+        jwt_secret: Secret::new(JWT_SECRET),
+        db_pool_size: 8,
+        ..Settings::default()
+    }
+}
+
+pub struct TestApp {
+    pub port: u16,
+    pub http: reqwest::Client,
+    pub keys: JwtKeys,
+    pub pool: deadpool_postgres::Pool,
+    pub chat: ChatCore,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: String,
+    pub token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    adjust(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let port = app.port();
+    let pool = app.state().pool.clone();
+    let chat = app.state().chat.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        port,
+        http: reqwest::Client::new(),
+        keys: JwtKeys::new(&Secret::new(JWT_SECRET)),
+        pool,
+        chat,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::now_v7().simple())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Stops accepting, finishes in-flight requests, stops the actors.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+    }
+
+    /// A new user with a valid token, known to the server (first request upserts it).
+    pub async fn user(&self, role: &str) -> TestUser {
+        let id = unique(role);
+        let token = self
+            .keys
+            .mint(&id, &format!("User {id}"), role, None, 3600)
+            .unwrap();
+        let user = TestUser { id, token };
+        let (status, _) = self.get(&user, "/chat/conversations").await;
+        assert_eq!(status, StatusCode::OK);
+        user
+    }
+
+    pub async fn get(&self, user: &TestUser, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    pub async fn post(&self, user: &TestUser, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&user.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    /// Find-or-create; returns the status and the conversation.
+    pub async fn open(
+        &self,
+        from: &TestUser,
+        to: &TestUser,
+        context: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut body = json!({ "participantId": to.id });
+        if let Some(context) = context {
+            body["context"] = context;
+        }
+        self.post(from, "/chat/conversations", body).await
+    }
+
+    /// Creates (or finds) the conversation and returns its id.
+    pub async fn conversation(&self, from: &TestUser, to: &TestUser) -> String {
+        let (status, conv) = self.open(from, to, None).await;
+        assert!(status.is_success(), "{status} {conv}");
+        conv["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn send_raw(
+        &self,
+        user: &TestUser,
+        conversation: &str,
+        body: &str,
+        client_id: &str,
+    ) -> (StatusCode, Value) {
+        self.post(
+            user,
+            &format!("/chat/conversations/{conversation}/messages"),
+            json!({ "body": body, "clientMessageId": client_id }),
+        )
+        .await
+    }
+
+    /// Sends a message and asserts it was stored; returns it.
+    pub async fn send(&self, user: &TestUser, conversation: &str, body: &str) -> Value {
+        let (status, message) = self
+            .send_raw(user, conversation, body, &unique("cmid"))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{message}");
+        message
+    }
+
+    pub async fn ws(&self, user: &TestUser) -> WsClient {
+        let url = format!("ws://127.0.0.1:{}/ws?token={}", self.port, user.token);
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        WsClient { stream }
+    }
+
+    /// Runs one SQL query against the test database.
+    pub async fn sql_i64(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        client.query_one(sql, params).await.unwrap().get(0)
+    }
+}
+
+async fn decode(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// Asserts the DESIGN.md error shape and returns the code.
+pub fn error_code(body: &Value) -> &str {
+    let error = &body["error"];
+    assert!(
+        error["message"].is_string(),
+        "error body without message: {body}"
+    );
+    error["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error body without code: {body}"))
+}
+
+pub struct WsClient {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn send_json(&mut self, value: Value) {
+        self.stream
+            .send(WsMessage::text(value.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON event, skipping protocol frames; panics after `wait`.
+    pub async fn next_event_within(&mut self, wait: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("timed out waiting for an event")
+                .expect("socket closed")
+                .expect("socket error");
+            match message {
+                WsMessage::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+                WsMessage::Close(frame) => panic!("socket closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn next_event(&mut self) -> Value {
+        self.next_event_within(Duration::from_secs(5)).await
+    }
+
+    /// Waits for the next event of `kind`, skipping others.
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+
+    /// Asserts that no text event arrives within `wait`.
+    pub async fn assert_silent(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout_at(deadline, self.stream.next()).await
+        {
+            if let WsMessage::Text(text) = message {
+                panic!("unexpected event: {text}");
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real server on port 0, the real Postgres, real HTTP
+//! and WebSocket clients. One binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // failing loudly is what a test should do
+
+mod conversations;
+mod errors;
+mod helpers;
+mod messages;
+mod realtime;
+mod resilience;

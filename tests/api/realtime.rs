@@ -1,0 +1,169 @@
+//! WebSocket delivery: events reach every connection of every participant,
+//! `message.send` is acknowledged, bad frames get `error` frames.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn a_rest_message_reaches_both_tabs_of_the_recipient_and_the_sender() {
+    let app = spawn_app().await;
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let id = app.conversation(&alice, &bob).await;
+    let mut bob_tab1 = app.ws(&bob).await;
+    let mut bob_tab2 = app.ws(&bob).await;
+    let mut alice_tab = app.ws(&alice).await;
+
+    let sent = app
+        .send(&alice, &id, "are you free for an interview?")
+        .await;
+    for socket in [&mut bob_tab1, &mut bob_tab2, &mut alice_tab] {
+        let event = socket.next_event_within(Duration::from_secs(2)).await;
+        assert_eq!(event["type"], "message.created");
+        assert_eq!(event["eventVersion"], 1);
+        assert_eq!(event["data"], sent);
+    }
+}
+
+#[tokio::test]
+async fn message_send_over_the_socket_is_acked_delivered_and_idempotent() {
+    let app = spawn_app().await;
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let id = app.conversation(&alice, &bob).await;
+    let mut alice_ws = app.ws(&alice).await;
+    let mut bob_ws = app.ws(&bob).await;
+
+    let frame = json!({"type": "message.send", "data": {"conversationId": id, "body": "hello over ws", "clientMessageId": "ws-1"}});
+    alice_ws.send_json(frame.clone()).await;
+    let ack = alice_ws.next_of_type("ack").await;
+    assert_eq!(ack["data"]["clientMessageId"], "ws-1");
+    assert_eq!(ack["data"]["message"]["seq"], 1);
+    assert_eq!(ack["data"]["message"]["body"], "hello over ws");
+    let delivered = bob_ws.next_of_type("message.created").await;
+    assert_eq!(delivered["data"]["id"], ack["data"]["message"]["id"]);
+
+    // A retry of the same frame is acknowledged with the same message and delivered to no one again.
+    alice_ws.send_json(frame).await;
+    let again = alice_ws.next_of_type("ack").await;
+    assert_eq!(again["data"]["message"]["id"], ack["data"]["message"]["id"]);
+    bob_ws.assert_silent(Duration::from_millis(300)).await;
+
+    let (_, page) = app
+        .get(&bob, &format!("/chat/conversations/{id}/messages"))
+        .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_connection_survives() {
+    let app = spawn_app().await;
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let mallory = app.user("candidate").await;
+    let id = app.conversation(&alice, &bob).await;
+    let mut ws = app.ws(&mallory).await;
+
+    ws.stream
+        .send(tokio_tungstenite::tungstenite::Message::text("{not json"))
+        .await
+        .unwrap();
+    let error = ws.next_of_type("error").await;
+    assert_eq!(error["data"]["code"], "malformed_frame");
+
+    ws.send_json(json!({"type": "message.send", "data": {"conversationId": id, "body": "sneaky", "clientMessageId": "x-1"}}))
+        .await;
+    let error = ws.next_of_type("error").await;
+    assert_eq!(error["data"]["code"], "not_found");
+    assert_eq!(error["data"]["clientMessageId"], "x-1");
+
+    ws.send_json(
+        json!({"type": "message.send", "data": {"conversationId": id, "clientMessageId": "x-2"}}),
+    )
+    .await;
+    let error = ws.next_of_type("error").await;
+    assert_eq!(error["data"]["code"], "invalid_frame_data");
+    assert_eq!(error["data"]["clientMessageId"], "x-2");
+
+    ws.send_json(json!({"type": "teleport", "data": {}})).await;
+    assert_eq!(
+        ws.next_of_type("error").await["data"]["code"],
+        "unsupported_frame_type"
+    );
+
+    // Still usable: a valid send in a conversation of mallory's own is acknowledged.
+    let own = app.conversation(&mallory, &bob).await;
+    ws.send_json(json!({"type": "message.send", "data": {"conversationId": own, "body": "<i>hi</i>", "clientMessageId": "x-3"}}))
+        .await;
+    let ack = ws.next_of_type("ack").await;
+    assert_eq!(ack["data"]["message"]["body"], "hi");
+    let stored = app
+        .sql_i64(
+            "SELECT count(*) FROM messages WHERE conversation_id = $1::text::uuid",
+            &[&id],
+        )
+        .await;
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn reading_on_one_tab_updates_the_other_and_tells_the_sender() {
+    let app = spawn_app().await;
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let id = app.conversation(&alice, &bob).await;
+    for n in 1..=3 {
+        app.send(&alice, &id, &format!("m{n}")).await;
+    }
+    let mut bob_tab1 = app.ws(&bob).await;
+    let mut bob_tab2 = app.ws(&bob).await;
+    let mut alice_ws = app.ws(&alice).await;
+
+    bob_tab1
+        .send_json(json!({"type": "read.receipt", "data": {"conversationId": id, "seq": 3}}))
+        .await;
+    for tab in [&mut bob_tab1, &mut bob_tab2] {
+        let updated = tab.next_of_type("conversation.updated").await;
+        assert_eq!(updated["data"]["conversationId"], id.as_str());
+        assert_eq!(updated["data"]["unreadCount"], 0);
+        assert_eq!(updated["data"]["lastReadSeq"], 3);
+    }
+    let receipt = alice_ws.next_of_type("read.receipt").await;
+    assert_eq!(receipt["data"]["userId"], bob.id.as_str());
+    assert_eq!(receipt["data"]["seq"], 3);
+
+    // Reading the same position again moves nothing and tells no one.
+    bob_tab1
+        .send_json(json!({"type": "read.receipt", "data": {"conversationId": id, "seq": 2}}))
+        .await;
+    alice_ws.assert_silent(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn the_upgrade_requires_a_valid_token() {
+    let app = spawn_app().await;
+    let alice = app.user("recruiter").await;
+    let expired = app
+        .keys
+        .mint(&alice.id, "Alice", "recruiter", None, -3600)
+        .unwrap();
+    for query in [
+        String::new(),
+        "?token=garbage".to_string(),
+        format!("?token={expired}"),
+    ] {
+        let url = format!("ws://127.0.0.1:{}/ws{query}", app.port);
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            }
+            other => panic!("expected a 401, got {:?}", other.map(|(_, r)| r.status())),
+        }
+    }
+}
