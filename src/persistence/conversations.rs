@@ -127,7 +127,7 @@ pub async fn find_or_create_direct(
         return Ok((new_id, true));
     }
     tx.rollback().await?;
-    let db = client(pool).await?;
+    // Same connection: holding one while waiting for a second can exhaust the pool.
     let find = db
         .prepare_cached(
             "SELECT id FROM conversations
