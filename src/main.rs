@@ -30,7 +30,7 @@ enum Command {
         #[arg(long)]
         name: String,
         /// One of recruiter, company, candidate, admin.
-        #[arg(long, default_value = "candidate")]
+        #[arg(long)]
         role: String,
         #[arg(long)]
         email: Option<String>,
@@ -70,6 +70,11 @@ async fn main() -> anyhow::Result<()> {
             email,
             ttl,
         } => {
+            anyhow::ensure!(
+                parley::http::auth::ROLES.contains(&role.as_str()),
+                "--role must be one of {:?}",
+                parley::http::auth::ROLES
+            );
             let token = JwtKeys::new(&settings.jwt_secret).mint(
                 &user,
                 &name,

@@ -3,7 +3,8 @@
 //!
 //! * The writer drains the connection's bounded outbound queue (fed by the
 //!   user's actor, and by the reader for `ack`/`error` answers), sends protocol
-//!   pings, and reaps a peer that has been silent for three ping intervals.
+//!   pings, and reaps a peer that has been silent for three ping intervals or
+//!   cannot take a single frame within one ping interval.
 //!   When the user actor drops the queue (the client was too slow, or the actor
 //!   is gone) the writer closes with [`CLOSE_RESYNC`]: the client reconnects
 //!   and catches up over REST.
@@ -117,6 +118,22 @@ fn millis_since(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Sends one frame, giving up when the peer cannot take it within `limit`.
+async fn send_bounded<S: Sink<WsMessage> + Unpin>(
+    sink: &mut S,
+    message: WsMessage,
+    limit: Duration,
+) -> bool {
+    match tokio::time::timeout(limit, sink.send(message)).await {
+        Ok(result) => result.is_ok(),
+        Err(_) => {
+            metrics::counter!("parley_ws_disconnects_total", "reason" => "write_timeout")
+                .increment(1);
+            false
+        }
+    }
+}
+
 async fn write_loop<S: Sink<WsMessage> + Unpin>(
     mut sink: S,
     mut frames: mpsc::Receiver<SharedFrame>,
@@ -128,22 +145,24 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let dead_after = u64::try_from((ping_interval * 3).as_millis()).unwrap_or(u64::MAX);
+    // A peer that cannot take one frame within a ping interval is stuck or gone.
+    let limit = ping_interval;
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(frame) => {
-                    if sink.send(WsMessage::Text(frame)).await.is_err() {
+                    if !send_bounded(&mut sink, WsMessage::Text(frame), limit).await {
                         return;
                     }
                 }
                 None => {
                     metrics::counter!("parley_ws_disconnects_total", "reason" => "resync").increment(1);
-                    let _ = sink.send(close(CLOSE_RESYNC, "resync: connection fell behind")).await;
+                    send_bounded(&mut sink, close(CLOSE_RESYNC, "resync: connection fell behind"), limit).await;
                     return;
                 }
             },
             Some(goodbye) = closing.recv() => {
-                let _ = sink.send(goodbye).await;
+                send_bounded(&mut sink, goodbye, limit).await;
                 return;
             }
             _ = ping.tick() => {
@@ -151,7 +170,7 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
                     metrics::counter!("parley_ws_disconnects_total", "reason" => "dead_peer").increment(1);
                     return;
                 }
-                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                if !send_bounded(&mut sink, WsMessage::Ping(Default::default()), limit).await {
                     return;
                 }
             }

@@ -67,7 +67,10 @@ async fn concurrent_creation_yields_one_conversation() {
         .filter(|(s, _)| *s == StatusCode::CREATED)
         .count();
     assert_eq!(created, 1, "{results:?}");
-    assert!(results.iter().all(|(_, c)| c["id"] == results[0].1["id"]), "{results:?}");
+    assert!(
+        results.iter().all(|(_, c)| c["id"] == results[0].1["id"]),
+        "{results:?}"
+    );
 }
 
 #[tokio::test]

@@ -270,3 +270,45 @@ impl WsClient {
         }
     }
 }
+
+impl TestApp {
+    /// A socket whose client side has a tiny receive buffer, so a client that
+    /// does not read backs up into the server quickly.
+    pub async fn ws_with_small_receive_buffer(&self, user: &TestUser) -> WsClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket
+            .connect(([127, 0, 0, 1], self.port).into())
+            .await
+            .unwrap();
+        let url = format!("ws://127.0.0.1:{}/ws?token={}", self.port, user.token);
+        let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("websocket connects");
+        WsClient { stream }
+    }
+}
+
+impl WsClient {
+    /// Reads until the server closes; returns the text events and the close code.
+    pub async fn drain_until_closed(&mut self, wait: Duration) -> (Vec<Value>, Option<u16>) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut events = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(WsMessage::Text(text)))) => {
+                    events.push(serde_json::from_str(text.as_str()).unwrap())
+                }
+                Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                    return (events, frame.map(|f| u16::from(f.code)));
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) => return (events, None),
+                Err(_) => panic!(
+                    "the server never closed the socket ({} events read)",
+                    events.len()
+                ),
+            }
+        }
+    }
+}

@@ -167,3 +167,72 @@ async fn the_upgrade_requires_a_valid_token() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_with_resync_without_hurting_a_healthy_one() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.ws_outbound_queue = 4;
+        s.ws_ping_interval = Duration::from_secs(30);
+    })
+    .await;
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let id = app.conversation(&alice, &bob).await;
+    let mut healthy = app.ws(&bob).await;
+    let mut stalled = app.ws_with_small_receive_buffer(&bob).await;
+
+    // 400 frames of 20 KB (5,000 four-byte characters) overflow any socket buffer.
+    let total = 400;
+    let body = "😀".repeat(5000);
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < total {
+            let event = healthy.next_of_type("message.created").await;
+            seen.push(event["data"]["seq"].as_i64().unwrap());
+        }
+        seen
+    });
+    for chunk in (0..total).collect::<Vec<_>>().chunks(10) {
+        let sends = chunk.iter().map(|_| app.send(&alice, &id, &body));
+        futures_util::future::join_all(sends).await;
+    }
+    let seen = reader.await.unwrap();
+    assert_eq!(
+        seen,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "the healthy tab got everything, in order"
+    );
+
+    let (events, code) = stalled.drain_until_closed(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(parley::ws::connection::CLOSE_RESYNC));
+    assert!(
+        events.len() < total,
+        "the stalled tab was cut before the end ({} events)",
+        events.len()
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_reaped() {
+    let app =
+        crate::helpers::spawn_app_with(|s| s.ws_ping_interval = Duration::from_millis(100)).await;
+    let bob = app.user("candidate").await;
+    let mut silent = app.ws(&bob).await;
+    // Not reading means not answering pings (the client library answers while it reads).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, code) = silent.drain_until_closed(Duration::from_secs(5)).await;
+    assert_eq!(code, None, "a dead peer is dropped, not politely closed");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("parley_ws_disconnects_total{reason=\"dead_peer\"}"),
+        "{metrics}"
+    );
+}
