@@ -3,15 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
-
-async fn message_count(app: &TestApp, conversation: &str) -> i64 {
-    app.sql_i64(
-        "SELECT count(*) FROM messages WHERE conversation_id = $1::text::uuid",
-        &[&conversation],
-    )
-    .await
-}
+use crate::helpers::{error_code, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn missing_malformed_forged_and_expired_tokens_are_401() {
@@ -88,7 +80,7 @@ async fn missing_malformed_forged_and_expired_tokens_are_401() {
             .unwrap()
             .contains("expired")
     );
-    assert_eq!(message_count(&app, &id).await, 0);
+    assert_eq!(app.stored_messages(&id).await, 0);
 }
 
 #[tokio::test]
@@ -104,7 +96,7 @@ async fn bodies_over_the_limit_are_413_and_store_nothing() {
         (status, error_code(&body)),
         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
     );
-    assert_eq!(message_count(&app, &id).await, 0);
+    assert_eq!(app.stored_messages(&id).await, 0);
 }
 
 #[tokio::test]
@@ -200,7 +192,7 @@ async fn malformed_json_wrong_content_type_and_bad_fields_are_refused() {
             "invalid_client_message_id"
         )
     );
-    assert_eq!(message_count(&app, &id).await, 0);
+    assert_eq!(app.stored_messages(&id).await, 0);
 
     let (status, answer) = app
         .post(

@@ -185,6 +185,26 @@ impl TestApp {
         WsClient { stream }
     }
 
+    /// How many messages the conversation holds in Postgres.
+    pub async fn stored_messages(&self, conversation: &str) -> i64 {
+        self.sql_i64(
+            "SELECT count(*) FROM messages WHERE conversation_id = $1::text::uuid",
+            &[&conversation],
+        )
+        .await
+    }
+
+    /// A request without credentials (health, metrics, OpenAPI).
+    pub async fn anonymous_get(&self, path: &str) -> (StatusCode, Value) {
+        decode(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// Runs one SQL query against the test database.
     pub async fn sql_i64(
         &self,

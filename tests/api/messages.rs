@@ -92,12 +92,7 @@ async fn resending_a_client_message_id_returns_the_original_and_stores_nothing()
     assert_eq!(statuses, [StatusCode::OK, StatusCode::CREATED]);
     assert_eq!(a.1["id"], b.1["id"]);
 
-    let stored = app
-        .sql_i64(
-            "SELECT count(*) FROM messages WHERE conversation_id = $1::text::uuid",
-            &[&id],
-        )
-        .await;
+    let stored = app.stored_messages(&id).await;
     assert_eq!(stored, 2);
     let page = history(&app, &bob, &id, "").await;
     assert_eq!(seqs(&page), vec![1, 2]);
@@ -250,12 +245,7 @@ async fn a_non_participant_gets_404_everywhere_and_changes_nothing() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let stored = app
-        .sql_i64(
-            "SELECT count(*) FROM messages WHERE conversation_id = $1::text::uuid",
-            &[&id],
-        )
-        .await;
+    let stored = app.stored_messages(&id).await;
     assert_eq!(stored, 1);
     let (_, conv) = app.get(&bob, &format!("/chat/conversations/{id}")).await;
     assert_eq!(conv["unreadCount"], 1);

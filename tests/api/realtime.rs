@@ -103,12 +103,7 @@ async fn bad_frames_get_error_frames_and_the_connection_survives() {
         .await;
     let ack = ws.next_of_type("ack").await;
     assert_eq!(ack["data"]["message"]["body"], "hi");
-    let stored = app
-        .sql_i64(
-            "SELECT count(*) FROM messages WHERE conversation_id = $1::text::uuid",
-            &[&id],
-        )
-        .await;
+    let stored = app.stored_messages(&id).await;
     assert_eq!(stored, 0);
 }
 
@@ -222,15 +217,7 @@ async fn a_peer_that_stops_answering_pings_is_reaped() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (_, code) = silent.drain_until_closed(Duration::from_secs(5)).await;
     assert_eq!(code, None, "a dead peer is dropped, not politely closed");
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("parley_ws_disconnects_total{reason=\"dead_peer\"}"),
         "{metrics}"

@@ -45,15 +45,7 @@ async fn an_actor_that_fails_is_rebuilt_from_postgres_and_the_next_send_works() 
     let (status, message) = app.send_raw(&alice, &id, "collides", "collide-1").await;
     assert_eq!(status, StatusCode::CREATED, "{message}");
     assert_eq!(message["seq"], 3);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("parley_actor_restarts_total{actor=\"conversation\"}"),
         "{metrics}"
@@ -96,12 +88,7 @@ async fn a_stuck_write_answers_503_in_bounded_time_and_the_retry_is_safe() {
         status == StatusCode::OK || status == StatusCode::CREATED,
         "{status} {message}"
     );
-    let stored = app
-        .sql_i64(
-            "SELECT count(*) FROM messages WHERE conversation_id = $1::text::uuid",
-            &[&id],
-        )
-        .await;
+    let stored = app.stored_messages(&id).await;
     assert_eq!(stored, 1);
 }
 
@@ -165,28 +152,16 @@ async fn health_metrics_and_openapi_are_served() {
     app.send(&alice, &id, "counted").await;
     let _ws = app.ws(&bob).await;
 
-    let health: Value = app
-        .http
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, health) = app.anonymous_get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "ok");
-    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+    let (status, ready) = app.anonymous_get("/readyz").await;
+    assert_eq!(
+        (status, &ready["database"]),
+        (StatusCode::OK, &Value::from("ok"))
+    );
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for name in [
         "parley_http_requests_total{method=\"POST\",route=\"/chat/conversations/{id}/messages\",status=\"201\"}",
         "parley_messages_sent_total",
@@ -198,15 +173,7 @@ async fn health_metrics_and_openapi_are_served() {
     }
     assert!(!metrics.contains(&id), "raw ids must never become labels");
 
-    let doc: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = app.anonymous_get("/openapi.json").await;
     for path in [
         "/chat/conversations",
         "/chat/conversations/{id}",
