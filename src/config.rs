@@ -66,6 +66,12 @@ pub struct Settings {
     /// `PARLEY_WS_PING_SECS`: interval of protocol pings; a peer silent for
     /// three intervals is considered dead and its socket is reaped.
     pub ws_ping_interval: Duration,
+    /// `PARLEY_TYPING_TIMEOUT_MS`: a typist who sends no refresh for this long
+    /// is announced as stopped.
+    pub typing_timeout: Duration,
+    /// `PARLEY_TYPING_THROTTLE_MS`: at most one relayed `typing.started` per
+    /// user and conversation per this interval.
+    pub typing_throttle: Duration,
 }
 
 impl Default for Settings {
@@ -83,6 +89,8 @@ impl Default for Settings {
             ws_buffer_bytes: 4 * 1024,
             ws_max_frame_bytes: 64 * 1024,
             ws_ping_interval: Duration::from_secs(30),
+            typing_timeout: Duration::from_secs(6),
+            typing_throttle: Duration::from_secs(2),
         }
     }
 }
@@ -141,6 +149,12 @@ impl Settings {
         }
         if let Some(v) = get("PARLEY_WS_PING_SECS") {
             s.ws_ping_interval = Duration::from_secs(parse("PARLEY_WS_PING_SECS", &v)?);
+        }
+        if let Some(v) = get("PARLEY_TYPING_TIMEOUT_MS") {
+            s.typing_timeout = Duration::from_millis(parse("PARLEY_TYPING_TIMEOUT_MS", &v)?);
+        }
+        if let Some(v) = get("PARLEY_TYPING_THROTTLE_MS") {
+            s.typing_throttle = Duration::from_millis(parse("PARLEY_TYPING_THROTTLE_MS", &v)?);
         }
         s.validate()?;
         Ok(s)

@@ -63,12 +63,7 @@ impl Application {
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }
-        let chat = ChatCore::start(
-            pool.clone(),
-            settings.actor_idle_timeout,
-            settings.actor_call_timeout,
-        )
-        .await?;
+        let chat = ChatCore::start(pool.clone(), &settings).await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let port = listener.local_addr()?.port();
         let state = AppState {

@@ -1,12 +1,16 @@
 //! `ConversationActor`: one per live conversation on this node. It serialises
-//! every send and read of its conversation: validates against its state,
-//! assigns the next `seq`, writes through to Postgres, replies, and only then
-//! publishes events. It owns no truth: it is rebuilt from Postgres whenever it
-//! is spawned, passivates itself after an idle period, and a stale view (a
-//! `seq` already taken by another writer) makes it fail on purpose so that the
-//! supervisor drops it and the next use rebuilds it.
+//! every send, read and typing signal of its conversation: validates against
+//! its state, assigns the next `seq`, writes through to Postgres, replies, and
+//! only then publishes events. Typing is relayed, throttled and expired here
+//! and never persisted.
+//!
+//! It owns no truth: it is rebuilt from Postgres whenever it is spawned,
+//! passivates itself after an idle period, and a stale view (a `seq` already
+//! taken by another writer) makes it fail on purpose so that the supervisor
+//! drops it and the next use rebuilds it.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -18,7 +22,7 @@ use crate::{
     cluster::EventBus,
     domain::{
         ChatError, ConversationId, UserId,
-        event::ServerEvent,
+        event::{ServerEvent, UnreadUpdate},
         model::{Message, ReadState},
     },
     persistence::{
@@ -27,12 +31,16 @@ use crate::{
     },
 };
 
-/// What every conversation actor shares: the pool, the bus and its idle limit.
+/// What every conversation actor shares: the pool, the bus and its limits.
 pub struct ConversationDeps {
     pub pool: Pool,
     pub bus: Arc<dyn EventBus>,
     /// Passivate after this long without a command.
     pub idle_timeout: Duration,
+    /// A typist who sends no refresh for this long has stopped.
+    pub typing_timeout: Duration,
+    /// At most one relayed `typing.started` per user per this interval.
+    pub typing_throttle: Duration,
 }
 
 /// A validated send: the body is already sanitised, the client id checked.
@@ -58,6 +66,17 @@ pub enum ConversationMsg {
         seq: i64,
         reply: RpcReplyPort<Result<ReadState, ChatError>>,
     },
+    /// A participant started (or refreshed) or stopped typing. Fire and forget:
+    /// frames from non-participants and throttled repeats are dropped silently.
+    Typing {
+        user: UserId,
+        started: bool,
+    },
+    /// The typing timeout of `user`'s start number `generation` ran out.
+    TypingExpired {
+        user: UserId,
+        generation: u64,
+    },
     /// Periodic tick: stop if idle for longer than the configured timeout.
     IdleCheck,
 }
@@ -71,6 +90,12 @@ pub struct ConversationState {
     last_seq: i64,
     participants: Vec<ParticipantSnapshot>,
     last_used: Instant,
+    /// Who is typing now, with the generation of their latest start (so an
+    /// expiry timer from an older start does nothing).
+    typing: HashMap<UserId, u64>,
+    /// When each user's last `typing.started` was relayed (the throttle).
+    last_typing_relay: HashMap<UserId, Instant>,
+    typing_generation: u64,
 }
 
 impl ConversationState {
@@ -85,9 +110,25 @@ impl ConversationState {
             .collect()
     }
 
+    fn others(&self, user: &UserId) -> Vec<UserId> {
+        self.participants
+            .iter()
+            .filter(|p| &p.user_id != user)
+            .map(|p| p.user_id.clone())
+            .collect()
+    }
+
     fn not_found() -> ChatError {
         ChatError::NotFound {
             what: "conversation",
+        }
+    }
+
+    fn unread_update(&self, p: &ParticipantSnapshot) -> UnreadUpdate {
+        UnreadUpdate {
+            conversation_id: self.id.0,
+            unread_count: p.unread_count,
+            last_read_seq: p.last_read_seq,
         }
     }
 }
@@ -99,7 +140,7 @@ impl ConversationActor {
     async fn send(
         &self,
         state: &mut ConversationState,
-        cmd: SendCommand,
+        cmd: &SendCommand,
     ) -> (Result<SendOutcome, ChatError>, Option<StaleView>) {
         if state.participant_mut(&cmd.sender).is_none() {
             return (Err(ConversationState::not_found()), None);
@@ -148,7 +189,7 @@ impl ConversationActor {
                         message: "this clientMessageId was already used for a message in another conversation"
                             .into(),
                     }),
-                    // Inserted by a racing call and gone? Cannot happen (no deletes); treat as transient.
+                    // Rows are never deleted, so this cannot happen; treat it as transient.
                     Ok(None) => Err(ChatError::Unavailable("duplicate client id vanished".into())),
                     Err(e) => Err(e),
                 };
@@ -165,12 +206,34 @@ impl ConversationActor {
         }
     }
 
+    /// Publishes what a stored message changed: the message to everyone, each
+    /// recipient's new unread state, and the end of the sender's typing.
+    fn publish_sent(
+        &self,
+        state: &mut ConversationState,
+        message: &Message,
+        sender: &UserId,
+        sender_had_unread: bool,
+    ) {
+        let bus = &self.deps.bus;
+        bus.publish(
+            &state.participant_ids(),
+            ServerEvent::MessageCreated(message.clone()).to_frame(),
+        );
+        for p in &state.participants {
+            if &p.user_id != sender || sender_had_unread {
+                bus.publish_unread(&p.user_id, state.unread_update(p));
+            }
+        }
+        self.stop_typing(state, sender);
+    }
+
     async fn mark_read(
         &self,
         state: &mut ConversationState,
         user: &UserId,
         seq: i64,
-    ) -> Result<(ReadState, bool), ChatError> {
+    ) -> Result<(ReadState, Option<Vec<UserId>>), ChatError> {
         let conversation_id = state.id;
         let last_seq = state.last_seq;
         let participant = state
@@ -185,13 +248,69 @@ impl ConversationActor {
             last_read_at: p.last_read_at,
         };
         if target <= participant.last_read_seq {
-            return Ok((current(participant), false));
+            return Ok((current(participant), None));
         }
         let pointer = messages::mark_read(&self.deps.pool, conversation_id, user, target).await?;
         participant.last_read_seq = pointer.last_read_seq;
         participant.unread_count = pointer.unread_count;
         participant.last_read_at = pointer.last_read_at;
-        Ok((current(participant), true))
+        Ok((current(participant), Some(pointer.receipt_recipients)))
+    }
+
+    fn typing(
+        &self,
+        myself: &ActorRef<ConversationMsg>,
+        state: &mut ConversationState,
+        user: UserId,
+        started: bool,
+    ) {
+        if !state.participants.iter().any(|p| p.user_id == user) {
+            return;
+        }
+        if !started {
+            self.stop_typing(state, &user);
+            return;
+        }
+        state.typing_generation += 1;
+        let generation = state.typing_generation;
+        state.typing.insert(user.clone(), generation);
+        let expiring = user.clone();
+        myself.send_after(self.deps.typing_timeout, move || {
+            ConversationMsg::TypingExpired {
+                user: expiring,
+                generation,
+            }
+        });
+        let throttled = state
+            .last_typing_relay
+            .get(&user)
+            .is_some_and(|at| at.elapsed() < self.deps.typing_throttle);
+        if throttled {
+            return;
+        }
+        state.last_typing_relay.insert(user.clone(), Instant::now());
+        metrics::counter!("parley_typing_relays_total", "state" => "started").increment(1);
+        let event = ServerEvent::TypingStarted {
+            conversation_id: state.id.0,
+            user_id: user.to_string(),
+        };
+        self.deps
+            .bus
+            .publish(&state.others(&user), event.to_frame());
+    }
+
+    fn stop_typing(&self, state: &mut ConversationState, user: &UserId) {
+        if state.typing.remove(user).is_none() {
+            return;
+        }
+        // The next start after a stop is news, whatever the throttle says.
+        state.last_typing_relay.remove(user);
+        metrics::counter!("parley_typing_relays_total", "state" => "stopped").increment(1);
+        let event = ServerEvent::TypingStopped {
+            conversation_id: state.id.0,
+            user_id: user.to_string(),
+        };
+        self.deps.bus.publish(&state.others(user), event.to_frame());
     }
 }
 
@@ -216,6 +335,9 @@ impl Actor for ConversationActor {
             last_seq: snapshot.last_seq,
             participants: snapshot.participants,
             last_used: Instant::now(),
+            typing: HashMap::new(),
+            last_typing_relay: HashMap::new(),
+            typing_generation: 0,
         })
     }
 
@@ -229,19 +351,20 @@ impl Actor for ConversationActor {
         match message {
             ConversationMsg::Send(cmd, reply) => {
                 state.last_used = Instant::now();
-                let (outcome, stale) = self.send(state, cmd).await;
-                let event = match &outcome {
+                let sender_had_unread = state
+                    .participant_mut(&cmd.sender)
+                    .is_some_and(|p| p.unread_count > 0);
+                let (outcome, stale) = self.send(state, &cmd).await;
+                let stored = match &outcome {
                     Ok(SendOutcome {
                         message,
                         created: true,
-                    }) => Some(ServerEvent::MessageCreated(message.clone())),
+                    }) => Some(message.clone()),
                     _ => None,
                 };
                 let _ = reply.send(outcome);
-                if let Some(event) = event {
-                    self.deps
-                        .bus
-                        .publish(&state.participant_ids(), event.to_frame());
+                if let Some(message) = stored {
+                    self.publish_sent(state, &message, &cmd.sender, sender_had_unread);
                 }
                 if stale.is_some() {
                     return Err(Box::new(ChatError::Internal(format!(
@@ -254,36 +377,37 @@ impl Actor for ConversationActor {
                 state.last_used = Instant::now();
                 let outcome = self.mark_read(state, &user, seq).await;
                 let (result, moved) = match outcome {
-                    Ok((read, moved)) => (Ok(read), moved),
-                    Err(e) => (Err(e), false),
+                    Ok((read, receipt_recipients)) => (Ok(read), receipt_recipients),
+                    Err(e) => (Err(e), None),
                 };
                 let read = result.as_ref().ok().cloned();
                 let _ = reply.send(result);
-                if let (Some(read), true) = (read, moved) {
-                    let others: Vec<UserId> = state
-                        .participant_ids()
-                        .into_iter()
-                        .filter(|u| u != &user)
-                        .collect();
+                if let (Some(read), Some(receipt_recipients)) = (read, moved) {
                     let receipt = ServerEvent::ReadReceipt {
                         conversation_id: read.conversation_id,
                         user_id: read.user_id.clone(),
                         seq: read.last_read_seq,
                         read_at: read.last_read_at,
                     };
-                    self.deps.bus.publish(&others, receipt.to_frame());
-                    let updated = ServerEvent::ConversationUpdated {
-                        conversation_id: read.conversation_id,
-                        last_read_seq: read.last_read_seq,
-                        unread_count: read.unread_count,
-                    };
                     self.deps
                         .bus
-                        .publish(std::slice::from_ref(&user), updated.to_frame());
+                        .publish(&receipt_recipients, receipt.to_frame());
+                    if let Some(p) = state.participants.iter().find(|p| p.user_id == user) {
+                        self.deps.bus.publish_unread(&user, state.unread_update(p));
+                    }
+                }
+            }
+            ConversationMsg::Typing { user, started } => {
+                state.last_used = Instant::now();
+                self.typing(&myself, state, user, started);
+            }
+            ConversationMsg::TypingExpired { user, generation } => {
+                if state.typing.get(&user) == Some(&generation) {
+                    self.stop_typing(state, &user);
                 }
             }
             ConversationMsg::IdleCheck => {
-                if state.last_used.elapsed() >= self.deps.idle_timeout {
+                if state.last_used.elapsed() >= self.deps.idle_timeout && state.typing.is_empty() {
                     myself.stop(Some("idle".into()));
                 }
             }

@@ -32,6 +32,7 @@ use self::{
 };
 use crate::{
     cluster::{EventBus, LocalBus},
+    config::Settings,
     domain::{ChatError, ConversationId, UserId, model::ReadState, text},
 };
 
@@ -55,18 +56,17 @@ enum Attempt<T> {
 
 impl ChatCore {
     /// Starts the supervisors. The bus is in-process for now.
-    pub async fn start(
-        pool: deadpool_postgres::Pool,
-        idle_timeout: Duration,
-        call_timeout: Duration,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(pool: deadpool_postgres::Pool, settings: &Settings) -> anyhow::Result<Self> {
+        let call_timeout = settings.actor_call_timeout;
         let users: UserDirectory = Arc::new(DashMap::new());
         let bus: Arc<dyn EventBus> = LocalBus::new(users.clone());
         let conversations: ConversationDirectory = Arc::new(DashMap::new());
         let deps = Arc::new(ConversationDeps {
-            pool,
+            pool: pool.clone(),
             bus,
-            idle_timeout,
+            idle_timeout: settings.actor_idle_timeout,
+            typing_timeout: settings.typing_timeout,
+            typing_throttle: settings.typing_throttle,
         });
         let (conversation_supervisor, _) = Actor::spawn(
             None,
@@ -81,6 +81,7 @@ impl ChatCore {
             None,
             UserSupervisor {
                 directory: users.clone(),
+                pool,
                 call_timeout,
             },
             (),
@@ -148,6 +149,17 @@ impl ChatCore {
             reply,
         })
         .await
+    }
+
+    /// Relays a typing signal. Fire and forget: a conversation that does not
+    /// exist, or that `user` is not part of, swallows it.
+    pub async fn typing(&self, conversation: ConversationId, user: &UserId, started: bool) {
+        if let Ok(actor) = self.conversation_actor(conversation).await {
+            let _ = actor.send_message(ConversationMsg::Typing {
+                user: user.clone(),
+                started,
+            });
+        }
     }
 
     /// Registers a socket of `user`; events for the user go into `outbound`.

@@ -148,6 +148,8 @@ pub enum UserSupervisorMsg {
 
 pub struct UserSupervisor {
     pub directory: UserDirectory,
+    /// Handed to each user actor for its initial unread counts.
+    pub pool: deadpool_postgres::Pool,
     /// Bound on the wait for a user actor to confirm it is idle.
     pub call_timeout: Duration,
 }
@@ -184,7 +186,7 @@ impl Actor for UserSupervisor {
                     None => Actor::spawn_linked(
                         None,
                         UserActor,
-                        (user.clone(), myself.clone()),
+                        (user.clone(), myself.clone(), self.pool.clone()),
                         myself.get_cell(),
                     )
                     .await

@@ -5,15 +5,32 @@
 //! A connection whose queue is full is a slow consumer: its sender is dropped,
 //! which makes the writer close the socket with a "resync" reason, and the
 //! client catches up over REST. Nothing here ever waits on a socket.
+//!
+//! It also keeps the user's unread count per conversation, to put the badge
+//! total (`totalUnread`) on every `conversation.updated`: loaded from Postgres
+//! when the actor starts, then overwritten by the absolute values each
+//! [`UnreadUpdate`] carries (an update that arrives while the load is in
+//! flight is newer than the load, so it wins).
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use dashmap::DashMap;
+use deadpool_postgres::Pool;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use super::supervisor::UserSupervisorMsg;
-use crate::domain::{UserId, event::SharedFrame};
+use crate::{
+    domain::{
+        UserId,
+        event::{ServerEvent, SharedFrame, UnreadUpdate},
+    },
+    persistence::conversations,
+};
 
 /// This node's user actors, by user. Written only by the user supervisor
 /// (which serialises get-or-spawn); read by the bus on every event.
@@ -28,6 +45,10 @@ pub type Outbound = mpsc::Sender<SharedFrame>;
 pub enum UserMsg {
     /// Fan an event out to every connection.
     Deliver(SharedFrame),
+    /// The user's unread state in one conversation changed.
+    Unread(UnreadUpdate),
+    /// The initial per-conversation unread counts, loaded after start.
+    UnreadLoaded(Vec<(Uuid, i64)>),
     /// A new socket of this user.
     Attach {
         id: ConnectionId,
@@ -45,9 +66,49 @@ pub struct UserState {
     user: UserId,
     supervisor: ActorRef<UserSupervisorMsg>,
     connections: Vec<(ConnectionId, Outbound)>,
+    /// Unread count per conversation, non-zero entries only.
+    unread: HashMap<Uuid, i64>,
+    /// Conversations updated before the initial load arrived (`None` once loaded).
+    updated_before_load: Option<HashSet<Uuid>>,
 }
 
 impl UserState {
+    /// Sends `frame` to every connection, dropping those that cannot keep up.
+    fn fan_out(&mut self, frame: &SharedFrame) {
+        let before = self.connections.len();
+        self.connections
+            .retain(|(_, outbound)| match outbound.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!("parley_ws_slow_consumer_closes_total").increment(1);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        if self.connections.len() != before {
+            self.report_if_idle();
+        }
+    }
+
+    fn apply_unread(&mut self, update: UnreadUpdate) -> SharedFrame {
+        if let Some(early) = &mut self.updated_before_load {
+            early.insert(update.conversation_id);
+        }
+        if update.unread_count > 0 {
+            self.unread
+                .insert(update.conversation_id, update.unread_count);
+        } else {
+            self.unread.remove(&update.conversation_id);
+        }
+        ServerEvent::ConversationUpdated {
+            conversation_id: update.conversation_id,
+            last_read_seq: update.last_read_seq,
+            unread_count: update.unread_count,
+            total_unread: self.unread.values().sum(),
+        }
+        .to_frame()
+    }
+
     /// Tells the supervisor when the last connection is gone, so it can retire us.
     fn report_if_idle(&self) {
         if self.connections.is_empty() {
@@ -61,17 +122,31 @@ impl UserState {
 impl Actor for UserActor {
     type Msg = UserMsg;
     type State = UserState;
-    type Arguments = (UserId, ActorRef<UserSupervisorMsg>);
+    type Arguments = (UserId, ActorRef<UserSupervisorMsg>, Pool);
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
-        (user, supervisor): Self::Arguments,
+        myself: ActorRef<Self::Msg>,
+        (user, supervisor, pool): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Loaded off the actor's handler, so the start (and the supervisor) never waits on it.
+        let loading_for = user.clone();
+        tokio::spawn(async move {
+            match conversations::unread_counts(&pool, &loading_for).await {
+                Ok(counts) => {
+                    let _ = myself.send_message(UserMsg::UnreadLoaded(counts));
+                }
+                Err(e) => {
+                    tracing::warn!(user = %loading_for, error = %e, "could not load unread counts")
+                }
+            }
+        });
         Ok(UserState {
             user,
             supervisor,
             connections: Vec::new(),
+            unread: HashMap::new(),
+            updated_before_load: Some(HashSet::new()),
         })
     }
 
@@ -82,20 +157,17 @@ impl Actor for UserActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            UserMsg::Deliver(frame) => {
-                let before = state.connections.len();
-                state
-                    .connections
-                    .retain(|(_, outbound)| match outbound.try_send(frame.clone()) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            metrics::counter!("parley_ws_slow_consumer_closes_total").increment(1);
-                            false
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
-                    });
-                if state.connections.len() != before {
-                    state.report_if_idle();
+            UserMsg::Deliver(frame) => state.fan_out(&frame),
+            UserMsg::Unread(update) => {
+                let frame = state.apply_unread(update);
+                state.fan_out(&frame);
+            }
+            UserMsg::UnreadLoaded(counts) => {
+                let early = state.updated_before_load.take().unwrap_or_default();
+                for (conversation, count) in counts {
+                    if !early.contains(&conversation) {
+                        state.unread.insert(conversation, count);
+                    }
                 }
             }
             UserMsg::Attach { id, outbound } => state.connections.push((id, outbound)),

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use crate::{
     actors::user::{UserDirectory, UserMsg},
-    domain::{UserId, event::SharedFrame},
+    domain::{
+        UserId,
+        event::{SharedFrame, UnreadUpdate},
+    },
 };
 
 /// Delivers serialised events to every open connection of the given users.
@@ -17,6 +20,10 @@ pub trait EventBus: Send + Sync + 'static {
     /// Fire-and-forget: events are hints (clients resync over REST on a gap),
     /// so a user with no connection, or a dying one, simply misses the frame.
     fn publish(&self, recipients: &[UserId], frame: SharedFrame);
+
+    /// Tells `user`'s sessions their unread state changed; the user's actor
+    /// adds the badge total and pushes `conversation.updated`.
+    fn publish_unread(&self, user: &UserId, update: UnreadUpdate);
 }
 
 /// The single-node bus: looks each recipient's user actor up in the directory
@@ -38,6 +45,12 @@ impl EventBus for LocalBus {
                 // A send error means the actor is stopping: it has no sockets left.
                 let _ = actor.send_message(UserMsg::Deliver(frame.clone()));
             }
+        }
+    }
+
+    fn publish_unread(&self, user: &UserId, update: UnreadUpdate) {
+        if let Some(actor) = self.users.get(user) {
+            let _ = actor.send_message(UserMsg::Unread(update));
         }
     }
 }

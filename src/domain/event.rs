@@ -31,12 +31,26 @@ pub enum ServerEvent {
         seq: i64,
         read_at: Option<DateTime<Utc>>,
     },
-    /// The receiving user's own state of a conversation changed (e.g. read on another tab).
+    /// The receiving user's own unread state changed (a new message, or a read
+    /// on another tab); `totalUnread` is the badge over all their conversations.
     #[serde(rename = "conversation.updated", rename_all = "camelCase")]
     ConversationUpdated {
         conversation_id: Uuid,
         last_read_seq: i64,
         unread_count: i64,
+        total_unread: i64,
+    },
+    /// Another participant started typing (refreshed at most every 2 s while they type).
+    #[serde(rename = "typing.started", rename_all = "camelCase")]
+    TypingStarted {
+        conversation_id: Uuid,
+        user_id: String,
+    },
+    /// Another participant stopped typing, sent a message, left, or timed out.
+    #[serde(rename = "typing.stopped", rename_all = "camelCase")]
+    TypingStopped {
+        conversation_id: Uuid,
+        user_id: String,
     },
     /// Answer to a client's `message.send`: the stored message.
     #[serde(rename = "ack", rename_all = "camelCase")]
@@ -52,6 +66,15 @@ pub enum ServerEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         client_message_id: Option<String>,
     },
+}
+
+/// One user's new unread state in one conversation, as absolute values (so
+/// applying an update twice, or late, never skews the badge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnreadUpdate {
+    pub conversation_id: Uuid,
+    pub unread_count: i64,
+    pub last_read_seq: i64,
 }
 
 #[derive(Serialize)]
@@ -89,12 +112,14 @@ mod tests {
             conversation_id: Uuid::nil(),
             last_read_seq: 3,
             unread_count: 0,
+            total_unread: 2,
         }
         .to_frame();
         let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
         assert_eq!(v["type"], "conversation.updated");
         assert_eq!(v["eventVersion"], 1);
         assert_eq!(v["data"]["lastReadSeq"], 3);
+        assert_eq!(v["data"]["totalUnread"], 2);
         assert_eq!(v["data"]["conversationId"], Uuid::nil().to_string());
     }
 

@@ -115,6 +115,8 @@ pub struct Conversation {
     pub unread_count: i64,
     /// The caller's read pointer.
     pub last_read_seq: i64,
+    /// The other participant's read pointer; null unless both share read receipts.
+    pub other_last_read_seq: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 

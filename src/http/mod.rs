@@ -8,6 +8,8 @@ pub mod error;
 pub mod health;
 pub mod messages;
 pub mod openapi;
+pub mod sync;
+pub mod users;
 
 use std::{sync::Arc, time::Instant};
 
@@ -59,6 +61,12 @@ pub fn router(state: AppState) -> Router {
             post(messages::send).get(messages::history),
         )
         .route("/chat/conversations/{id}/read", post(messages::read))
+        .route("/chat/conversations/{id}/typing", post(sync::typing))
+        .route("/chat/sync", get(sync::sync))
+        .route(
+            "/users/me/settings",
+            get(users::get_settings).patch(users::patch_settings),
+        )
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

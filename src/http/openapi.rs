@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{conversations, error, health, messages};
+use super::{conversations, error, health, messages, sync, users};
 use crate::domain::model;
 
 #[derive(OpenApi)]
@@ -16,12 +16,14 @@ use crate::domain::model;
     paths(
         conversations::create, conversations::list, conversations::get_one,
         messages::send, messages::history, messages::read,
+        sync::sync, sync::typing, users::get_settings, users::patch_settings,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
         model::Conversation, model::ConversationContext, model::Message, model::ReadState, model::UserSummary,
         conversations::CreateConversationRequest, conversations::ConversationPage,
         messages::SendMessageRequest, messages::MessagePage, messages::ReadRequest,
+        sync::SyncPage, sync::TypingRequest, users::SettingsView, users::SettingsPatch,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),
     modifiers(&BearerAuth),

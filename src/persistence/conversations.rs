@@ -19,12 +19,21 @@ const VIEW_COLUMNS: &str = "c.id, c.kind, c.context_type, c.context_id, c.contex
     c.context_subtitle, c.last_seq, c.last_message_at, c.created_at,
     p.unread_count, p.last_read_seq, p.activity_at,
     o.id, o.display_name, o.role,
-    m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at";
+    m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at,
+    CASE WHEN COALESCE((me.settings->>'readReceipts')::boolean, false)
+          AND COALESCE((o.settings->>'readReceipts')::boolean, false)
+         THEN op.last_read_seq END";
 
+/// Joins for [`VIEW_COLUMNS`]; `me` is the caller, `op` the other's participant row.
 const VIEW_FROM: &str = "conversation_participants p
     JOIN conversations c ON c.id = p.conversation_id
+    JOIN users me ON me.id = p.user_id
     JOIN users o ON o.id = CASE WHEN c.user_low = p.user_id THEN c.user_high ELSE c.user_low END
+    JOIN conversation_participants op ON op.conversation_id = c.id AND op.user_id = o.id
     LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq";
+
+/// Who sees a conversation in lists: once it has a message, or if they started it.
+const VISIBLE: &str = "(c.last_seq > 0 OR c.created_by = p.user_id)";
 
 /// Which slice of the caller's conversations to list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,7 +212,7 @@ pub async fn inbox(
         .prepare_cached(&format!(
             "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM}
              WHERE p.user_id = $1
-               AND (c.last_seq > 0 OR c.created_by = p.user_id)
+               AND {VISIBLE}
                AND (NOT $2 OR p.unread_count > 0)
                AND ($3::timestamptz IS NULL OR (p.activity_at, p.conversation_id) < ($3, $4))
              ORDER BY p.activity_at DESC, p.conversation_id DESC
@@ -241,6 +250,109 @@ pub async fn inbox(
         items: rows.iter().map(view_from_row).collect(),
         next_cursor,
     })
+}
+
+/// Position in the stream of changes to a user's conversations: a
+/// transaction id watermark (see the V2 migration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncCursor(pub i64);
+
+impl SyncCursor {
+    /// Opaque text form: `t<transaction id>`.
+    pub fn encode(&self) -> String {
+        format!("t{}", self.0)
+    }
+
+    pub fn decode(raw: &str) -> Result<Self, ChatError> {
+        raw.strip_prefix('t')
+            .and_then(|n| n.parse().ok())
+            .filter(|n: &i64| *n >= 0)
+            .map(Self)
+            .ok_or_else(|| {
+                ChatError::invalid("invalid_cursor", "the cursor is not one this server issued")
+            })
+    }
+}
+
+/// The conversations that changed since a cursor, and the cursor to use next.
+pub struct SyncPage {
+    pub items: Vec<Conversation>,
+    pub cursor: SyncCursor,
+    pub has_more: bool,
+}
+
+/// Every conversation of `user` whose view changed at or after `since` (all of
+/// them without a cursor). Runs in one repeatable-read snapshot: the next
+/// cursor is that snapshot's xmin, so a change still in flight now is
+/// returned next time rather than skipped. Under concurrent writes a
+/// conversation may be returned twice; clients upsert by id.
+pub async fn changed_since(
+    pool: &Pool,
+    user: &UserId,
+    since: Option<SyncCursor>,
+    limit: i64,
+) -> Result<SyncPage, ChatError> {
+    let mut db = client(pool).await?;
+    let tx = db
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let watermark: i64 = tx
+        .query_one(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            &[],
+        )
+        .await?
+        .get(0);
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {VIEW_COLUMNS}, p.changed_tx FROM {VIEW_FROM}
+             WHERE p.user_id = $1 AND {VISIBLE} AND p.changed_tx >= $2
+             ORDER BY p.changed_tx, p.conversation_id
+             LIMIT $3"
+        ))
+        .await?;
+    let from = since.map_or(0, |c| c.0);
+    let rows = timed(
+        "conversations.sync",
+        tx.query(&stmt, &[&user.as_str(), &from, &(limit + 1)]),
+    )
+    .await?;
+    tx.commit().await?;
+    let has_more = rows.len() as i64 > limit;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    // A full page continues from its last change; otherwise from the watermark.
+    let cursor = match rows.last() {
+        Some(last) if has_more => SyncCursor(last.get(24)),
+        _ => SyncCursor(watermark),
+    };
+    Ok(SyncPage {
+        items: rows.iter().map(view_from_row).collect(),
+        cursor,
+        has_more,
+    })
+}
+
+/// `user`'s unread count per conversation (non-zero ones only).
+pub async fn unread_counts(pool: &Pool, user: &UserId) -> Result<Vec<(Uuid, i64)>, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT conversation_id, unread_count FROM conversation_participants
+             WHERE user_id = $1 AND unread_count > 0",
+        )
+        .await?;
+    let rows = timed(
+        "conversations.unread_counts",
+        db.query(&stmt, &[&user.as_str()]),
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), i64::from(r.get::<_, i32>(1))))
+        .collect())
 }
 
 /// What a conversation actor needs to serialise sends and reads.
@@ -321,12 +433,27 @@ fn view_from_row(r: &Row) -> Conversation {
             role: r.get(14),
         },
         last_message,
+        other_last_read_seq: r.get(23),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_cursors_round_trip_and_reject_garbage() {
+        assert_eq!(
+            SyncCursor::decode(&SyncCursor(42).encode()).unwrap(),
+            SyncCursor(42)
+        );
+        for bad in ["", "42", "t", "t-1", "tx"] {
+            assert_eq!(
+                SyncCursor::decode(bad).unwrap_err().code(),
+                "invalid_cursor"
+            );
+        }
+    }
 
     #[test]
     fn inbox_cursors_round_trip_and_reject_garbage() {

@@ -71,7 +71,8 @@ pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, 
                      unread_count = CASE WHEN p.user_id = $4 THEN 0 ELSE p.unread_count + 1 END,
                      last_read_seq = CASE WHEN p.user_id = $4 THEN $3 ELSE p.last_read_seq END,
                      last_read_at = CASE WHEN p.user_id = $4 THEN ins.created_at ELSE p.last_read_at END,
-                     activity_at = ins.created_at
+                     activity_at = ins.created_at,
+                     changed_tx = pg_current_xact_id()::text::bigint
                  FROM ins WHERE p.conversation_id = $2
              )
              SELECT created_at FROM ins",
@@ -185,11 +186,15 @@ pub async fn page(
     Ok(MessagePage { items, has_more })
 }
 
-/// A participant's read state after moving the pointer.
+/// A participant's read state after moving the pointer, and who may see it.
 pub struct ReadPointer {
     pub last_read_seq: i64,
     pub unread_count: i64,
     pub last_read_at: Option<DateTime<Utc>>,
+    /// The other participants to whom the reader's receipt may be shown:
+    /// receipts are reciprocal, so empty unless the reader shares them, and
+    /// only those who share theirs too.
+    pub receipt_recipients: Vec<UserId>,
 }
 
 /// Moves `user`'s read pointer forward to `seq` (never back) and recomputes
@@ -203,14 +208,24 @@ pub async fn mark_read(
     let db = client(pool).await?;
     let stmt = db
         .prepare_cached(
-            "UPDATE conversation_participants p SET
-                 last_read_seq = GREATEST(p.last_read_seq, $3),
-                 last_read_at = CASE WHEN $3 > p.last_read_seq THEN now() ELSE p.last_read_at END,
-                 unread_count = (SELECT count(*) FROM messages m
-                                 WHERE m.conversation_id = $1 AND m.seq > GREATEST(p.last_read_seq, $3)
-                                   AND m.sender_id <> $2)
-             WHERE p.conversation_id = $1 AND p.user_id = $2
-             RETURNING p.last_read_seq, p.unread_count, p.last_read_at",
+            "WITH upd AS (
+                 UPDATE conversation_participants p SET
+                     last_read_seq = GREATEST(p.last_read_seq, $3),
+                     last_read_at = CASE WHEN $3 > p.last_read_seq THEN now() ELSE p.last_read_at END,
+                     unread_count = (SELECT count(*) FROM messages m
+                                     WHERE m.conversation_id = $1 AND m.seq > GREATEST(p.last_read_seq, $3)
+                                       AND m.sender_id <> $2),
+                     changed_tx = pg_current_xact_id()::text::bigint
+                 WHERE p.conversation_id = $1 AND p.user_id = $2
+                 RETURNING p.last_read_seq, p.unread_count, p.last_read_at
+             )
+             SELECT upd.last_read_seq, upd.unread_count, upd.last_read_at,
+                    CASE WHEN COALESCE((SELECT (settings->>'readReceipts')::boolean FROM users WHERE id = $2), false)
+                    THEN ARRAY(SELECT op.user_id FROM conversation_participants op JOIN users u ON u.id = op.user_id
+                               WHERE op.conversation_id = $1 AND op.user_id <> $2
+                                 AND COALESCE((u.settings->>'readReceipts')::boolean, false))
+                    ELSE ARRAY[]::text[] END
+             FROM upd",
         )
         .await?;
     let row = timed(
@@ -221,9 +236,15 @@ pub async fn mark_read(
     let row = row.ok_or(ChatError::NotFound {
         what: "conversation",
     })?;
+    let receipt_recipients = row
+        .get::<_, Vec<String>>(3)
+        .iter()
+        .map(|id| UserId::parse(id))
+        .collect::<Result<_, _>>()?;
     Ok(ReadPointer {
         last_read_seq: row.get(0),
         unread_count: i64::from(row.get::<_, i32>(1)),
         last_read_at: row.get(2),
+        receipt_recipients,
     })
 }

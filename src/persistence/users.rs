@@ -52,3 +52,53 @@ pub async fn find(pool: &Pool, id: &UserId) -> Result<Option<UserSummary>, ChatE
         role: r.get(2),
     }))
 }
+
+/// A user's own preferences (the `settings` jsonb column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserSettings {
+    /// Whether others may see this user's read receipts (and this user theirs).
+    pub read_receipts: bool,
+}
+
+/// The user's settings, with defaults for anything never set.
+pub async fn settings(pool: &Pool, id: &UserId) -> Result<UserSettings, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT COALESCE((settings->>'readReceipts')::boolean, false) FROM users WHERE id = $1",
+        )
+        .await?;
+    let row = timed("users.settings", db.query_opt(&stmt, &[&id.as_str()])).await?;
+    let row = row.ok_or(ChatError::NotFound { what: "user" })?;
+    Ok(UserSettings {
+        read_receipts: row.get(0),
+    })
+}
+
+/// Changes the settings given (`None` leaves a setting as it is) and returns them all.
+pub async fn update_settings(
+    pool: &Pool,
+    id: &UserId,
+    read_receipts: Option<bool>,
+) -> Result<UserSettings, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "UPDATE users SET
+                 settings = CASE WHEN $2::boolean IS NULL THEN settings
+                                 ELSE jsonb_set(settings, '{readReceipts}', to_jsonb($2::boolean)) END,
+                 updated_at = now()
+             WHERE id = $1
+             RETURNING COALESCE((settings->>'readReceipts')::boolean, false)",
+        )
+        .await?;
+    let row = timed(
+        "users.update_settings",
+        db.query_opt(&stmt, &[&id.as_str(), &read_receipts]),
+    )
+    .await?;
+    let row = row.ok_or(ChatError::NotFound { what: "user" })?;
+    Ok(UserSettings {
+        read_receipts: row.get(0),
+    })
+}

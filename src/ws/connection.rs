@@ -41,6 +41,13 @@ pub const CLOSE_RESYNC: u16 = 4000;
 /// Close code for a server-side failure to set the connection up.
 pub const CLOSE_INTERNAL: u16 = 1011;
 
+/// Most conversations one connection can be typing in at once (bounds the set below).
+const MAX_TYPING_PER_CONNECTION: usize = 32;
+
+/// Conversations this connection said it is typing in, so that a disconnect
+/// stops every indicator it started.
+type TypingSet = std::sync::Mutex<std::collections::HashSet<ConversationId>>;
+
 /// What the loop needs besides the socket.
 pub struct ConnectionContext {
     pub chat: ChatCore,
@@ -88,22 +95,34 @@ where
     let started = Instant::now();
     let (close_tx, close_rx) = mpsc::channel::<WsMessage>(1);
 
-    let mut writer = pin!(write_loop(
-        sink,
-        frames,
-        close_rx,
-        ctx.ping_interval,
-        last_heard.clone(),
-        started
-    ));
-    let mut reader = pin!(read_loop(stream, answers, &ctx, last_heard, started));
-    tokio::select! {
-        () = &mut writer => {}
-        () = &mut reader => {
-            // The client went away or broke protocol: let the writer say goodbye.
-            let _ = close_tx.try_send(close(1000, "bye"));
-            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let typing = TypingSet::default();
+    {
+        let mut writer = pin!(write_loop(
+            sink,
+            frames,
+            close_rx,
+            ctx.ping_interval,
+            last_heard.clone(),
+            started
+        ));
+        let mut reader = pin!(read_loop(
+            stream, answers, &ctx, &typing, last_heard, started
+        ));
+        tokio::select! {
+            () = &mut writer => {}
+            () = &mut reader => {
+                // The client went away or broke protocol: let the writer say goodbye.
+                let _ = close_tx.try_send(close(1000, "bye"));
+                let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            }
         }
+    }
+    let still_typing: Vec<ConversationId> = typing
+        .lock()
+        .map(|mut set| set.drain().collect())
+        .unwrap_or_default();
+    for conversation in still_typing {
+        ctx.chat.typing(conversation, &ctx.user, false).await;
     }
 }
 
@@ -182,6 +201,7 @@ async fn read_loop<R, E>(
     mut stream: R,
     answers: mpsc::WeakSender<SharedFrame>,
     ctx: &ConnectionContext,
+    typing: &TypingSet,
     last_heard: Arc<AtomicU64>,
     started: Instant,
 ) where
@@ -190,7 +210,7 @@ async fn read_loop<R, E>(
     while let Some(Ok(message)) = stream.next().await {
         last_heard.store(millis_since(started), Ordering::Relaxed);
         let answer = match message {
-            WsMessage::Text(text) => handle_frame(ctx, text.as_str()).await,
+            WsMessage::Text(text) => handle_frame(ctx, typing, text.as_str()).await,
             WsMessage::Binary(_) => Some(frame_error(FrameError {
                 code: "unsupported_frame_type",
                 message: "binary frames are not supported; send JSON text".into(),
@@ -218,7 +238,11 @@ async fn read_loop<R, E>(
 }
 
 /// Handles one text frame and returns the frame to answer with, if any.
-async fn handle_frame(ctx: &ConnectionContext, text: &str) -> Option<SharedFrame> {
+async fn handle_frame(
+    ctx: &ConnectionContext,
+    typing: &TypingSet,
+    text: &str,
+) -> Option<SharedFrame> {
     let frame = match protocol::parse(text) {
         Ok(frame) => frame,
         Err(e) => return Some(frame_error(e)),
@@ -250,6 +274,23 @@ async fn handle_frame(ctx: &ConnectionContext, text: &str) -> Option<SharedFrame
             };
             // Success is visible as `conversation.updated` on every connection of the user.
             outcome.err().map(|e| chat_error(e, None))
+        }
+        ClientFrame::Typing(signal, started) => {
+            // Typing is best effort: unknown conversations are ignored, never answered.
+            let Ok(id) = ConversationId::parse(&signal.conversation_id) else {
+                return None;
+            };
+            if let Ok(mut set) = typing.lock() {
+                if !started {
+                    set.remove(&id);
+                } else if set.len() < MAX_TYPING_PER_CONNECTION {
+                    set.insert(id);
+                } else if !set.contains(&id) {
+                    return None;
+                }
+            }
+            ctx.chat.typing(id, &ctx.user, started).await;
+            None
         }
     }
 }

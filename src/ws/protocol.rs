@@ -11,6 +11,14 @@ use serde::Deserialize;
 pub enum ClientFrame {
     MessageSend(MessageSend),
     ReadReceipt(ReadReceipt),
+    /// `typing.started` (true) or `typing.stopped` (false).
+    Typing(Typing, bool),
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Typing {
+    pub conversation_id: String,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -68,6 +76,9 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         "read.receipt" => serde_json::from_value(raw.data.clone())
             .map(ClientFrame::ReadReceipt)
             .map_err(invalid),
+        "typing.started" | "typing.stopped" => serde_json::from_value(raw.data.clone())
+            .map(|t| ClientFrame::Typing(t, raw.kind == "typing.started"))
+            .map_err(invalid),
         other => Err(FrameError {
             code: "unsupported_frame_type",
             message: format!("frames of type {other:?} are not supported"),
@@ -100,6 +111,16 @@ mod tests {
                 conversation_id: "c".into(),
                 seq: 4
             })
+        );
+        let t = parse(r#"{"type":"typing.stopped","data":{"conversationId":"c"}}"#).unwrap();
+        assert_eq!(
+            t,
+            ClientFrame::Typing(
+                Typing {
+                    conversation_id: "c".into()
+                },
+                false
+            )
         );
     }
 

@@ -132,6 +132,18 @@ impl TestApp {
         decode(response).await
     }
 
+    pub async fn patch(&self, user: &TestUser, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .patch(self.url(path))
+            .bearer_auth(&user.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
     /// Find-or-create; returns the status and the conversation.
     pub async fn open(
         &self,
@@ -328,6 +340,21 @@ impl WsClient {
                     "the server never closed the socket ({} events read)",
                     events.len()
                 ),
+            }
+        }
+    }
+}
+
+impl WsClient {
+    /// Asserts that no event of `kind` arrives within `wait` (others are skipped).
+    pub async fn assert_silent_of(&mut self, kind: &str, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout_at(deadline, self.stream.next()).await
+        {
+            if let WsMessage::Text(text) = message {
+                let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                assert_ne!(event["type"], kind, "unexpected {event}");
             }
         }
     }

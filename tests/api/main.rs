@@ -5,6 +5,7 @@
 mod conversations;
 mod errors;
 mod helpers;
+mod live;
 mod messages;
 mod realtime;
 mod resilience;

@@ -48,6 +48,14 @@ async fn message_send_over_the_socket_is_acked_delivered_and_idempotent() {
     assert_eq!(ack["data"]["message"]["body"], "hello over ws");
     let delivered = bob_ws.next_of_type("message.created").await;
     assert_eq!(delivered["data"]["id"], ack["data"]["message"]["id"]);
+    let badge = bob_ws.next_of_type("conversation.updated").await;
+    assert_eq!(
+        (
+            badge["data"]["unreadCount"].as_i64(),
+            badge["data"]["totalUnread"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
 
     // A retry of the same frame is acknowledged with the same message and delivered to no one again.
     alice_ws.send_json(frame).await;
@@ -115,6 +123,12 @@ async fn reading_on_one_tab_updates_the_other_and_tells_the_sender() {
     let id = app.conversation(&alice, &bob).await;
     for n in 1..=3 {
         app.send(&alice, &id, &format!("m{n}")).await;
+    }
+    for user in [&alice, &bob] {
+        let (status, _) = app
+            .patch(user, "/users/me/settings", json!({"readReceipts": true}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
     }
     let mut bob_tab1 = app.ws(&bob).await;
     let mut bob_tab2 = app.ws(&bob).await;

@@ -1,0 +1,100 @@
+//! `GET /chat/sync` and `POST .../typing`: what a reconnecting or
+//! HTTP-fallback client needs besides the resources themselves.
+
+use axum::{extract::State, http::StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    AppState,
+    auth::AuthUser,
+    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
+    page_limit,
+};
+use crate::{
+    domain::{ChatError, ConversationId, model::Conversation},
+    persistence::conversations::{self, SyncCursor},
+};
+
+/// Default and largest number of conversations in one sync answer.
+const SYNC_DEFAULT_LIMIT: i64 = 500;
+const SYNC_MAX_LIMIT: i64 = 500;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SyncQuery {
+    /// The `cursor` of the previous sync; absent for a full sync.
+    pub since: Option<String>,
+    /// At most this many conversations (1-500, default 500).
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncPage {
+    /// Conversations that changed since the cursor (new messages, read state, …), oldest change first.
+    pub items: Vec<Conversation>,
+    /// Pass as `since` next time.
+    pub cursor: String,
+    /// More changes are waiting: sync again right away with `cursor`.
+    pub has_more: bool,
+}
+
+/// Every conversation of the caller that changed since `since`, in one round trip.
+#[utoipa::path(get, path = "/chat/sync", tag = "realtime",
+    params(SyncQuery),
+    responses((status = 200, body = SyncPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(user = %caller.id()))]
+pub async fn sync(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiQuery(query): ApiQuery<SyncQuery>,
+) -> Result<ApiJson<SyncPage>, ApiError> {
+    let since = query.since.as_deref().map(SyncCursor::decode).transpose()?;
+    let limit = page_limit(query.limit, SYNC_DEFAULT_LIMIT, SYNC_MAX_LIMIT)?;
+    metrics::counter!("parley_resync_requests_total", "kind" => "sync").increment(1);
+    let page = conversations::changed_since(&state.pool, caller.id(), since, limit).await?;
+    Ok(ApiJson(SyncPage {
+        items: page.items,
+        cursor: page.cursor.encode(),
+        has_more: page.has_more,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TypingRequest {
+    /// `started` (send again every few seconds while typing) or `stopped`.
+    pub state: String,
+}
+
+/// The REST twin of the `typing.started` / `typing.stopped` frames.
+#[utoipa::path(post, path = "/chat/conversations/{id}/typing", tag = "realtime",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = TypingRequest,
+    responses((status = 204, description = "Relayed (or throttled)"), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn typing(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<TypingRequest>,
+) -> Result<StatusCode, ApiError> {
+    let id = ConversationId::parse(&id)?;
+    let started = match request.state.as_str() {
+        "started" => true,
+        "stopped" => false,
+        _ => {
+            return Err(
+                ChatError::invalid("invalid_state", "state must be started or stopped").into(),
+            );
+        }
+    };
+    if !conversations::is_participant(&state.pool, id, caller.id()).await? {
+        return Err(ApiError::not_found());
+    }
+    state.chat.typing(id, caller.id(), started).await;
+    Ok(StatusCode::NO_CONTENT)
+}
