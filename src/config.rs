@@ -66,6 +66,13 @@ pub struct Settings {
     /// `PARLEY_WS_PING_SECS`: interval of protocol pings; a peer silent for
     /// three intervals is considered dead and its socket is reaped.
     pub ws_ping_interval: Duration,
+    /// `PARLEY_MAX_CONNECTIONS_PER_USER`: simultaneous WebSocket/SSE/poll
+    /// connections one user may hold; the next is refused.
+    pub max_connections_per_user: usize,
+    /// `PARLEY_ALLOWED_ORIGINS`: comma-separated origins allowed to open
+    /// realtime connections from a browser (`*` for any). Empty: requests with
+    /// no `Origin`, or whose `Origin` matches the `Host` they were sent to.
+    pub allowed_origins: Vec<String>,
     /// `PARLEY_TYPING_TIMEOUT_MS`: a typist who sends no refresh for this long
     /// is announced as stopped.
     pub typing_timeout: Duration,
@@ -89,6 +96,8 @@ impl Default for Settings {
             ws_buffer_bytes: 4 * 1024,
             ws_max_frame_bytes: 64 * 1024,
             ws_ping_interval: Duration::from_secs(30),
+            max_connections_per_user: 8,
+            allowed_origins: Vec::new(),
             typing_timeout: Duration::from_secs(6),
             typing_throttle: Duration::from_secs(2),
         }
@@ -150,6 +159,16 @@ impl Settings {
         if let Some(v) = get("PARLEY_WS_PING_SECS") {
             s.ws_ping_interval = Duration::from_secs(parse("PARLEY_WS_PING_SECS", &v)?);
         }
+        if let Some(v) = get("PARLEY_MAX_CONNECTIONS_PER_USER") {
+            s.max_connections_per_user = parse("PARLEY_MAX_CONNECTIONS_PER_USER", &v)?;
+        }
+        if let Some(v) = get("PARLEY_ALLOWED_ORIGINS") {
+            s.allowed_origins = v
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
         if let Some(v) = get("PARLEY_TYPING_TIMEOUT_MS") {
             s.typing_timeout = Duration::from_millis(parse("PARLEY_TYPING_TIMEOUT_MS", &v)?);
         }
@@ -168,6 +187,10 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("PARLEY_DB_POOL_SIZE", self.db_pool_size),
+            (
+                "PARLEY_MAX_CONNECTIONS_PER_USER",
+                self.max_connections_per_user,
+            ),
             ("PARLEY_WS_OUTBOUND_QUEUE", self.ws_outbound_queue),
             ("PARLEY_WS_BUFFER_BYTES", self.ws_buffer_bytes),
             ("PARLEY_MAX_BODY_BYTES", self.max_body_bytes),

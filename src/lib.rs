@@ -47,7 +47,13 @@ pub struct Application {
     listener: TcpListener,
     port: u16,
     state: AppState,
+    /// Tells realtime connections the server is going away.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long shutdown waits for realtime connections to say goodbye, and for
+/// conversation actors to finish the commands they already hold.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Application {
     /// Connects to Postgres, applies migrations, starts the actor system and
@@ -66,12 +72,15 @@ impl Application {
         let chat = ChatCore::start(pool.clone(), &settings).await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let port = listener.local_addr()?.port();
+        let (shutdown, shutdown_signal) = tokio::sync::watch::channel(false);
         let state = AppState {
+            shutdown: shutdown_signal,
+            realtime: http::RealtimeTracker::default(),
             jwt: Arc::new(JwtKeys::new(&settings.jwt_secret)),
             settings: Arc::new(settings),
             pool,
             chat,
-            metrics: metrics_handle()?,
+            metrics: metrics_handle(),
             known_users: Arc::new(DashMap::new()),
             known_users_capacity: KNOWN_USERS_CAPACITY,
         };
@@ -79,6 +88,7 @@ impl Application {
             listener,
             port,
             state,
+            shutdown,
         })
     }
 
@@ -97,41 +107,55 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `stop` completes: stops accepting, finishes in-flight
-    /// requests, then stops the actors.
+    /// Serves until `stop` completes, then shuts down gracefully: stops
+    /// accepting, tells every realtime connection "going away" (after it has
+    /// finished the frame in hand), lets in-flight HTTP requests finish, waits
+    /// for the sockets to close and for the actors to process what they hold.
     pub async fn run_until(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(port = self.port, "parley listening");
         let chat = self.state.chat.clone();
+        let realtime = self.state.realtime.clone();
+        let shutdown = self.shutdown;
         let router = http::router(self.state);
+        let signal = async move {
+            stop.await;
+            let _ = shutdown.send(true);
+        };
         let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(stop)
+            .with_graceful_shutdown(signal)
             .await;
-        chat.stop();
+        realtime.drained(SHUTDOWN_GRACE).await;
+        chat.stop(SHUTDOWN_GRACE).await;
         served
     }
 }
 
-/// The process-wide Prometheus recorder (installed once, shared by every
-/// application built in this process, e.g. by tests).
-fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+/// The process-wide Prometheus recorder, installed on first use and shared by
+/// every application built in this process (tests build many). `get_or_init`
+/// makes concurrent first callers wait for the one that installs it.
+fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&LATENCY_BUCKETS)?
-        .install_recorder();
-    match handle {
-        Ok(handle) => Ok(HANDLE.get_or_init(|| handle).clone()),
-        // Lost a race with another builder in this process: use theirs.
-        Err(_) => HANDLE
-            .get()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("metrics recorder unavailable")),
-    }
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let builder = match builder.set_buckets(&LATENCY_BUCKETS) {
+                Ok(with_buckets) => with_buckets,
+                Err(e) => {
+                    tracing::warn!(error = %e, "latency buckets refused; histograms become summaries");
+                    PrometheusBuilder::new()
+                }
+            };
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
 }
 
 async fn shutdown_signal() {

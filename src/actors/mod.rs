@@ -82,6 +82,7 @@ impl ChatCore {
             UserSupervisor {
                 directory: users.clone(),
                 pool,
+                max_connections: settings.max_connections_per_user,
                 call_timeout,
             },
             (),
@@ -194,9 +195,14 @@ impl ChatCore {
         self.conversations.contains_key(&conversation)
     }
 
-    /// Stops every actor (on shutdown).
-    pub fn stop(&self) {
-        self.conversation_supervisor.stop_children(None);
+    /// Stops every actor on shutdown: conversation actors first process the
+    /// commands already in their mailboxes (bounded by `grace`).
+    pub async fn stop(&self, grace: Duration) {
+        self.conversation_supervisor.drain_children();
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.conversations.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.conversation_supervisor.stop(None);
         self.user_supervisor.stop_children(None);
         self.user_supervisor.stop(None);

@@ -20,7 +20,7 @@ use ractor::{
 
 use super::{
     conversation::{ConversationActor, ConversationDeps, ConversationMsg},
-    user::{ConnectionId, Outbound, UserActor, UserDirectory, UserMsg},
+    user::{ConnectionId, Outbound, UserActor, UserArgs, UserDirectory, UserMsg},
 };
 use crate::domain::{ChatError, ConversationId, UserId};
 
@@ -150,6 +150,8 @@ pub struct UserSupervisor {
     pub directory: UserDirectory,
     /// Handed to each user actor for its initial unread counts.
     pub pool: deadpool_postgres::Pool,
+    /// Most simultaneous connections per user (each user actor enforces it).
+    pub max_connections: usize,
     /// Bound on the wait for a user actor to confirm it is idle.
     pub call_timeout: Duration,
 }
@@ -183,27 +185,42 @@ impl Actor for UserSupervisor {
                     .filter(is_alive);
                 let actor = match existing {
                     Some(actor) => Ok(actor),
-                    None => Actor::spawn_linked(
-                        None,
-                        UserActor,
-                        (user.clone(), myself.clone(), self.pool.clone()),
-                        myself.get_cell(),
-                    )
-                    .await
-                    .map(|(actor, _)| {
-                        self.directory.insert(user, actor.clone());
-                        actor
-                    })
-                    .map_err(|e| ChatError::Internal(format!("user actor spawn: {e}"))),
+                    None => {
+                        let args = UserArgs {
+                            user: user.clone(),
+                            supervisor: myself.clone(),
+                            pool: self.pool.clone(),
+                            max_connections: self.max_connections,
+                        };
+                        Actor::spawn_linked(None, UserActor, args, myself.get_cell())
+                            .await
+                            .map(|(actor, _)| {
+                                self.directory.insert(user, actor.clone());
+                                actor
+                            })
+                            .map_err(|e| ChatError::Internal(format!("user actor spawn: {e}")))
+                    }
                 };
-                // Attach is queued before any later StopIfIdle from this same
-                // handler, so the actor cannot retire with this connection on it.
-                let actor = actor.and_then(|a| {
-                    a.send_message(UserMsg::Attach { id, outbound })
-                        .map(|()| a)
-                        .map_err(|_| ChatError::Unavailable("user actor stopped".into()))
-                });
-                let _ = reply.send(actor);
+                // The actor answers the caller itself. Attach is queued before any
+                // later StopIfIdle from this supervisor, so the actor cannot
+                // retire with this connection on it.
+                match actor {
+                    Ok(actor) => {
+                        if let Err(ractor::MessagingErr::SendErr(UserMsg::Attach {
+                            reply, ..
+                        })) = actor.send_message(UserMsg::Attach {
+                            id,
+                            outbound,
+                            reply,
+                        }) {
+                            let _ = reply
+                                .send(Err(ChatError::Unavailable("user actor stopped".into())));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             UserSupervisorMsg::Idle(user) => {
                 let Some(actor) = self.directory.get(&user).map(|a| a.clone()) else {

@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::supervisor::UserSupervisorMsg;
 use crate::{
     domain::{
-        UserId,
+        ChatError, UserId,
         event::{ServerEvent, SharedFrame, UnreadUpdate},
     },
     persistence::conversations,
@@ -49,10 +49,12 @@ pub enum UserMsg {
     Unread(UnreadUpdate),
     /// The initial per-conversation unread counts, loaded after start.
     UnreadLoaded(Vec<(Uuid, i64)>),
-    /// A new socket of this user.
+    /// A new socket of this user; answered with this actor, or refused when
+    /// the user already has the maximum number of connections.
     Attach {
         id: ConnectionId,
         outbound: Outbound,
+        reply: RpcReplyPort<Result<ActorRef<UserMsg>, ChatError>>,
     },
     /// A socket closed.
     Detach(ConnectionId),
@@ -62,8 +64,18 @@ pub enum UserMsg {
 
 pub struct UserActor;
 
+/// What a user actor is started with.
+pub struct UserArgs {
+    pub user: UserId,
+    pub supervisor: ActorRef<UserSupervisorMsg>,
+    pub pool: Pool,
+    /// Most simultaneous connections of one user on this node.
+    pub max_connections: usize,
+}
+
 pub struct UserState {
     user: UserId,
+    max_connections: usize,
     supervisor: ActorRef<UserSupervisorMsg>,
     connections: Vec<(ConnectionId, Outbound)>,
     /// Unread count per conversation, non-zero entries only.
@@ -122,12 +134,17 @@ impl UserState {
 impl Actor for UserActor {
     type Msg = UserMsg;
     type State = UserState;
-    type Arguments = (UserId, ActorRef<UserSupervisorMsg>, Pool);
+    type Arguments = UserArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (user, supervisor, pool): Self::Arguments,
+        UserArgs {
+            user,
+            supervisor,
+            pool,
+            max_connections,
+        }: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         // Loaded off the actor's handler, so the start (and the supervisor) never waits on it.
         let loading_for = user.clone();
@@ -143,6 +160,7 @@ impl Actor for UserActor {
         });
         Ok(UserState {
             user,
+            max_connections,
             supervisor,
             connections: Vec::new(),
             unread: HashMap::new(),
@@ -170,7 +188,22 @@ impl Actor for UserActor {
                     }
                 }
             }
-            UserMsg::Attach { id, outbound } => state.connections.push((id, outbound)),
+            UserMsg::Attach {
+                id,
+                outbound,
+                reply,
+            } => {
+                if state.connections.len() >= state.max_connections {
+                    metrics::counter!("parley_ws_disconnects_total", "reason" => "too_many_connections").increment(1);
+                    let _ = reply.send(Err(ChatError::Limited {
+                        code: "too_many_connections",
+                        message: format!("at most {} connections per user", state.max_connections),
+                    }));
+                } else {
+                    state.connections.push((id, outbound));
+                    let _ = reply.send(Ok(myself));
+                }
+            }
             UserMsg::Detach(id) => {
                 state.connections.retain(|(conn, _)| *conn != id);
                 state.report_if_idle();

@@ -14,6 +14,9 @@ pub enum ChatError {
     /// The request conflicts with stored state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A limit was reached (connections, rates); retrying later may succeed.
+    #[error("{message}")]
+    Limited { code: &'static str, message: String },
     /// A dependency (database, actor) did not answer in time or failed in a
     /// way a retry may fix. The detail is for the log, never for the client.
     #[error("service unavailable: {0}")]
@@ -34,7 +37,9 @@ impl ChatError {
     /// The stable snake_case code clients branch on.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Invalid { code, .. } | Self::Conflict { code, .. } => code,
+            Self::Invalid { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Limited { code, .. } => code,
             Self::NotFound { .. } => "not_found",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",

@@ -64,6 +64,7 @@ impl From<ChatError> for ApiError {
             ChatError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ChatError::NotFound { .. } => StatusCode::NOT_FOUND,
             ChatError::Conflict { .. } => StatusCode::CONFLICT,
+            ChatError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ChatError::Unavailable(detail) => {
                 tracing::warn!(%detail, "answering 503");
                 StatusCode::SERVICE_UNAVAILABLE

@@ -45,6 +45,76 @@ pub struct AppState {
     /// reaches `known_users_capacity`, which bounds its memory.
     pub known_users: Arc<DashMap<UserId, UserProfile>>,
     pub known_users_capacity: usize,
+    /// Flips to true when the server starts shutting down; realtime
+    /// connections watch it to say "going away".
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Open realtime connections, so shutdown can wait for their goodbyes.
+    pub realtime: RealtimeTracker,
+}
+
+/// Counts open realtime connections (WebSocket, SSE, long-poll).
+#[derive(Clone, Default)]
+pub struct RealtimeTracker {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+/// Held for the life of one realtime connection.
+pub struct RealtimeGuard(RealtimeTracker);
+
+impl RealtimeTracker {
+    pub fn enter(&self) -> RealtimeGuard {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        RealtimeGuard(self.clone())
+    }
+
+    /// Waits until every realtime connection has ended, or `limit` passes.
+    pub async fn drained(&self, limit: std::time::Duration) {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                if self.open.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+}
+
+impl Drop for RealtimeGuard {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// Whether a browser request from its `Origin` may open a realtime connection
+/// (cross-site WebSocket hijacking guard). No `Origin` (not a browser) is
+/// allowed; otherwise it must be in the allow-list, or match the `Host` the
+/// request was sent to when no list is configured.
+pub fn origin_allowed(settings: &Settings, headers: &axum::http::HeaderMap) -> bool {
+    let Some(origin) = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    else {
+        return true;
+    };
+    let origin = origin.trim_end_matches('/');
+    if settings.allowed_origins.is_empty() {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+        return host.is_some() && origin_host == host;
+    }
+    settings
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed == "*" || allowed == origin)
 }
 
 /// The whole application router.

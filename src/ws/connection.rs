@@ -40,6 +40,10 @@ use crate::{
 pub const CLOSE_RESYNC: u16 = 4000;
 /// Close code for a server-side failure to set the connection up.
 pub const CLOSE_INTERNAL: u16 = 1011;
+/// Close code (private range) refusing a connection over the per-user limit.
+pub const CLOSE_TOO_MANY_CONNECTIONS: u16 = 4008;
+/// Standard close code sent to every socket when the server shuts down.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Most conversations one connection can be typing in at once (bounds the set below).
 const MAX_TYPING_PER_CONNECTION: usize = 32;
@@ -54,6 +58,16 @@ pub struct ConnectionContext {
     pub user: UserId,
     pub outbound_queue: usize,
     pub ping_interval: Duration,
+    /// Flips to true when the server starts shutting down.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Why the reader stopped.
+enum ReadEnd {
+    /// The client closed, vanished, or broke the protocol.
+    ClientGone,
+    /// The server is shutting down: say "going away" so the client reconnects elsewhere.
+    Shutdown,
 }
 
 /// Detaches the connection from its user actor and keeps the gauge right,
@@ -85,6 +99,15 @@ where
             metrics::gauge!("parley_ws_connections_open").increment(1.0);
             Registration { id, actor }
         }
+        Err(e) if e.code() == "too_many_connections" => {
+            let _ = sink
+                .send(close(
+                    CLOSE_TOO_MANY_CONNECTIONS,
+                    "too many connections for this user",
+                ))
+                .await;
+            return;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "could not attach connection");
             let _ = sink.send(close(CLOSE_INTERNAL, "server busy, retry")).await;
@@ -110,9 +133,16 @@ where
         ));
         tokio::select! {
             () = &mut writer => {}
-            () = &mut reader => {
-                // The client went away or broke protocol: let the writer say goodbye.
-                let _ = close_tx.try_send(close(1000, "bye"));
+            end = &mut reader => {
+                // Let the writer flush what is queued (an in-flight ack) and say goodbye.
+                let goodbye = match end {
+                    ReadEnd::ClientGone => close(1000, "bye"),
+                    ReadEnd::Shutdown => {
+                        metrics::counter!("parley_ws_disconnects_total", "reason" => "shutdown").increment(1);
+                        close(CLOSE_GOING_AWAY, "server shutting down; reconnect")
+                    }
+                };
+                let _ = close_tx.try_send(goodbye);
                 let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
             }
         }
@@ -168,6 +198,7 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
     let limit = ping_interval;
     loop {
         tokio::select! {
+            biased;
             frame = frames.recv() => match frame {
                 Some(frame) => {
                     if !send_bounded(&mut sink, WsMessage::Text(frame), limit).await {
@@ -181,6 +212,11 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
                 }
             },
             Some(goodbye) = closing.recv() => {
+                while let Ok(frame) = frames.try_recv() {
+                    if !send_bounded(&mut sink, WsMessage::Text(frame), limit).await {
+                        return;
+                    }
+                }
                 send_bounded(&mut sink, goodbye, limit).await;
                 return;
             }
@@ -204,10 +240,19 @@ async fn read_loop<R, E>(
     typing: &TypingSet,
     last_heard: Arc<AtomicU64>,
     started: Instant,
-) where
+) -> ReadEnd
+where
     R: Stream<Item = Result<WsMessage, E>> + Unpin,
 {
-    while let Some(Ok(message)) = stream.next().await {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let message = tokio::select! {
+            next = stream.next() => match next {
+                Some(Ok(message)) => message,
+                _ => break,
+            },
+            _ = shutdown.wait_for(|stopping| *stopping) => return ReadEnd::Shutdown,
+        };
         last_heard.store(millis_since(started), Ordering::Relaxed);
         let answer = match message {
             WsMessage::Text(text) => handle_frame(ctx, typing, text.as_str()).await,
@@ -219,22 +264,23 @@ async fn read_loop<R, E>(
             WsMessage::Close(_) => {
                 metrics::counter!("parley_ws_disconnects_total", "reason" => "client_closed")
                     .increment(1);
-                return;
+                return ReadEnd::ClientGone;
             }
             WsMessage::Ping(_) | WsMessage::Pong(_) => None,
         };
         if let Some(answer) = answer {
             let Some(queue) = answers.upgrade() else {
-                return;
+                return ReadEnd::ClientGone;
             };
             if queue.try_send(answer).is_err() {
                 // Too slow even for its own answers: same treatment as any slow consumer.
                 metrics::counter!("parley_ws_slow_consumer_closes_total").increment(1);
-                return;
+                return ReadEnd::ClientGone;
             }
         }
     }
     metrics::counter!("parley_ws_disconnects_total", "reason" => "client_gone").increment(1);
+    ReadEnd::ClientGone
 }
 
 /// Handles one text frame and returns the frame to answer with, if any.

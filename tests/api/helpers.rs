@@ -359,3 +359,27 @@ impl WsClient {
         }
     }
 }
+
+impl TestApp {
+    /// Opens `/ws` with extra request headers; returns the client or the HTTP status of the refusal.
+    pub async fn ws_with_headers(
+        &self,
+        user: &TestUser,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, StatusCode> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("ws://127.0.0.1:{}/ws?token={}", self.port, user.token);
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((stream, _)) => Ok(WsClient { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status()),
+            Err(other) => panic!("unexpected websocket error: {other}"),
+        }
+    }
+}

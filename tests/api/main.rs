@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // failing loudly is what a test should do
 
 mod conversations;
+mod discipline;
 mod errors;
 mod helpers;
 mod live;
