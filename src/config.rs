@@ -73,6 +73,16 @@ pub struct Settings {
     /// realtime connections from a browser (`*` for any). Empty: requests with
     /// no `Origin`, or whose `Origin` matches the `Host` they were sent to.
     pub allowed_origins: Vec<String>,
+    /// `PARLEY_PRESENCE_TIMEOUT_SECS`: a connection with no `presence.ping`
+    /// for this long no longer counts towards its user being online.
+    pub presence_timeout: Duration,
+    /// `PARLEY_OFFLINE_GRACE_MS`: after a user's last connection closes they
+    /// stay online, and their recent events stay replayable, this long (a
+    /// reload, a reconnecting EventSource or the next long-poll resumes).
+    pub offline_grace: Duration,
+    /// `PARLEY_REPLAY_EVENTS`: recent events kept per connected user for SSE
+    /// and long-poll resumption.
+    pub replay_events: usize,
     /// `PARLEY_TYPING_TIMEOUT_MS`: a typist who sends no refresh for this long
     /// is announced as stopped.
     pub typing_timeout: Duration,
@@ -98,6 +108,9 @@ impl Default for Settings {
             ws_ping_interval: Duration::from_secs(30),
             max_connections_per_user: 8,
             allowed_origins: Vec::new(),
+            presence_timeout: Duration::from_secs(90),
+            offline_grace: Duration::from_secs(10),
+            replay_events: 256,
             typing_timeout: Duration::from_secs(6),
             typing_throttle: Duration::from_secs(2),
         }
@@ -168,6 +181,15 @@ impl Settings {
                 .map(|o| o.trim().trim_end_matches('/').to_owned())
                 .filter(|o| !o.is_empty())
                 .collect();
+        }
+        if let Some(v) = get("PARLEY_PRESENCE_TIMEOUT_SECS") {
+            s.presence_timeout = Duration::from_secs(parse("PARLEY_PRESENCE_TIMEOUT_SECS", &v)?);
+        }
+        if let Some(v) = get("PARLEY_OFFLINE_GRACE_MS") {
+            s.offline_grace = Duration::from_millis(parse("PARLEY_OFFLINE_GRACE_MS", &v)?);
+        }
+        if let Some(v) = get("PARLEY_REPLAY_EVENTS") {
+            s.replay_events = parse("PARLEY_REPLAY_EVENTS", &v)?;
         }
         if let Some(v) = get("PARLEY_TYPING_TIMEOUT_MS") {
             s.typing_timeout = Duration::from_millis(parse("PARLEY_TYPING_TIMEOUT_MS", &v)?);

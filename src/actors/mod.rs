@@ -28,10 +28,13 @@ use self::{
         ConversationDirectory, ConversationSupervisor, ConversationSupervisorMsg, UserSupervisor,
         UserSupervisorMsg,
     },
-    user::{ConnectionId, Outbound, UserDirectory, UserMsg},
+    user::{Attached, ConnectionId, EventId, Outbound, UserDirectory, UserLimits, UserMsg},
 };
 use crate::{
-    cluster::{EventBus, LocalBus},
+    cluster::{
+        EventBus, LocalBus,
+        presence::{LocalPresence, PresenceHub},
+    },
     config::Settings,
     domain::{ChatError, ConversationId, UserId, model::ReadState, text},
 };
@@ -45,6 +48,15 @@ pub struct ChatCore {
     user_supervisor: ActorRef<UserSupervisorMsg>,
     call_timeout: Duration,
     next_connection_id: Arc<AtomicU64>,
+    presence: Arc<PresenceHub>,
+}
+
+/// A number that differs between runs of this node, so event ids from before a
+/// restart are recognised as stale.
+fn node_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// The outcome of one actor call that may be retried.
@@ -60,6 +72,7 @@ impl ChatCore {
         let call_timeout = settings.actor_call_timeout;
         let users: UserDirectory = Arc::new(DashMap::new());
         let bus: Arc<dyn EventBus> = LocalBus::new(users.clone());
+        let presence = PresenceHub::new(Arc::new(LocalPresence::default()), bus.clone());
         let conversations: ConversationDirectory = Arc::new(DashMap::new());
         let deps = Arc::new(ConversationDeps {
             pool: pool.clone(),
@@ -82,7 +95,14 @@ impl ChatCore {
             UserSupervisor {
                 directory: users.clone(),
                 pool,
-                max_connections: settings.max_connections_per_user,
+                presence: presence.clone(),
+                limits: UserLimits {
+                    max_connections: settings.max_connections_per_user,
+                    presence_timeout: settings.presence_timeout,
+                    offline_grace: settings.offline_grace,
+                    replay_events: settings.replay_events,
+                    epoch: node_epoch(),
+                },
                 call_timeout,
             },
             (),
@@ -95,6 +115,7 @@ impl ChatCore {
             user_supervisor,
             call_timeout,
             next_connection_id: Arc::new(AtomicU64::new(1)),
+            presence,
         })
     }
 
@@ -163,26 +184,42 @@ impl ChatCore {
         }
     }
 
-    /// Registers a socket of `user`; events for the user go into `outbound`.
+    /// Registers a realtime connection of `user`; events for the user go into
+    /// `outbound`, starting with those after `resume_after` when given.
     /// Returns the connection's id and the user actor to detach from later.
     pub async fn attach_connection(
         &self,
         user: &UserId,
         outbound: Outbound,
-    ) -> Result<(ConnectionId, ActorRef<UserMsg>), ChatError> {
+        resume_after: Option<EventId>,
+    ) -> Result<(ConnectionId, Attached), ChatError> {
         let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let actor = self
             .call(&self.user_supervisor, |reply| UserSupervisorMsg::Attach {
                 user: user.clone(),
                 id,
                 outbound,
+                resume_after,
                 reply,
             })
             .await;
         match actor {
-            Attempt::Done(result) => result.map(|a| (id, a)),
+            Attempt::Done(result) => result.map(|attached| (id, attached)),
             Attempt::ActorGone => Err(ChatError::Unavailable("user supervisor stopped".into())),
         }
+    }
+
+    /// A presence heartbeat for `user`'s connections on this node (all of
+    /// them when `connection` is `None`, as the REST fallback does).
+    pub fn heartbeat(&self, user: &UserId, connection: Option<ConnectionId>, away: bool) {
+        if let Some(actor) = self.users.get(user) {
+            let _ = actor.send_message(UserMsg::Heartbeat { connection, away });
+        }
+    }
+
+    /// Presence records and subscriptions.
+    pub fn presence(&self) -> &PresenceHub {
+        &self.presence
     }
 
     /// Number of live conversation actors and user actors on this node.

@@ -20,9 +20,15 @@ use ractor::{
 
 use super::{
     conversation::{ConversationActor, ConversationDeps, ConversationMsg},
-    user::{ConnectionId, Outbound, UserActor, UserArgs, UserDirectory, UserMsg},
+    user::{
+        Attached, ConnectionId, EventId, Outbound, UserActor, UserArgs, UserDirectory, UserLimits,
+        UserMsg,
+    },
 };
-use crate::domain::{ChatError, ConversationId, UserId};
+use crate::{
+    cluster::presence::PresenceHub,
+    domain::{ChatError, ConversationId, UserId},
+};
 
 /// This node's live conversation actors. Written only by the conversation supervisor.
 pub type ConversationDirectory = Arc<DashMap<ConversationId, ActorRef<ConversationMsg>>>;
@@ -135,12 +141,13 @@ impl Actor for ConversationSupervisor {
 // ---------------------------------------------------------------------- users
 
 pub enum UserSupervisorMsg {
-    /// Register a socket of `user`, spawning the user's actor if needed.
+    /// Register a connection of `user`, spawning the user's actor if needed.
     Attach {
         user: UserId,
         id: ConnectionId,
         outbound: Outbound,
-        reply: RpcReplyPort<Result<ActorRef<UserMsg>, ChatError>>,
+        resume_after: Option<EventId>,
+        reply: RpcReplyPort<Result<Attached, ChatError>>,
     },
     /// Sent by a user actor whose last connection closed.
     Idle(UserId),
@@ -150,8 +157,10 @@ pub struct UserSupervisor {
     pub directory: UserDirectory,
     /// Handed to each user actor for its initial unread counts.
     pub pool: deadpool_postgres::Pool,
-    /// Most simultaneous connections per user (each user actor enforces it).
-    pub max_connections: usize,
+    /// Where user actors record presence.
+    pub presence: Arc<PresenceHub>,
+    /// The bounds each user actor applies.
+    pub limits: UserLimits,
     /// Bound on the wait for a user actor to confirm it is idle.
     pub call_timeout: Duration,
 }
@@ -176,6 +185,7 @@ impl Actor for UserSupervisor {
                 user,
                 id,
                 outbound,
+                resume_after,
                 reply,
             } => {
                 let existing = self
@@ -190,7 +200,8 @@ impl Actor for UserSupervisor {
                             user: user.clone(),
                             supervisor: myself.clone(),
                             pool: self.pool.clone(),
-                            max_connections: self.max_connections,
+                            presence: self.presence.clone(),
+                            limits: self.limits,
                         };
                         Actor::spawn_linked(None, UserActor, args, myself.get_cell())
                             .await
@@ -211,6 +222,7 @@ impl Actor for UserSupervisor {
                         })) = actor.send_message(UserMsg::Attach {
                             id,
                             outbound,
+                            resume_after,
                             reply,
                         }) {
                             let _ = reply

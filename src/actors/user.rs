@@ -1,20 +1,28 @@
-//! `UserActor`: one per user with at least one open socket on this node. It
-//! holds that user's connections (each a bounded queue drained by the socket's
-//! writer task) and fans every event out to all of them.
+//! `UserActor`: one per user with a realtime connection on this node (and for
+//! a short grace period after the last one closes). It
 //!
-//! A connection whose queue is full is a slow consumer: its sender is dropped,
-//! which makes the writer close the socket with a "resync" reason, and the
-//! client catches up over REST. Nothing here ever waits on a socket.
-//!
-//! It also keeps the user's unread count per conversation, to put the badge
-//! total (`totalUnread`) on every `conversation.updated`: loaded from Postgres
-//! when the actor starts, then overwritten by the absolute values each
-//! [`UnreadUpdate`] carries (an update that arrives while the load is in
-//! flight is newer than the load, so it wins).
+//! * holds the user's connections (WebSocket, SSE, long-poll), each a bounded
+//!   queue drained by that connection's writer, and fans every event out to
+//!   all of them. A connection whose queue is full is a slow consumer: its
+//!   sender is dropped, the writer closes it with a "resync" reason, and the
+//!   client catches up over REST. Nothing here ever waits on a socket;
+//! * numbers every event it fans out and keeps the last few in a ring, so an
+//!   SSE or long-poll client that reconnects with the last id it saw resumes
+//!   without a gap (or is told to resync when the gap is too old);
+//! * decides the user's presence from its connections' heartbeats: online if
+//!   any fresh connection is in the foreground, away if all fresh ones are
+//!   hidden, offline when none is left after the grace period;
+//! * keeps the unread count per conversation to put the badge total
+//!   (`totalUnread`) on every `conversation.updated`: loaded from Postgres at
+//!   start, then overwritten by the absolute values each [`UnreadUpdate`]
+//!   carries (an update that arrives while the load is in flight is newer than
+//!   the load, so it wins).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
+    fmt,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use dashmap::DashMap;
@@ -25,9 +33,11 @@ use uuid::Uuid;
 
 use super::supervisor::UserSupervisorMsg;
 use crate::{
+    cluster::presence::PresenceHub,
     domain::{
         ChatError, UserId,
         event::{ServerEvent, SharedFrame, UnreadUpdate},
+        model::PresenceStatus,
     },
     persistence::conversations,
 };
@@ -36,11 +46,51 @@ use crate::{
 /// (which serialises get-or-spawn); read by the bus on every event.
 pub type UserDirectory = Arc<DashMap<UserId, ActorRef<UserMsg>>>;
 
-/// Identifies one socket of a user on this node.
+/// Identifies one realtime connection on this node.
 pub type ConnectionId = u64;
 
+/// Position of an event in a user's stream on this node: the node's epoch
+/// (new at every start) and a counter. Text form `<epoch>-<n>` (SSE `id:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventId {
+    pub epoch: u64,
+    pub n: u64,
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.n)
+    }
+}
+
+impl EventId {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (epoch, n) = raw.trim().split_once('-')?;
+        Some(Self {
+            epoch: epoch.parse().ok()?,
+            n: n.parse().ok()?,
+        })
+    }
+}
+
+/// A frame on its way to one connection; `id` is set for events of the
+/// user's stream and absent for answers to that connection's own requests.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub id: Option<EventId>,
+    pub frame: SharedFrame,
+}
+
+/// A connection's registration: the actor to detach from, and the id of the
+/// newest event of the user's stream when it attached (where a long-poll
+/// client resumes from if nothing arrives).
+pub struct Attached {
+    pub actor: ActorRef<UserMsg>,
+    pub head: EventId,
+}
+
 /// The sending half of a connection's bounded outbound queue.
-pub type Outbound = mpsc::Sender<SharedFrame>;
+pub type Outbound = mpsc::Sender<Outgoing>;
 
 pub enum UserMsg {
     /// Fan an event out to every connection.
@@ -49,35 +99,77 @@ pub enum UserMsg {
     Unread(UnreadUpdate),
     /// The initial per-conversation unread counts, loaded after start.
     UnreadLoaded(Vec<(Uuid, i64)>),
-    /// A new socket of this user; answered with this actor, or refused when
-    /// the user already has the maximum number of connections.
+    /// A new connection of this user; answered with this actor, or refused
+    /// when the user already has the maximum number of connections. With
+    /// `resume_after`, the events after that id are replayed into it first.
     Attach {
         id: ConnectionId,
         outbound: Outbound,
-        reply: RpcReplyPort<Result<ActorRef<UserMsg>, ChatError>>,
+        resume_after: Option<EventId>,
+        reply: RpcReplyPort<Result<Attached, ChatError>>,
     },
-    /// A socket closed.
+    /// A connection closed.
     Detach(ConnectionId),
+    /// A presence heartbeat: of one connection, or (`None`, the REST
+    /// fallback) of all of them; `away` when the client's tab is hidden.
+    Heartbeat {
+        connection: Option<ConnectionId>,
+        away: bool,
+    },
+    /// Periodic: expire connections whose heartbeats stopped.
+    PresenceTick,
+    /// The grace period after the last connection closed has passed.
+    GraceOver,
     /// Asked by the supervisor: stop if no connection is left, and say whether it did.
     StopIfIdle(RpcReplyPort<bool>),
 }
-
-pub struct UserActor;
 
 /// What a user actor is started with.
 pub struct UserArgs {
     pub user: UserId,
     pub supervisor: ActorRef<UserSupervisorMsg>,
     pub pool: Pool,
+    pub presence: Arc<PresenceHub>,
+    pub limits: UserLimits,
+}
+
+/// The bounds every user actor applies.
+#[derive(Clone, Copy, Debug)]
+pub struct UserLimits {
     /// Most simultaneous connections of one user on this node.
     pub max_connections: usize,
+    /// A connection with no heartbeat for this long no longer counts for presence.
+    pub presence_timeout: Duration,
+    /// After the last connection closes, the user stays online (and their
+    /// recent events stay replayable) this long.
+    pub offline_grace: Duration,
+    /// How many recent events are kept for replay.
+    pub replay_events: usize,
+    /// This node's event-id epoch.
+    pub epoch: u64,
+}
+
+pub struct UserActor;
+
+struct Connection {
+    id: ConnectionId,
+    outbound: Outbound,
+    away: bool,
+    last_heartbeat: Instant,
 }
 
 pub struct UserState {
     user: UserId,
-    max_connections: usize,
+    limits: UserLimits,
     supervisor: ActorRef<UserSupervisorMsg>,
-    connections: Vec<(ConnectionId, Outbound)>,
+    presence: Arc<PresenceHub>,
+    connections: Vec<Connection>,
+    /// When the last connection closed (the grace period runs from here).
+    empty_since: Option<Instant>,
+    status: PresenceStatus,
+    /// Recent events, oldest first, for replay.
+    recent: VecDeque<(u64, SharedFrame)>,
+    next_event: u64,
     /// Unread count per conversation, non-zero entries only.
     unread: HashMap<Uuid, i64>,
     /// Conversations updated before the initial load arrived (`None` once loaded).
@@ -85,11 +177,25 @@ pub struct UserState {
 }
 
 impl UserState {
-    /// Sends `frame` to every connection, dropping those that cannot keep up.
-    fn fan_out(&mut self, frame: &SharedFrame) {
+    /// Numbers `frame`, keeps it for replay, and sends it to every connection,
+    /// dropping those that cannot keep up.
+    fn fan_out(&mut self, myself: &ActorRef<UserMsg>, frame: SharedFrame) {
+        let n = self.next_event;
+        self.next_event += 1;
+        if self.recent.len() == self.limits.replay_events {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((n, frame.clone()));
+        let outgoing = Outgoing {
+            id: Some(EventId {
+                epoch: self.limits.epoch,
+                n,
+            }),
+            frame,
+        };
         let before = self.connections.len();
         self.connections
-            .retain(|(_, outbound)| match outbound.try_send(frame.clone()) {
+            .retain(|c| match c.outbound.try_send(outgoing.clone()) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     metrics::counter!("parley_ws_slow_consumer_closes_total").increment(1);
@@ -98,7 +204,56 @@ impl UserState {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             });
         if self.connections.len() != before {
-            self.report_if_idle();
+            self.connections_changed(myself);
+        }
+    }
+
+    /// Replays the events after `after` into a new connection, or tells it to
+    /// resync when they are no longer all here.
+    fn replay(&self, outbound: &Outbound, after: EventId) -> bool {
+        let oldest = self.recent.front().map_or(self.next_event, |(n, _)| *n);
+        let complete =
+            after.epoch == self.limits.epoch && after.n + 1 >= oldest && after.n < self.next_event;
+        if !complete {
+            metrics::counter!("parley_resync_requests_total", "kind" => "replay_gap").increment(1);
+            let notice = ServerEvent::SystemNotice {
+                code: "resync_required".into(),
+                message: "some events are no longer available; call GET /chat/sync".into(),
+            };
+            let id = EventId {
+                epoch: self.limits.epoch,
+                n: self.next_event.saturating_sub(1),
+            };
+            return outbound
+                .try_send(Outgoing {
+                    id: Some(id),
+                    frame: notice.to_frame(),
+                })
+                .is_ok();
+        }
+        self.recent
+            .iter()
+            .filter(|(n, _)| *n > after.n)
+            .all(|(n, frame)| {
+                outbound
+                    .try_send(Outgoing {
+                        id: Some(EventId {
+                            epoch: self.limits.epoch,
+                            n: *n,
+                        }),
+                        frame: frame.clone(),
+                    })
+                    .is_ok()
+            })
+    }
+
+    fn attached(&self, actor: ActorRef<UserMsg>) -> Attached {
+        Attached {
+            actor,
+            head: EventId {
+                epoch: self.limits.epoch,
+                n: self.next_event - 1,
+            },
         }
     }
 
@@ -121,12 +276,42 @@ impl UserState {
         .to_frame()
     }
 
-    /// Tells the supervisor when the last connection is gone, so it can retire us.
-    fn report_if_idle(&self) {
+    /// Presence as the connections say it now.
+    fn current_status(&self) -> PresenceStatus {
+        let fresh: Vec<&Connection> = self
+            .connections
+            .iter()
+            .filter(|c| c.last_heartbeat.elapsed() <= self.limits.presence_timeout)
+            .collect();
+        if fresh.iter().any(|c| !c.away) {
+            PresenceStatus::Online
+        } else if !fresh.is_empty() {
+            PresenceStatus::Away
+        } else {
+            PresenceStatus::Offline
+        }
+    }
+
+    /// Publishes a change of presence, if there is one. Going offline waits
+    /// for the grace period when the last connection just closed.
+    fn refresh_presence(&mut self, allow_offline: bool) {
+        let status = self.current_status();
+        if status == PresenceStatus::Offline && !allow_offline && self.connections.is_empty() {
+            return;
+        }
+        if status != self.status {
+            self.status = status;
+            self.presence.changed(&self.user, status);
+        } else if status != PresenceStatus::Offline {
+            self.presence.touch(&self.user, status);
+        }
+    }
+
+    fn connections_changed(&mut self, myself: &ActorRef<UserMsg>) {
+        self.refresh_presence(false);
         if self.connections.is_empty() {
-            let _ = self
-                .supervisor
-                .send_message(UserSupervisorMsg::Idle(self.user.clone()));
+            self.empty_since = Some(Instant::now());
+            myself.send_after(self.limits.offline_grace, || UserMsg::GraceOver);
         }
     }
 }
@@ -139,30 +324,35 @@ impl Actor for UserActor {
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        UserArgs {
-            user,
-            supervisor,
-            pool,
-            max_connections,
-        }: Self::Arguments,
+        args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         // Loaded off the actor's handler, so the start (and the supervisor) never waits on it.
-        let loading_for = user.clone();
+        let loading_for = args.user.clone();
+        let loader = myself.clone();
+        let pool = args.pool;
         tokio::spawn(async move {
             match conversations::unread_counts(&pool, &loading_for).await {
                 Ok(counts) => {
-                    let _ = myself.send_message(UserMsg::UnreadLoaded(counts));
+                    let _ = loader.send_message(UserMsg::UnreadLoaded(counts));
                 }
                 Err(e) => {
                     tracing::warn!(user = %loading_for, error = %e, "could not load unread counts")
                 }
             }
         });
+        let tick = (args.limits.presence_timeout / 3)
+            .clamp(Duration::from_millis(20), Duration::from_secs(30));
+        myself.send_interval(tick, || UserMsg::PresenceTick);
         Ok(UserState {
-            user,
-            max_connections,
-            supervisor,
+            user: args.user,
+            limits: args.limits,
+            supervisor: args.supervisor,
+            presence: args.presence,
             connections: Vec::new(),
+            empty_since: None,
+            status: PresenceStatus::Offline,
+            recent: VecDeque::with_capacity(args.limits.replay_events.min(64)),
+            next_event: 1,
             unread: HashMap::new(),
             updated_before_load: Some(HashSet::new()),
         })
@@ -175,10 +365,10 @@ impl Actor for UserActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            UserMsg::Deliver(frame) => state.fan_out(&frame),
+            UserMsg::Deliver(frame) => state.fan_out(&myself, frame),
             UserMsg::Unread(update) => {
                 let frame = state.apply_unread(update);
-                state.fan_out(&frame);
+                state.fan_out(&myself, frame);
             }
             UserMsg::UnreadLoaded(counts) => {
                 let early = state.updated_before_load.take().unwrap_or_default();
@@ -191,22 +381,63 @@ impl Actor for UserActor {
             UserMsg::Attach {
                 id,
                 outbound,
+                resume_after,
                 reply,
             } => {
-                if state.connections.len() >= state.max_connections {
+                if state.connections.len() >= state.limits.max_connections {
                     metrics::counter!("parley_ws_disconnects_total", "reason" => "too_many_connections").increment(1);
                     let _ = reply.send(Err(ChatError::Limited {
                         code: "too_many_connections",
-                        message: format!("at most {} connections per user", state.max_connections),
+                        message: format!(
+                            "at most {} connections per user",
+                            state.limits.max_connections
+                        ),
                     }));
-                } else {
-                    state.connections.push((id, outbound));
-                    let _ = reply.send(Ok(myself));
+                    return Ok(());
                 }
+                if let Some(after) = resume_after
+                    && !state.replay(&outbound, after)
+                {
+                    // The backlog does not fit the queue: dropping it closes the
+                    // connection, and the client resyncs.
+                    drop(outbound);
+                    let _ = reply.send(Ok(state.attached(myself)));
+                    return Ok(());
+                }
+                state.empty_since = None;
+                state.connections.push(Connection {
+                    id,
+                    outbound,
+                    away: false,
+                    last_heartbeat: Instant::now(),
+                });
+                state.refresh_presence(false);
+                let _ = reply.send(Ok(state.attached(myself)));
             }
             UserMsg::Detach(id) => {
-                state.connections.retain(|(conn, _)| *conn != id);
-                state.report_if_idle();
+                state.connections.retain(|c| c.id != id);
+                state.connections_changed(&myself);
+            }
+            UserMsg::Heartbeat { connection, away } => {
+                for c in &mut state.connections {
+                    if connection.is_none_or(|id| id == c.id) {
+                        c.away = away;
+                        c.last_heartbeat = Instant::now();
+                    }
+                }
+                state.refresh_presence(false);
+            }
+            UserMsg::PresenceTick => state.refresh_presence(false),
+            UserMsg::GraceOver => {
+                let over = state
+                    .empty_since
+                    .is_some_and(|since| since.elapsed() >= state.limits.offline_grace);
+                if state.connections.is_empty() && over {
+                    state.refresh_presence(true);
+                    let _ = state
+                        .supervisor
+                        .send_message(UserSupervisorMsg::Idle(state.user.clone()));
+                }
             }
             UserMsg::StopIfIdle(reply) => {
                 let idle = state.connections.is_empty();
@@ -217,5 +448,18 @@ impl Actor for UserActor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip() {
+        let id = EventId { epoch: 77, n: 12 };
+        assert_eq!(EventId::parse(&id.to_string()), Some(id));
+        assert_eq!(EventId::parse("garbage"), None);
+        assert_eq!(EventId::parse("1-x"), None);
     }
 }

@@ -52,6 +52,12 @@ pub enum ServerEvent {
         conversation_id: Uuid,
         user_id: String,
     },
+    /// A watched user's presence changed (see `presence.subscribe`).
+    #[serde(rename = "presence.updated")]
+    PresenceUpdated(super::model::Presence),
+    /// Something the client should act on; `resync_required` means: call `GET /chat/sync`.
+    #[serde(rename = "system.notice")]
+    SystemNotice { code: String, message: String },
     /// Answer to a client's `message.send`: the stored message.
     #[serde(rename = "ack", rename_all = "camelCase")]
     Ack {

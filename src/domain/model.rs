@@ -131,6 +131,34 @@ pub struct ReadState {
     pub last_read_at: Option<DateTime<Utc>>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Offline,
+}
+
+/// A user's presence as others see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Presence {
+    pub user_id: String,
+    pub status: PresenceStatus,
+    /// Last heartbeat or connection change; null if never seen since this node started.
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+impl PresenceStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Away => "away",
+            Self::Offline => "offline",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,9 +186,13 @@ fn bearer_token(parts: &Parts) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-/// `?token=` is accepted only on the WebSocket upgrade, where browsers cannot set headers.
+/// Paths where `?token=` is accepted: the realtime endpoints, where browsers
+/// (WebSocket, EventSource) cannot set headers. Everywhere else a token in the
+/// URL would end up in access logs, so only the header counts.
+const QUERY_TOKEN_PATHS: [&str; 3] = ["/ws", "/events", "/events/poll"];
+
 fn query_token(parts: &Parts) -> Option<String> {
-    if parts.uri.path() != "/ws" {
+    if !QUERY_TOKEN_PATHS.contains(&parts.uri.path()) {
         return None;
     }
     parts.uri.query()?.split('&').find_map(|pair| {

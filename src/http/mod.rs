@@ -137,6 +137,10 @@ pub fn router(state: AppState) -> Router {
             "/users/me/settings",
             get(users::get_settings).patch(users::patch_settings),
         )
+        .route("/users/me/presence", post(users::heartbeat))
+        .route("/users/{id}/presence", get(users::presence))
+        .route("/events", get(crate::ws::fallback::sse))
+        .route("/events/poll", get(crate::ws::fallback::poll))
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -1,15 +1,23 @@
-//! `/users/me/settings`: the caller's own preferences.
+//! `/users/me/settings` (the caller's own preferences) and presence:
+//! `GET /users/:id/presence` for people the caller shares a conversation with,
+//! and `POST /users/me/presence`, the heartbeat of HTTP-fallback clients.
 
-use axum::extract::State;
+use axum::{extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
     AppState,
     auth::AuthUser,
-    error::{ApiError, ApiJson, ErrorBody},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
-use crate::persistence::users::{self, UserSettings};
+use crate::{
+    domain::{ChatError, UserId, model::Presence},
+    persistence::{
+        conversations,
+        users::{self, UserSettings},
+    },
+};
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -58,4 +66,56 @@ pub async fn patch_settings(
 ) -> Result<ApiJson<SettingsView>, ApiError> {
     let updated = users::update_settings(&state.pool, caller.id(), patch.read_receipts).await?;
     Ok(ApiJson(updated.into()))
+}
+
+/// A user's presence: online, away or offline, and when they were last seen.
+/// 404 unless the caller shares a conversation with them (or is them).
+#[utoipa::path(get, path = "/users/{id}/presence", tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, body = Presence), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn presence(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<Presence>, ApiError> {
+    let user = UserId::parse(&id).map_err(|_| ApiError::not_found())?;
+    let visible = &user == caller.id()
+        || !conversations::contacts_among(&state.pool, caller.id(), std::slice::from_ref(&user))
+            .await?
+            .is_empty();
+    if !visible {
+        return Err(ApiError::not_found());
+    }
+    Ok(ApiJson(state.chat.presence().get(&user)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresencePing {
+    /// `online` or `away` (the tab is hidden).
+    pub status: String,
+}
+
+/// Presence heartbeat of an HTTP-fallback client (every 25 s, like `presence.ping`).
+#[utoipa::path(post, path = "/users/me/presence", tag = "users",
+    request_body = PresencePing,
+    responses((status = 204, description = "Recorded"), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiJson(ping): ApiJson<PresencePing>,
+) -> Result<StatusCode, ApiError> {
+    let away = match ping.status.as_str() {
+        "online" => false,
+        "away" => true,
+        _ => {
+            return Err(
+                ChatError::invalid("invalid_status", "status must be online or away").into(),
+            );
+        }
+    };
+    state.chat.heartbeat(caller.id(), None, away);
+    Ok(StatusCode::NO_CONTENT)
 }

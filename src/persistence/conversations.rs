@@ -335,6 +335,33 @@ pub async fn changed_since(
     })
 }
 
+/// Which of `candidates` share at least one conversation with `user` (the
+/// people whose presence `user` may see).
+pub async fn contacts_among(
+    pool: &Pool,
+    user: &UserId,
+    candidates: &[UserId],
+) -> Result<Vec<UserId>, ChatError> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT DISTINCT other.user_id FROM conversation_participants mine
+             JOIN conversation_participants other ON other.conversation_id = mine.conversation_id
+             WHERE mine.user_id = $1 AND other.user_id = ANY($2) AND other.user_id <> $1",
+        )
+        .await?;
+    let ids: Vec<&str> = candidates.iter().map(UserId::as_str).collect();
+    let rows = timed(
+        "conversations.contacts_among",
+        db.query(&stmt, &[&user.as_str(), &ids]),
+    )
+    .await?;
+    rows.iter().map(|r| UserId::parse(r.get(0))).collect()
+}
+
 /// `user`'s unread count per conversation (non-zero ones only).
 pub async fn unread_counts(pool: &Pool, user: &UserId) -> Result<Vec<(Uuid, i64)>, ChatError> {
     let db = client(pool).await?;

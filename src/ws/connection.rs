@@ -2,21 +2,24 @@
 //! task, and the connection ends when either does.
 //!
 //! * The writer drains the connection's bounded outbound queue (fed by the
-//!   user's actor, and by the reader for `ack`/`error` answers), sends protocol
-//!   pings, and reaps a peer that has been silent for three ping intervals or
-//!   cannot take a single frame within one ping interval.
-//!   When the user actor drops the queue (the client was too slow, or the actor
-//!   is gone) the writer closes with [`CLOSE_RESYNC`]: the client reconnects
-//!   and catches up over REST.
-//! * The reader parses client frames and answers each one.
+//!   user's actor, and by the reader for answers to this connection's own
+//!   frames), sends protocol pings, and reaps a peer that has been silent for
+//!   three ping intervals or cannot take a single frame within one interval.
+//!   When the user actor drops the queue (the client was too slow, or the
+//!   actor is gone) the writer closes with [`CLOSE_RESYNC`]: the client
+//!   reconnects and catches up over REST.
+//! * The reader parses client frames and answers each one. On shutdown it
+//!   stops taking frames (after finishing the one in hand) and the writer,
+//!   having flushed what is queued, closes with [`CLOSE_GOING_AWAY`].
 //!
 //! The loop is generic over `Sink`/`Stream` so it does not depend on axum's
 //! socket type.
 
 use std::{
+    collections::HashSet,
     pin::pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -24,42 +27,55 @@ use std::{
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use ractor::ActorRef;
 use tokio::sync::mpsc;
 
-use super::protocol::{self, ClientFrame, FrameError};
+use super::{
+    Registration,
+    protocol::{self, ClientFrame, FrameError},
+};
 use crate::{
     actors::{
         ChatCore,
-        user::{ConnectionId, UserMsg},
+        user::{ConnectionId, Outgoing},
     },
-    domain::{ChatError, ConversationId, UserId, event::ServerEvent, event::SharedFrame},
+    cluster::presence::MAX_SUBSCRIPTIONS,
+    domain::{
+        ChatError, ConversationId, UserId,
+        event::{ServerEvent, SharedFrame},
+    },
+    persistence::conversations,
 };
 
 /// Close code (private range) telling the client to reconnect and resync over REST.
 pub const CLOSE_RESYNC: u16 = 4000;
-/// Close code for a server-side failure to set the connection up.
-pub const CLOSE_INTERNAL: u16 = 1011;
 /// Close code (private range) refusing a connection over the per-user limit.
 pub const CLOSE_TOO_MANY_CONNECTIONS: u16 = 4008;
 /// Standard close code sent to every socket when the server shuts down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a server-side failure to set the connection up.
+pub const CLOSE_INTERNAL: u16 = 1011;
 
-/// Most conversations one connection can be typing in at once (bounds the set below).
+/// Most conversations one connection can be typing in at once.
 const MAX_TYPING_PER_CONNECTION: usize = 32;
-
-/// Conversations this connection said it is typing in, so that a disconnect
-/// stops every indicator it started.
-type TypingSet = std::sync::Mutex<std::collections::HashSet<ConversationId>>;
 
 /// What the loop needs besides the socket.
 pub struct ConnectionContext {
     pub chat: ChatCore,
+    pub pool: deadpool_postgres::Pool,
     pub user: UserId,
     pub outbound_queue: usize,
     pub ping_interval: Duration,
     /// Flips to true when the server starts shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// One attached connection, as the reader sees it.
+struct Session<'a> {
+    ctx: &'a ConnectionContext,
+    id: ConnectionId,
+    /// Conversations this connection said it is typing in, so that a
+    /// disconnect stops every indicator it started.
+    typing: Mutex<HashSet<ConversationId>>,
 }
 
 /// Why the reader stopped.
@@ -70,35 +86,18 @@ enum ReadEnd {
     Shutdown,
 }
 
-/// Detaches the connection from its user actor and keeps the gauge right,
-/// however the connection ends (including task cancellation).
-struct Registration {
-    id: ConnectionId,
-    actor: ActorRef<UserMsg>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let _ = self.actor.send_message(UserMsg::Detach(self.id));
-        metrics::gauge!("parley_ws_connections_open").decrement(1.0);
-    }
-}
-
 /// Serves one connection until it closes.
 pub async fn run<S, R, E>(mut sink: S, stream: R, ctx: ConnectionContext)
 where
     S: Sink<WsMessage> + Unpin + Send,
     R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
 {
-    let (outbound, frames) = mpsc::channel::<SharedFrame>(ctx.outbound_queue);
+    let (outbound, frames) = mpsc::channel::<Outgoing>(ctx.outbound_queue);
     // The reader answers through a weak handle, so that when the user actor
     // drops the only strong sender the writer sees the queue close.
     let answers = outbound.downgrade();
-    let _registration = match ctx.chat.attach_connection(&ctx.user, outbound).await {
-        Ok((id, actor)) => {
-            metrics::gauge!("parley_ws_connections_open").increment(1.0);
-            Registration { id, actor }
-        }
+    let registration = match ctx.chat.attach_connection(&ctx.user, outbound, None).await {
+        Ok((id, attached)) => Registration::new(&ctx.chat, id, attached, "websocket"),
         Err(e) if e.code() == "too_many_connections" => {
             let _ = sink
                 .send(close(
@@ -114,11 +113,14 @@ where
             return;
         }
     };
+    let session = Session {
+        ctx: &ctx,
+        id: registration.id,
+        typing: Mutex::new(HashSet::new()),
+    };
     let last_heard = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let (close_tx, close_rx) = mpsc::channel::<WsMessage>(1);
-
-    let typing = TypingSet::default();
     {
         let mut writer = pin!(write_loop(
             sink,
@@ -128,9 +130,7 @@ where
             last_heard.clone(),
             started
         ));
-        let mut reader = pin!(read_loop(
-            stream, answers, &ctx, &typing, last_heard, started
-        ));
+        let mut reader = pin!(read_loop(stream, answers, &session, last_heard, started));
         tokio::select! {
             () = &mut writer => {}
             end = &mut reader => {
@@ -147,13 +147,15 @@ where
             }
         }
     }
-    let still_typing: Vec<ConversationId> = typing
+    let still_typing: Vec<ConversationId> = session
+        .typing
         .lock()
         .map(|mut set| set.drain().collect())
         .unwrap_or_default();
     for conversation in still_typing {
         ctx.chat.typing(conversation, &ctx.user, false).await;
     }
+    drop(registration);
 }
 
 fn close(code: u16, reason: &'static str) -> WsMessage {
@@ -185,7 +187,7 @@ async fn send_bounded<S: Sink<WsMessage> + Unpin>(
 
 async fn write_loop<S: Sink<WsMessage> + Unpin>(
     mut sink: S,
-    mut frames: mpsc::Receiver<SharedFrame>,
+    mut frames: mpsc::Receiver<Outgoing>,
     mut closing: mpsc::Receiver<WsMessage>,
     ping_interval: Duration,
     last_heard: Arc<AtomicU64>,
@@ -200,8 +202,8 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
         tokio::select! {
             biased;
             frame = frames.recv() => match frame {
-                Some(frame) => {
-                    if !send_bounded(&mut sink, WsMessage::Text(frame), limit).await {
+                Some(outgoing) => {
+                    if !send_bounded(&mut sink, WsMessage::Text(outgoing.frame), limit).await {
                         return;
                     }
                 }
@@ -212,8 +214,8 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
                 }
             },
             Some(goodbye) = closing.recv() => {
-                while let Ok(frame) = frames.try_recv() {
-                    if !send_bounded(&mut sink, WsMessage::Text(frame), limit).await {
+                while let Ok(outgoing) = frames.try_recv() {
+                    if !send_bounded(&mut sink, WsMessage::Text(outgoing.frame), limit).await {
                         return;
                     }
                 }
@@ -235,16 +237,15 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
 
 async fn read_loop<R, E>(
     mut stream: R,
-    answers: mpsc::WeakSender<SharedFrame>,
-    ctx: &ConnectionContext,
-    typing: &TypingSet,
+    answers: mpsc::WeakSender<Outgoing>,
+    session: &Session<'_>,
     last_heard: Arc<AtomicU64>,
     started: Instant,
 ) -> ReadEnd
 where
     R: Stream<Item = Result<WsMessage, E>> + Unpin,
 {
-    let mut shutdown = ctx.shutdown.clone();
+    let mut shutdown = session.ctx.shutdown.clone();
     loop {
         let message = tokio::select! {
             next = stream.next() => match next {
@@ -254,25 +255,29 @@ where
             _ = shutdown.wait_for(|stopping| *stopping) => return ReadEnd::Shutdown,
         };
         last_heard.store(millis_since(started), Ordering::Relaxed);
-        let answer = match message {
-            WsMessage::Text(text) => handle_frame(ctx, typing, text.as_str()).await,
-            WsMessage::Binary(_) => Some(frame_error(FrameError {
+        let replies = match message {
+            WsMessage::Text(text) => {
+                let kind = handle_frame(session, text.as_str()).await;
+                metrics::counter!("parley_ws_frames_in_total", "type" => kind.0).increment(1);
+                kind.1
+            }
+            WsMessage::Binary(_) => vec![frame_error(FrameError {
                 code: "unsupported_frame_type",
                 message: "binary frames are not supported; send JSON text".into(),
                 client_message_id: None,
-            })),
+            })],
             WsMessage::Close(_) => {
                 metrics::counter!("parley_ws_disconnects_total", "reason" => "client_closed")
                     .increment(1);
                 return ReadEnd::ClientGone;
             }
-            WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+            WsMessage::Ping(_) | WsMessage::Pong(_) => Vec::new(),
         };
-        if let Some(answer) = answer {
+        for frame in replies {
             let Some(queue) = answers.upgrade() else {
                 return ReadEnd::ClientGone;
             };
-            if queue.try_send(answer).is_err() {
+            if queue.try_send(Outgoing { id: None, frame }).is_err() {
                 // Too slow even for its own answers: same treatment as any slow consumer.
                 metrics::counter!("parley_ws_slow_consumer_closes_total").increment(1);
                 return ReadEnd::ClientGone;
@@ -283,15 +288,12 @@ where
     ReadEnd::ClientGone
 }
 
-/// Handles one text frame and returns the frame to answer with, if any.
-async fn handle_frame(
-    ctx: &ConnectionContext,
-    typing: &TypingSet,
-    text: &str,
-) -> Option<SharedFrame> {
+/// Handles one text frame; returns its type (for metrics) and the frames to answer with.
+async fn handle_frame(session: &Session<'_>, text: &str) -> (&'static str, Vec<SharedFrame>) {
+    let ctx = session.ctx;
     let frame = match protocol::parse(text) {
         Ok(frame) => frame,
-        Err(e) => return Some(frame_error(e)),
+        Err(e) => return ("invalid", vec![frame_error(e)]),
     };
     match frame {
         ClientFrame::MessageSend(send) => {
@@ -304,14 +306,15 @@ async fn handle_frame(
                 }
                 Err(e) => Err(e),
             };
-            Some(match outcome {
+            let answer = match outcome {
                 Ok(o) => ServerEvent::Ack {
                     client_message_id: cmid,
                     message: o.message,
                 }
                 .to_frame(),
                 Err(e) => chat_error(e, Some(cmid)),
-            })
+            };
+            ("message.send", vec![answer])
         }
         ClientFrame::ReadReceipt(read) => {
             let outcome = match ConversationId::parse(&read.conversation_id) {
@@ -319,25 +322,90 @@ async fn handle_frame(
                 Err(e) => Err(e),
             };
             // Success is visible as `conversation.updated` on every connection of the user.
-            outcome.err().map(|e| chat_error(e, None))
+            (
+                "read.receipt",
+                outcome
+                    .err()
+                    .map(|e| chat_error(e, None))
+                    .into_iter()
+                    .collect(),
+            )
         }
         ClientFrame::Typing(signal, started) => {
             // Typing is best effort: unknown conversations are ignored, never answered.
-            let Ok(id) = ConversationId::parse(&signal.conversation_id) else {
-                return None;
-            };
-            if let Ok(mut set) = typing.lock() {
-                if !started {
-                    set.remove(&id);
-                } else if set.len() < MAX_TYPING_PER_CONNECTION {
-                    set.insert(id);
-                } else if !set.contains(&id) {
-                    return None;
+            if let Ok(id) = ConversationId::parse(&signal.conversation_id) {
+                let relay = session.typing.lock().is_ok_and(|mut set| {
+                    if !started {
+                        set.remove(&id);
+                        true
+                    } else if set.len() < MAX_TYPING_PER_CONNECTION || set.contains(&id) {
+                        set.insert(id);
+                        true
+                    } else {
+                        false
+                    }
+                });
+                if relay {
+                    ctx.chat.typing(id, &ctx.user, started).await;
                 }
             }
-            ctx.chat.typing(id, &ctx.user, started).await;
-            None
+            (
+                if started {
+                    "typing.started"
+                } else {
+                    "typing.stopped"
+                },
+                Vec::new(),
+            )
         }
+        ClientFrame::PresencePing(ping) => {
+            let away = match ping.status.as_deref() {
+                None | Some("online") => false,
+                Some("away") => true,
+                Some(_) => {
+                    let e = ChatError::invalid("invalid_status", "status must be online or away");
+                    return ("presence.ping", vec![chat_error(e, None)]);
+                }
+            };
+            ctx.chat.heartbeat(&ctx.user, Some(session.id), away);
+            ("presence.ping", Vec::new())
+        }
+        ClientFrame::PresenceSubscribe(subscribe) => (
+            "presence.subscribe",
+            presence_subscribe(session, subscribe.user_ids).await,
+        ),
+    }
+}
+
+/// Replaces this connection's presence subscription with the users in `ids`
+/// that share a conversation with the caller (others are silently left out),
+/// and answers with their current presence.
+async fn presence_subscribe(session: &Session<'_>, ids: Vec<String>) -> Vec<SharedFrame> {
+    let ctx = session.ctx;
+    if ids.len() > MAX_SUBSCRIPTIONS {
+        let e = ChatError::invalid(
+            "too_many_subscriptions",
+            format!("at most {MAX_SUBSCRIPTIONS} users per subscription"),
+        );
+        return vec![chat_error(e, None)];
+    }
+    let candidates: Result<Vec<UserId>, ChatError> =
+        ids.iter().map(|id| UserId::parse(id)).collect();
+    let allowed = match candidates {
+        Ok(candidates) => conversations::contacts_among(&ctx.pool, &ctx.user, &candidates).await,
+        Err(e) => Err(e),
+    };
+    match allowed {
+        Ok(allowed) => {
+            let presence = ctx.chat.presence();
+            let current = allowed
+                .iter()
+                .map(|user| ServerEvent::PresenceUpdated(presence.get(user)).to_frame())
+                .collect();
+            presence.subscribe(session.id, &ctx.user, allowed);
+            current
+        }
+        Err(e) => vec![chat_error(e, None)],
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`connection::run`].
 
 pub mod connection;
+pub mod fallback;
 pub mod protocol;
 
 use axum::{
@@ -13,7 +14,49 @@ use axum::{
 };
 use futures_util::StreamExt;
 
-use crate::http::{AppState, auth::AuthUser, error::ApiError, origin_allowed};
+use crate::{
+    actors::{
+        ChatCore,
+        user::{Attached, ConnectionId, UserMsg},
+    },
+    http::{AppState, auth::AuthUser, error::ApiError, origin_allowed},
+};
+
+/// A realtime connection's registration with its user actor. Dropping it
+/// detaches the connection, drops its presence subscriptions and keeps the
+/// `parley_connections_open` gauge right, however the connection ends.
+pub struct Registration {
+    chat: ChatCore,
+    pub id: ConnectionId,
+    actor: ractor::ActorRef<UserMsg>,
+    transport: &'static str,
+}
+
+impl Registration {
+    pub fn new(
+        chat: &ChatCore,
+        id: ConnectionId,
+        attached: Attached,
+        transport: &'static str,
+    ) -> Self {
+        metrics::gauge!("parley_connections_open", "transport" => transport).increment(1.0);
+        metrics::counter!("parley_connects_total", "transport" => transport).increment(1);
+        Self {
+            chat: chat.clone(),
+            id,
+            actor: attached.actor,
+            transport,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.actor.send_message(UserMsg::Detach(self.id));
+        self.chat.presence().unsubscribe(self.id);
+        metrics::gauge!("parley_connections_open", "transport" => self.transport).decrement(1.0);
+    }
+}
 
 /// Upgrades to a WebSocket; 401 in the JSON shape when the token is missing or
 /// bad, 403 when the browser origin is not allowed.
@@ -35,6 +78,7 @@ pub async fn upgrade(
     let open = state.realtime.enter();
     let context = connection::ConnectionContext {
         chat: state.chat.clone(),
+        pool: state.pool.clone(),
         user: caller.0.id,
         outbound_queue: settings.ws_outbound_queue,
         ping_interval: settings.ws_ping_interval,
@@ -46,7 +90,6 @@ pub async fn upgrade(
         .max_frame_size(settings.ws_max_frame_bytes)
         .on_upgrade(move |socket| async move {
             let _open = open;
-            metrics::counter!("parley_connects_total", "transport" => "websocket").increment(1);
             let (sink, stream) = socket.split();
             connection::run(sink, stream, context).await;
         })

@@ -13,6 +13,23 @@ pub enum ClientFrame {
     ReadReceipt(ReadReceipt),
     /// `typing.started` (true) or `typing.stopped` (false).
     Typing(Typing, bool),
+    PresencePing(PresencePing),
+    PresenceSubscribe(PresenceSubscribe),
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresencePing {
+    /// `online` (default) or `away` (the tab is hidden).
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PresenceSubscribe {
+    /// Replaces this connection's subscription (at most 200 users).
+    pub user_ids: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -75,6 +92,16 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             .map_err(invalid),
         "read.receipt" => serde_json::from_value(raw.data.clone())
             .map(ClientFrame::ReadReceipt)
+            .map_err(invalid),
+        "presence.ping" => serde_json::from_value(if raw.data.is_null() {
+            serde_json::json!({})
+        } else {
+            raw.data.clone()
+        })
+        .map(ClientFrame::PresencePing)
+        .map_err(invalid),
+        "presence.subscribe" => serde_json::from_value(raw.data.clone())
+            .map(ClientFrame::PresenceSubscribe)
             .map_err(invalid),
         "typing.started" | "typing.stopped" => serde_json::from_value(raw.data.clone())
             .map(|t| ClientFrame::Typing(t, raw.kind == "typing.started"))

@@ -383,3 +383,66 @@ impl TestApp {
         }
     }
 }
+
+/// A Server-Sent Events client over a real HTTP response.
+pub struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl TestApp {
+    /// Opens `GET /events`, optionally resuming after `last_event_id`.
+    pub async fn sse(&self, user: &TestUser, last_event_id: Option<&str>) -> SseClient {
+        let mut request = self.http.get(self.url("/events")).bearer_auth(&user.token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        SseClient {
+            response,
+            buffer: String::new(),
+        }
+    }
+}
+
+impl SseClient {
+    /// The next event's id and envelope; panics after five seconds.
+    pub async fn next_event(&mut self) -> (Option<String>, Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return (id, serde_json::from_str(&data).unwrap());
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("timed out waiting for an SSE event")
+                .unwrap()
+                .expect("the event stream ended");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next event of `kind`, with its id.
+    pub async fn next_of_type(&mut self, kind: &str) -> (Option<String>, Value) {
+        loop {
+            let (id, event) = self.next_event().await;
+            if event["type"] == kind {
+                return (id, event);
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@
 mod conversations;
 mod discipline;
 mod errors;
+mod fallback;
 mod helpers;
 mod live;
 mod messages;

@@ -165,7 +165,7 @@ async fn health_metrics_and_openapi_are_served() {
     for name in [
         "parley_http_requests_total{method=\"POST\",route=\"/chat/conversations/{id}/messages\",status=\"201\"}",
         "parley_messages_sent_total",
-        "parley_ws_connections_open",
+        "parley_connections_open{transport=\"websocket\"}",
         "parley_conversation_actors_live",
         "parley_db_query_seconds_bucket",
     ] {
