@@ -92,8 +92,25 @@ struct Envelope<'a> {
 }
 
 impl ServerEvent {
+    /// The envelope's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MessageCreated(_) => "message.created",
+            Self::ReadReceipt { .. } => "read.receipt",
+            Self::ConversationUpdated { .. } => "conversation.updated",
+            Self::TypingStarted { .. } => "typing.started",
+            Self::TypingStopped { .. } => "typing.stopped",
+            Self::PresenceUpdated(_) => "presence.updated",
+            Self::SystemNotice { .. } => "system.notice",
+            Self::Ack { .. } => "ack",
+            Self::Error { .. } => "error",
+        }
+    }
+
     /// The event's envelope as JSON text, ready to share between connections.
+    /// Each event is serialised once, so this is also where events are counted.
     pub fn to_frame(&self) -> SharedFrame {
+        metrics::counter!("parley_events_total", "type" => self.kind()).increment(1);
         let envelope = Envelope {
             event: self,
             event_version: EVENT_VERSION,
@@ -127,6 +144,30 @@ mod tests {
         assert_eq!(v["data"]["lastReadSeq"], 3);
         assert_eq!(v["data"]["totalUnread"], 2);
         assert_eq!(v["data"]["conversationId"], Uuid::nil().to_string());
+    }
+
+    #[test]
+    fn kind_matches_the_serialised_type() {
+        let events = [
+            ServerEvent::TypingStarted {
+                conversation_id: Uuid::nil(),
+                user_id: "u".into(),
+            },
+            ServerEvent::SystemNotice {
+                code: "c".into(),
+                message: "m".into(),
+            },
+            ServerEvent::ConversationUpdated {
+                conversation_id: Uuid::nil(),
+                last_read_seq: 0,
+                unread_count: 0,
+                total_unread: 0,
+            },
+        ];
+        for event in events {
+            let v: serde_json::Value = serde_json::from_str(event.to_frame().as_str()).unwrap();
+            assert_eq!(v["type"], event.kind());
+        }
     }
 
     #[test]

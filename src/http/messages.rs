@@ -134,6 +134,10 @@ pub async fn history(
         }
     };
     let limit = page_limit(query.limit, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
+    if matches!(direction, PageDirection::After(_)) {
+        // Catching up after a gap or a reconnect (the client algorithm in the README).
+        metrics::counter!("parley_resync_requests_total", "kind" => "history_after").increment(1);
+    }
     if !conversations::is_participant(&state.pool, id, caller.id()).await? {
         return Err(ApiError::not_found());
     }

@@ -206,6 +206,7 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
                     if !send_bounded(&mut sink, WsMessage::Text(outgoing.frame), limit).await {
                         return;
                     }
+                    metrics::counter!("parley_frames_out_total", "transport" => "websocket").increment(1);
                 }
                 None => {
                     metrics::counter!("parley_ws_disconnects_total", "reason" => "resync").increment(1);

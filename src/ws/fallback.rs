@@ -133,6 +133,7 @@ pub async fn sse(
         (frames, registration, guard),
         |(mut frames, registration, guard)| async move {
             let outgoing = frames.recv().await?;
+            metrics::counter!("parley_frames_out_total", "transport" => "sse").increment(1);
             let mut event = Event::default().data(outgoing.frame.as_str());
             if let Some(id) = outgoing.id {
                 event = event.id(id.to_string());
@@ -188,6 +189,8 @@ pub async fn poll(
         }
     }
     drop(registration);
+    metrics::counter!("parley_frames_out_total", "transport" => "poll")
+        .increment(events.len() as u64);
     let cursor = events
         .iter()
         .rev()

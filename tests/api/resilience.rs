@@ -168,6 +168,8 @@ async fn health_metrics_and_openapi_are_served() {
         "parley_connections_open{transport=\"websocket\"}",
         "parley_conversation_actors_live",
         "parley_db_query_seconds_bucket",
+        "parley_events_total{type=\"message.created\"}",
+        "parley_connects_total{transport=\"websocket\"}",
     ] {
         assert!(metrics.contains(name), "missing {name}");
     }
