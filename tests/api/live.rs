@@ -272,3 +272,99 @@ async fn sync_returns_exactly_the_conversations_that_changed() {
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_cursor")
     );
 }
+
+/// A client following the README's resync algorithm for one conversation.
+struct FollowingClient {
+    applied: Vec<i64>,
+}
+
+impl FollowingClient {
+    fn last(&self) -> i64 {
+        self.applied.last().copied().unwrap_or(0)
+    }
+
+    /// Applies a `message.created`; on a gap, fetches what is missing first.
+    async fn on_message(&mut self, app: &TestApp, user: &TestUser, conversation: &str, seq: i64) {
+        if seq <= self.last() {
+            return; // already have it
+        }
+        if seq > self.last() + 1 {
+            self.catch_up(app, user, conversation).await;
+        }
+        if seq == self.last() + 1 {
+            self.applied.push(seq);
+        }
+    }
+
+    /// `GET .../messages?after=<last>` until there is no more.
+    async fn catch_up(&mut self, app: &TestApp, user: &TestUser, conversation: &str) {
+        loop {
+            let path = format!(
+                "/chat/conversations/{conversation}/messages?after={}&limit=7",
+                self.last()
+            );
+            let (status, page) = app.get(user, &path).await;
+            assert_eq!(status, StatusCode::OK);
+            for message in page["items"].as_array().unwrap() {
+                let seq = message["seq"].as_i64().unwrap();
+                assert_eq!(seq, self.last() + 1, "pages come in order without gaps");
+                self.applied.push(seq);
+            }
+            if page["hasMore"] != true {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_killed_mid_stream_ends_with_every_message_exactly_once_in_order() {
+    let app = spawn_app().await;
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let id = app.conversation(&alice, &bob).await;
+    let (_, synced) = app.get(&bob, "/chat/sync").await;
+    let cursor = synced["cursor"].as_str().unwrap().to_string();
+    let mut client = FollowingClient {
+        applied: Vec::new(),
+    };
+
+    let mut socket = app.ws(&bob).await;
+    let sender = {
+        let (app, alice, id) = (&app, &alice, &id);
+        async move {
+            for n in 1..=25 {
+                app.send(alice, id, &format!("stream {n}")).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let receiver = async {
+        // Read five messages, then the socket dies without a close frame.
+        while client.applied.len() < 5 {
+            let event = socket.next_of_type("message.created").await;
+            let seq = event["data"]["seq"].as_i64().unwrap();
+            client.on_message(&app, &bob, &id, seq).await;
+        }
+        drop(socket);
+    };
+    tokio::join!(sender, receiver);
+
+    // Reconnect, then sync: the conversation is reported changed, so fetch after what we hold.
+    let mut socket = app.ws(&bob).await;
+    let (_, delta) = app.get(&bob, &format!("/chat/sync?since={cursor}")).await;
+    let changed = delta["items"].as_array().unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0]["lastSeq"], 25);
+    if changed[0]["lastSeq"].as_i64().unwrap() > client.last() {
+        client.catch_up(&app, &bob, &id).await;
+    }
+    // Live again: the next message arrives on the new socket.
+    app.send(&alice, &id, "after the reconnect").await;
+    let event = socket.next_of_type("message.created").await;
+    client
+        .on_message(&app, &bob, &id, event["data"]["seq"].as_i64().unwrap())
+        .await;
+
+    assert_eq!(client.applied, (1..=26).collect::<Vec<_>>());
+}
