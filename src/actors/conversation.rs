@@ -77,6 +77,8 @@ pub enum ConversationMsg {
         user: UserId,
         generation: u64,
     },
+    /// A block between the participants was created or lifted.
+    SetBlocked(bool),
     /// Periodic tick: stop if idle for longer than the configured timeout.
     IdleCheck,
 }
@@ -90,6 +92,9 @@ pub struct ConversationState {
     last_seq: i64,
     participants: Vec<ParticipantSnapshot>,
     last_used: Instant,
+    /// A participant blocks another: sends are refused (`not_delivered`) and
+    /// no typing passes (receipts and presence are filtered in SQL).
+    blocked: bool,
     /// Who is typing now, with the generation of their latest start (so an
     /// expiry timer from an older start does nothing).
     typing: HashMap<UserId, u64>,
@@ -144,6 +149,9 @@ impl ConversationActor {
     ) -> (Result<SendOutcome, ChatError>, Option<StaleView>) {
         if state.participant_mut(&cmd.sender).is_none() {
             return (Err(ConversationState::not_found()), None);
+        }
+        if state.blocked {
+            return (Err(ChatError::not_delivered()), None);
         }
         let seq = state.last_seq + 1;
         let new = NewMessage {
@@ -264,7 +272,7 @@ impl ConversationActor {
         user: UserId,
         started: bool,
     ) {
-        if !state.participants.iter().any(|p| p.user_id == user) {
+        if state.blocked || !state.participants.iter().any(|p| p.user_id == user) {
             return;
         }
         if !started {
@@ -335,6 +343,7 @@ impl Actor for ConversationActor {
             last_seq: snapshot.last_seq,
             participants: snapshot.participants,
             last_used: Instant::now(),
+            blocked: snapshot.blocked,
             typing: HashMap::new(),
             last_typing_relay: HashMap::new(),
             typing_generation: 0,
@@ -404,6 +413,14 @@ impl Actor for ConversationActor {
             ConversationMsg::TypingExpired { user, generation } => {
                 if state.typing.get(&user) == Some(&generation) {
                     self.stop_typing(state, &user);
+                }
+            }
+            ConversationMsg::SetBlocked(blocked) => {
+                state.blocked = blocked;
+                if blocked {
+                    for user in state.typing.keys().cloned().collect::<Vec<_>>() {
+                        self.stop_typing(state, &user);
+                    }
                 }
             }
             ConversationMsg::IdleCheck => {

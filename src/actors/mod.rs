@@ -36,7 +36,8 @@ use crate::{
         presence::{LocalPresence, PresenceHub},
     },
     config::Settings,
-    domain::{ChatError, ConversationId, UserId, model::ReadState, text},
+    domain::{ChatError, ConversationId, UserId, event::ServerEvent, model::ReadState, text},
+    persistence,
 };
 
 /// Handle to the actor system; cheap to clone into request handlers.
@@ -49,6 +50,8 @@ pub struct ChatCore {
     call_timeout: Duration,
     next_connection_id: Arc<AtomicU64>,
     presence: Arc<PresenceHub>,
+    /// The bus, for events that come from no conversation (blocks).
+    users_bus: Arc<dyn EventBus>,
 }
 
 /// A number that differs between runs of this node, so event ids from before a
@@ -73,6 +76,7 @@ impl ChatCore {
         let users: UserDirectory = Arc::new(DashMap::new());
         let bus: Arc<dyn EventBus> = LocalBus::new(users.clone());
         let presence = PresenceHub::new(Arc::new(LocalPresence::default()), bus.clone());
+        let users_bus = bus.clone();
         let conversations: ConversationDirectory = Arc::new(DashMap::new());
         let deps = Arc::new(ConversationDeps {
             pool: pool.clone(),
@@ -116,6 +120,7 @@ impl ChatCore {
             call_timeout,
             next_connection_id: Arc::new(AtomicU64::new(1)),
             presence,
+            users_bus,
         })
     }
 
@@ -182,6 +187,41 @@ impl ChatCore {
                 started,
             });
         }
+    }
+
+    /// Tells the live actors of the conversations `a` and `b` share whether
+    /// a block now stands between them, stops them watching each other's
+    /// presence, and tells the blocker's own connections.
+    pub async fn block_changed(
+        &self,
+        blocker: &UserId,
+        blocked: &UserId,
+        created: bool,
+        pool: &deadpool_postgres::Pool,
+    ) -> Result<(), ChatError> {
+        let still_blocked = persistence::blocks::between(pool, blocker, blocked).await?;
+        for conversation in
+            persistence::blocks::shared_conversations(pool, blocker, blocked).await?
+        {
+            if let Some(actor) = self.conversations.get(&ConversationId(conversation)) {
+                let _ = actor.send_message(ConversationMsg::SetBlocked(still_blocked));
+            }
+        }
+        if still_blocked {
+            self.presence.forget_pair(blocker, blocked);
+        }
+        let event = if created {
+            ServerEvent::BlockCreated {
+                user_id: blocked.to_string(),
+            }
+        } else {
+            ServerEvent::BlockRemoved {
+                user_id: blocked.to_string(),
+            }
+        };
+        self.users_bus
+            .publish(std::slice::from_ref(blocker), event.to_frame());
+        Ok(())
     }
 
     /// Registers a realtime connection of `user`; events for the user go into

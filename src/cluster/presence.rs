@@ -118,6 +118,17 @@ impl PresenceHub {
             .insert(connection, (subscriber.clone(), watched));
     }
 
+    /// Stops the two users watching each other (one blocked the other). They
+    /// may subscribe again once the block is lifted.
+    pub fn forget_pair(&self, a: &UserId, b: &UserId) {
+        for (watched, watcher) in [(a, b), (b, a)] {
+            if let Some(mut entry) = self.watchers.get_mut(watched) {
+                entry.remove(watcher);
+            }
+            self.watchers.remove_if(watched, |_, w| w.is_empty());
+        }
+    }
+
     /// Drops everything `connection` watched (it closed or re-subscribed).
     pub fn unsubscribe(&self, connection: ConnectionId) {
         let Some((_, (subscriber, watched))) = self.subscriptions.remove(&connection) else {

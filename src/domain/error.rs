@@ -14,6 +14,9 @@ pub enum ChatError {
     /// The request conflicts with stored state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Not allowed, for a reason the caller may be told (`code` says which).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     /// A limit was reached (connections, rates); retrying later may succeed.
     #[error("{message}")]
     Limited { code: &'static str, message: String },
@@ -34,12 +37,27 @@ impl ChatError {
         }
     }
 
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The one answer for every message that cannot be delivered (blocked,
+    /// in either direction): the same code and words whatever the reason, so a
+    /// sender cannot tell that they were blocked.
+    pub fn not_delivered() -> Self {
+        Self::forbidden("not_delivered", "Message could not be delivered.")
+    }
+
     /// The stable snake_case code clients branch on.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Invalid { code, .. }
             | Self::Conflict { code, .. }
-            | Self::Limited { code, .. } => code,
+            | Self::Limited { code, .. }
+            | Self::Forbidden { code, .. } => code,
             Self::NotFound { .. } => "not_found",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",

@@ -55,6 +55,12 @@ pub enum ServerEvent {
     /// A watched user's presence changed (see `presence.subscribe`).
     #[serde(rename = "presence.updated")]
     PresenceUpdated(super::model::Presence),
+    /// The receiving user blocked someone (sent to the blocker's own connections only).
+    #[serde(rename = "block.created", rename_all = "camelCase")]
+    BlockCreated { user_id: String },
+    /// The receiving user lifted a block.
+    #[serde(rename = "block.removed", rename_all = "camelCase")]
+    BlockRemoved { user_id: String },
     /// Something the client should act on; `resync_required` means: call `GET /chat/sync`.
     #[serde(rename = "system.notice")]
     SystemNotice { code: String, message: String },
@@ -102,6 +108,8 @@ impl ServerEvent {
             Self::TypingStopped { .. } => "typing.stopped",
             Self::PresenceUpdated(_) => "presence.updated",
             Self::SystemNotice { .. } => "system.notice",
+            Self::BlockCreated { .. } => "block.created",
+            Self::BlockRemoved { .. } => "block.removed",
             Self::Ack { .. } => "ack",
             Self::Error { .. } => "error",
         }

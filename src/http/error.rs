@@ -65,6 +65,7 @@ impl From<ChatError> for ApiError {
             ChatError::NotFound { .. } => StatusCode::NOT_FOUND,
             ChatError::Conflict { .. } => StatusCode::CONFLICT,
             ChatError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ChatError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ChatError::Unavailable(detail) => {
                 tracing::warn!(%detail, "answering 503");
                 StatusCode::SERVICE_UNAVAILABLE

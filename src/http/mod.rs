@@ -3,6 +3,7 @@
 //! REST is the source of truth; the WebSocket (`crate::ws`) only adds speed.
 
 pub mod auth;
+pub mod blocks;
 pub mod conversations;
 pub mod error;
 pub mod health;
@@ -136,6 +137,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/users/me/settings",
             get(users::get_settings).patch(users::patch_settings),
+        )
+        .route("/chat/blocks", post(blocks::create).get(blocks::list))
+        .route(
+            "/chat/blocks/{user_id}",
+            axum::routing::delete(blocks::remove),
         )
         .route("/users/me/presence", post(users::heartbeat))
         .route("/users/{id}/presence", get(users::presence))

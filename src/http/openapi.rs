@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{conversations, error, health, messages, sync, users};
+use super::{blocks, conversations, error, health, messages, sync, users};
 use crate::domain::model;
 
 #[derive(OpenApi)]
@@ -17,7 +17,7 @@ use crate::domain::model;
         conversations::create, conversations::list, conversations::get_one,
         messages::send, messages::history, messages::read,
         sync::sync, sync::typing, users::get_settings, users::patch_settings,
-        users::presence, users::heartbeat, crate::ws::fallback::sse, crate::ws::fallback::poll,
+        users::presence, users::heartbeat, blocks::create, blocks::remove, blocks::list, crate::ws::fallback::sse, crate::ws::fallback::poll,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
@@ -25,6 +25,7 @@ use crate::domain::model;
         conversations::CreateConversationRequest, conversations::ConversationPage,
         messages::SendMessageRequest, messages::MessagePage, messages::ReadRequest,
         sync::SyncPage, sync::TypingRequest, users::SettingsView, users::SettingsPatch, users::PresencePing,
+        blocks::BlockRequest, blocks::BlockView, blocks::BlockList,
         model::Presence, model::PresenceStatus,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),

@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{client, messages::message_from_row, timed};
+use super::{audit, client, messages::message_from_row, timed};
 use crate::domain::{
     ChatError, ConversationId, UserId,
     model::{Conversation, ConversationContext, DirectPair, UserSummary},
@@ -22,6 +22,9 @@ const VIEW_COLUMNS: &str = "c.id, c.kind, c.context_type, c.context_id, c.contex
     m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at,
     CASE WHEN COALESCE((me.settings->>'readReceipts')::boolean, false)
           AND COALESCE((o.settings->>'readReceipts')::boolean, false)
+          AND NOT EXISTS (SELECT 1 FROM user_blocks b
+                          WHERE (b.blocker_id = me.id AND b.blocked_id = o.id)
+                             OR (b.blocker_id = o.id AND b.blocked_id = me.id))
          THEN op.last_read_seq END";
 
 /// Joins for [`VIEW_COLUMNS`]; `me` is the caller, `op` the other's participant row.
@@ -130,6 +133,23 @@ pub async fn find_or_create_direct(
         tx.execute(
             &participants,
             &[&new_id.0, &pair.low.as_str(), &pair.high.as_str()],
+        )
+        .await?;
+        let other = if &pair.low == creator {
+            &pair.high
+        } else {
+            &pair.low
+        };
+        audit::record(
+            &tx,
+            &audit::AuditEntry {
+                actor: Some(creator.as_str()),
+                action: "conversation.created",
+                target_type: "user",
+                target_id: other.as_str(),
+                conversation: Some(new_id.0),
+                details: serde_json::json!({ "contextType": ctx_type, "contextId": ctx_id }),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -335,8 +355,8 @@ pub async fn changed_since(
     })
 }
 
-/// Which of `candidates` share at least one conversation with `user` (the
-/// people whose presence `user` may see).
+/// Which of `candidates` share at least one conversation with `user` and no
+/// block in either direction (the people whose presence `user` may see).
 pub async fn contacts_among(
     pool: &Pool,
     user: &UserId,
@@ -350,7 +370,10 @@ pub async fn contacts_among(
         .prepare_cached(
             "SELECT DISTINCT other.user_id FROM conversation_participants mine
              JOIN conversation_participants other ON other.conversation_id = mine.conversation_id
-             WHERE mine.user_id = $1 AND other.user_id = ANY($2) AND other.user_id <> $1",
+             WHERE mine.user_id = $1 AND other.user_id = ANY($2) AND other.user_id <> $1
+               AND NOT EXISTS (SELECT 1 FROM user_blocks b
+                               WHERE (b.blocker_id = $1 AND b.blocked_id = other.user_id)
+                                  OR (b.blocker_id = other.user_id AND b.blocked_id = $1))",
         )
         .await?;
     let ids: Vec<&str> = candidates.iter().map(UserId::as_str).collect();
@@ -386,6 +409,8 @@ pub async fn unread_counts(pool: &Pool, user: &UserId) -> Result<Vec<(Uuid, i64)
 #[derive(Clone, Debug)]
 pub struct ConversationSnapshot {
     pub last_seq: i64,
+    /// Whether a participant blocks another (nothing flows between them then).
+    pub blocked: bool,
     pub participants: Vec<ParticipantSnapshot>,
 }
 
@@ -405,7 +430,13 @@ pub async fn load_snapshot(
 ) -> Result<Option<ConversationSnapshot>, ChatError> {
     let db = client(pool).await?;
     let conv = db
-        .prepare_cached("SELECT last_seq FROM conversations WHERE id = $1")
+        .prepare_cached(
+            "SELECT c.last_seq, EXISTS (
+                 SELECT 1 FROM user_blocks b
+                 JOIN conversation_participants p1 ON p1.user_id = b.blocker_id AND p1.conversation_id = c.id
+                 JOIN conversation_participants p2 ON p2.user_id = b.blocked_id AND p2.conversation_id = c.id)
+             FROM conversations c WHERE c.id = $1",
+        )
         .await?;
     let Some(row) = timed("conversations.snapshot", db.query_opt(&conv, &[&id.0])).await? else {
         return Ok(None);
@@ -430,6 +461,7 @@ pub async fn load_snapshot(
         .collect::<Result<Vec<_>, ChatError>>()?;
     Ok(Some(ConversationSnapshot {
         last_seq: row.get(0),
+        blocked: row.get(1),
         participants,
     }))
 }

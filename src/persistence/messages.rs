@@ -223,7 +223,10 @@ pub async fn mark_read(
                     CASE WHEN COALESCE((SELECT (settings->>'readReceipts')::boolean FROM users WHERE id = $2), false)
                     THEN ARRAY(SELECT op.user_id FROM conversation_participants op JOIN users u ON u.id = op.user_id
                                WHERE op.conversation_id = $1 AND op.user_id <> $2
-                                 AND COALESCE((u.settings->>'readReceipts')::boolean, false))
+                                 AND COALESCE((u.settings->>'readReceipts')::boolean, false)
+                                 AND NOT EXISTS (SELECT 1 FROM user_blocks b
+                                                 WHERE (b.blocker_id = $2 AND b.blocked_id = op.user_id)
+                                                    OR (b.blocker_id = op.user_id AND b.blocked_id = $2)))
                     ELSE ARRAY[]::text[] END
              FROM upd",
         )

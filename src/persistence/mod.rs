@@ -4,6 +4,8 @@
 //! connection. Each query's latency lands in the `parley_db_query_seconds`
 //! histogram, labelled by operation.
 
+pub mod audit;
+pub mod blocks;
 pub mod conversations;
 pub mod messages;
 pub mod migrations;

@@ -11,3 +11,4 @@ mod live;
 mod messages;
 mod realtime;
 mod resilience;
+mod safety;
