@@ -2,7 +2,10 @@
 # Makes sure what Parley needs on this machine is installed and running, and
 # that its databases exist. Safe to run any number of times.
 #
-#   scripts/ensure-services.sh [database ...]   (default: parley parley_test)
+#   scripts/ensure-services.sh [--recreate] [database ...]   (default: parley parley_test)
+#
+# --recreate drops the named databases first (the test suite starts from an
+# empty schema every run, whatever an earlier run or branch left behind).
 #
 # Postgres is the only service the server needs today (Redis and RabbitMQ join
 # with the cluster and jobs features). Honours PGHOST/PGPORT/PGUSER.
@@ -12,6 +15,11 @@ PGHOST="${PGHOST:-127.0.0.1}"
 PGPORT="${PGPORT:-5432}"
 PGUSER="${PGUSER:-postgres}"
 export PGHOST PGPORT PGUSER
+recreate=0
+if [ "${1:-}" = "--recreate" ]; then
+  recreate=1
+  shift
+fi
 databases=("$@")
 [ ${#databases[@]} -eq 0 ] && databases=(parley parley_test)
 
@@ -65,6 +73,9 @@ ensure_postgres() {
 ensure_databases() {
   local db
   for db in "${databases[@]}"; do
+    if [ "$recreate" -eq 1 ]; then
+      psql -q -d postgres -c "DROP DATABASE IF EXISTS \"${db}\" WITH (FORCE)" >/dev/null
+    fi
     if [ "$(psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '${db}'")" != "1" ]; then
       log "creating database ${db}"
       createdb "$db" 2>/dev/null || [ "$(psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '${db}'")" = "1" ]

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (unit tests, integration tests against the real
 # Postgres, and the loadtest crate's own tests), after making sure the
-# services and the test database exist.
+# services run and the test database exists, freshly created.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-services.sh parley_test
+scripts/ensure-services.sh --recreate parley_test
 export PARLEY_TEST_DATABASE_URL="${PARLEY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/parley_test}"
 exec cargo test --workspace --all-targets "$@"

@@ -48,6 +48,13 @@ pub struct Settings {
     pub db_timeout: Duration,
     /// `PARLEY_JWT_SECRET`: HS256 secret that user tokens are signed with.
     pub jwt_secret: Secret,
+    /// `PARLEY_INTERNAL_API_KEY`: the key the host platform sends as
+    /// `X-Api-Key` on the server-to-server API (`/internal/...`). Unset: that
+    /// API refuses every request.
+    pub internal_api_key: Option<Secret>,
+    /// `PARLEY_REQUIRE_CONTEXT_FOR`: comma-separated roles that may only start
+    /// conversations inside a registered context (e.g. `candidate`).
+    pub require_context_for: Vec<String>,
     /// `PARLEY_MAX_BODY_BYTES`: largest accepted HTTP request body (413 beyond it).
     pub max_body_bytes: usize,
     /// `PARLEY_ACTOR_IDLE_SECS`: a conversation actor with no traffic for this
@@ -99,6 +106,8 @@ impl Default for Settings {
             db_pool_size: 32,
             db_timeout: Duration::from_secs(5),
             jwt_secret: Secret::new(DEVELOPMENT_JWT_SECRET),
+            internal_api_key: None,
+            require_context_for: Vec::new(),
             max_body_bytes: 64 * 1024,
             actor_idle_timeout: Duration::from_secs(600),
             actor_call_timeout: Duration::from_secs(5),
@@ -143,6 +152,16 @@ impl Settings {
         }
         if let Some(v) = get("PARLEY_JWT_SECRET") {
             s.jwt_secret = Secret::new(v);
+        }
+        if let Some(v) = get("PARLEY_INTERNAL_API_KEY") {
+            s.internal_api_key = Some(Secret::new(v));
+        }
+        if let Some(v) = get("PARLEY_REQUIRE_CONTEXT_FOR") {
+            s.require_context_for = v
+                .split(',')
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect();
         }
         if let Some(v) = get("PARLEY_DB_POOL_SIZE") {
             s.db_pool_size = parse("PARLEY_DB_POOL_SIZE", &v)?;
@@ -225,6 +244,16 @@ impl Settings {
                     reason: "must be greater than zero".into(),
                 });
             }
+        }
+        if self
+            .internal_api_key
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 16)
+        {
+            return Err(ConfigError {
+                name: "PARLEY_INTERNAL_API_KEY",
+                reason: "must be at least 16 bytes".into(),
+            });
         }
         if self.jwt_secret.expose().len() < 16 {
             return Err(ConfigError {

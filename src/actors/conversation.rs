@@ -23,7 +23,8 @@ use crate::{
     domain::{
         ChatError, ConversationId, UserId,
         event::{ServerEvent, UnreadUpdate},
-        model::{Message, ReadState},
+        model::{Message, MessageLinks, ReadState, RequestState},
+        text,
     },
     persistence::{
         conversations::{self, ParticipantSnapshot},
@@ -56,6 +57,10 @@ pub struct SendCommand {
 pub struct SendOutcome {
     pub message: Message,
     pub created: bool,
+    /// This message opened a message request.
+    pub opened_request: bool,
+    /// This message (a reply) accepted a request made to its sender.
+    pub accepted_request: bool,
 }
 
 pub enum ConversationMsg {
@@ -77,8 +82,19 @@ pub enum ConversationMsg {
         user: UserId,
         generation: u64,
     },
+    /// `user` accepts (true) or declines a message request.
+    Respond {
+        user: UserId,
+        accept: bool,
+        reply: RpcReplyPort<Result<(), ChatError>>,
+    },
     /// A block between the participants was created or lifted.
     SetBlocked(bool),
+    /// `user` archived or unarchived the conversation (it leaves or rejoins their badge).
+    SetArchived {
+        user: UserId,
+        archived: bool,
+    },
     /// Periodic tick: stop if idle for longer than the configured timeout.
     IdleCheck,
 }
@@ -92,6 +108,8 @@ pub struct ConversationState {
     last_seq: i64,
     participants: Vec<ParticipantSnapshot>,
     last_used: Instant,
+    /// Registered as pre-accepted by its context: never a message request.
+    pre_accepted: bool,
     /// A participant blocks another: sends are refused (`not_delivered`) and
     /// no typing passes (receipts and presence are filtered in SQL).
     blocked: bool,
@@ -134,6 +152,7 @@ impl ConversationState {
             conversation_id: self.id.0,
             unread_count: p.unread_count,
             last_read_seq: p.last_read_seq,
+            in_badge: !p.archived,
         }
     }
 }
@@ -153,6 +172,67 @@ impl ConversationActor {
         if state.blocked {
             return (Err(ChatError::not_delivered()), None);
         }
+        let others: Vec<&ParticipantSnapshot> = state
+            .participants
+            .iter()
+            .filter(|p| p.user_id != cmd.sender)
+            .collect();
+        if others
+            .iter()
+            .any(|p| p.request_state == RequestState::Declined)
+        {
+            return (
+                Err(ChatError::forbidden(
+                    "request_declined",
+                    "Your message request was declined.",
+                )),
+                None,
+            );
+        }
+        if others
+            .iter()
+            .any(|p| p.request_state == RequestState::Pending)
+        {
+            // Unless this is a retry of the one message the request allows.
+            if let Ok(Some(message)) =
+                messages::find_by_client_id(&self.deps.pool, &cmd.sender, &cmd.client_message_id)
+                    .await
+                && message.conversation_id == state.id.0
+            {
+                return (
+                    Ok(SendOutcome {
+                        message,
+                        created: false,
+                        opened_request: false,
+                        accepted_request: false,
+                    }),
+                    None,
+                );
+            }
+            return (
+                Err(ChatError::forbidden(
+                    "request_pending",
+                    "Your message request has not been accepted yet; you can send one message until it is.",
+                )),
+                None,
+            );
+        }
+        let opens_request = match self.opens_request(state, &cmd.sender, &others).await {
+            Ok(opens) => opens,
+            Err(e) => return (Err(e), None),
+        };
+        let accepts = state.participants.iter().any(|p| {
+            p.user_id == cmd.sender
+                && matches!(
+                    p.request_state,
+                    RequestState::Pending | RequestState::Declined
+                )
+        });
+        let urls = text::find_links(&cmd.body);
+        let links = (!urls.is_empty()).then(|| MessageLinks {
+            urls,
+            live: !opens_request,
+        });
         let seq = state.last_seq + 1;
         let new = NewMessage {
             conversation: state.id,
@@ -160,6 +240,8 @@ impl ConversationActor {
             sender: &cmd.sender,
             body: &cmd.body,
             client_message_id: &cmd.client_message_id,
+            links: links.as_ref(),
+            opens_request,
         };
         match messages::insert(&self.deps.pool, &new).await {
             Ok(InsertOutcome::Inserted(message)) => {
@@ -169,17 +251,23 @@ impl ConversationActor {
                         p.last_read_seq = seq;
                         p.unread_count = 0;
                         p.last_read_at = Some(message.created_at);
+                        if accepts {
+                            p.request_state = RequestState::Accepted;
+                        }
                     } else {
                         p.unread_count += 1;
+                        if opens_request {
+                            p.request_state = RequestState::Pending;
+                        }
                     }
                 }
-                (
-                    Ok(SendOutcome {
-                        message,
-                        created: true,
-                    }),
-                    None,
-                )
+                let outcome = SendOutcome {
+                    message,
+                    created: true,
+                    opened_request: opens_request,
+                    accepted_request: accepts,
+                };
+                (Ok(outcome), None)
             }
             Ok(InsertOutcome::DuplicateClientId) => {
                 let earlier = messages::find_by_client_id(
@@ -189,9 +277,12 @@ impl ConversationActor {
                 )
                 .await;
                 let outcome = match earlier {
-                    Ok(Some(message)) if message.conversation_id == state.id.0 => {
-                        Ok(SendOutcome { message, created: false })
-                    }
+                    Ok(Some(message)) if message.conversation_id == state.id.0 => Ok(SendOutcome {
+                        message,
+                        created: false,
+                        opened_request: false,
+                        accepted_request: false,
+                    }),
                     Ok(Some(_)) => Err(ChatError::Conflict {
                         code: "client_message_id_reused",
                         message: "this clientMessageId was already used for a message in another conversation"
@@ -214,20 +305,105 @@ impl ConversationActor {
         }
     }
 
-    /// Publishes what a stored message changed: the message to everyone, each
-    /// recipient's new unread state, and the end of the sender's typing.
+    /// Whether a message from `sender` now opens a message request: it is the
+    /// first message, the context did not pre-accept the pair, and the two do
+    /// not already talk in another conversation.
+    async fn opens_request(
+        &self,
+        state: &ConversationState,
+        sender: &UserId,
+        others: &[&ParticipantSnapshot],
+    ) -> Result<bool, ChatError> {
+        if state.last_seq > 0
+            || state.pre_accepted
+            || others.iter().any(|p| p.request_state != RequestState::None)
+        {
+            return Ok(false);
+        }
+        for other in others {
+            if !conversations::connected(&self.deps.pool, sender, &other.user_id, state.id).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Accepts or declines the request made to `user`.
+    async fn respond(
+        &self,
+        state: &mut ConversationState,
+        user: &UserId,
+        accept: bool,
+    ) -> Result<(), ChatError> {
+        let id = state.id;
+        let participant = state
+            .participant_mut(user)
+            .ok_or_else(ConversationState::not_found)?;
+        let allowed = match participant.request_state {
+            RequestState::Pending => true,
+            RequestState::Declined => accept,
+            RequestState::None | RequestState::Accepted => false,
+        };
+        if !allowed {
+            return Err(ChatError::Conflict {
+                code: "no_pending_request",
+                message: "there is no message request to answer here".into(),
+            });
+        }
+        let new_state = if accept {
+            RequestState::Accepted
+        } else {
+            RequestState::Declined
+        };
+        conversations::set_request_state(&self.deps.pool, id, user, new_state).await?;
+        participant.request_state = new_state;
+        let event = if accept {
+            ServerEvent::ConversationAccepted {
+                conversation_id: id.0,
+                user_id: user.to_string(),
+            }
+        } else {
+            ServerEvent::ConversationDeclined {
+                conversation_id: id.0,
+                user_id: user.to_string(),
+            }
+        };
+        self.deps
+            .bus
+            .publish(&state.participant_ids(), event.to_frame());
+        Ok(())
+    }
+
+    /// Publishes what a stored message changed: the message to everyone, a
+    /// request opened or accepted by it, each recipient's new unread state,
+    /// and the end of the sender's typing.
     fn publish_sent(
         &self,
         state: &mut ConversationState,
-        message: &Message,
+        outcome: &SendOutcome,
         sender: &UserId,
         sender_had_unread: bool,
     ) {
         let bus = &self.deps.bus;
+        let everyone = state.participant_ids();
         bus.publish(
-            &state.participant_ids(),
-            ServerEvent::MessageCreated(message.clone()).to_frame(),
+            &everyone,
+            ServerEvent::MessageCreated(outcome.message.clone()).to_frame(),
         );
+        if outcome.opened_request {
+            let requested = ServerEvent::ConversationRequested {
+                conversation_id: state.id.0,
+                from_user_id: sender.to_string(),
+            };
+            bus.publish(&state.others(sender), requested.to_frame());
+        }
+        if outcome.accepted_request {
+            let accepted = ServerEvent::ConversationAccepted {
+                conversation_id: state.id.0,
+                user_id: sender.to_string(),
+            };
+            bus.publish(&everyone, accepted.to_frame());
+        }
         for p in &state.participants {
             if &p.user_id != sender || sender_had_unread {
                 bus.publish_unread(&p.user_id, state.unread_update(p));
@@ -343,6 +519,7 @@ impl Actor for ConversationActor {
             last_seq: snapshot.last_seq,
             participants: snapshot.participants,
             last_used: Instant::now(),
+            pre_accepted: snapshot.pre_accepted,
             blocked: snapshot.blocked,
             typing: HashMap::new(),
             last_typing_relay: HashMap::new(),
@@ -365,15 +542,17 @@ impl Actor for ConversationActor {
                     .is_some_and(|p| p.unread_count > 0);
                 let (outcome, stale) = self.send(state, &cmd).await;
                 let stored = match &outcome {
-                    Ok(SendOutcome {
-                        message,
+                    Ok(o) if o.created => Some(SendOutcome {
+                        message: o.message.clone(),
                         created: true,
-                    }) => Some(message.clone()),
+                        opened_request: o.opened_request,
+                        accepted_request: o.accepted_request,
+                    }),
                     _ => None,
                 };
                 let _ = reply.send(outcome);
-                if let Some(message) = stored {
-                    self.publish_sent(state, &message, &cmd.sender, sender_had_unread);
+                if let Some(stored) = stored {
+                    self.publish_sent(state, &stored, &cmd.sender, sender_had_unread);
                 }
                 if stale.is_some() {
                     return Err(Box::new(ChatError::Internal(format!(
@@ -413,6 +592,19 @@ impl Actor for ConversationActor {
             ConversationMsg::TypingExpired { user, generation } => {
                 if state.typing.get(&user) == Some(&generation) {
                     self.stop_typing(state, &user);
+                }
+            }
+            ConversationMsg::Respond {
+                user,
+                accept,
+                reply,
+            } => {
+                state.last_used = Instant::now();
+                let _ = reply.send(self.respond(state, &user, accept).await);
+            }
+            ConversationMsg::SetArchived { user, archived } => {
+                if let Some(p) = state.participant_mut(&user) {
+                    p.archived = archived;
                 }
             }
             ConversationMsg::SetBlocked(blocked) => {

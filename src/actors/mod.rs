@@ -36,7 +36,12 @@ use crate::{
         presence::{LocalPresence, PresenceHub},
     },
     config::Settings,
-    domain::{ChatError, ConversationId, UserId, event::ServerEvent, model::ReadState, text},
+    domain::{
+        ChatError, ConversationId, UserId,
+        event::{ServerEvent, UnreadUpdate},
+        model::ReadState,
+        text,
+    },
     persistence,
 };
 
@@ -187,6 +192,55 @@ impl ChatCore {
                 started,
             });
         }
+    }
+
+    /// `user` accepts (or declines) the message request made to them.
+    pub async fn respond(
+        &self,
+        conversation: ConversationId,
+        user: &UserId,
+        accept: bool,
+    ) -> Result<(), ChatError> {
+        self.call_conversation(conversation, |reply| ConversationMsg::Respond {
+            user: user.clone(),
+            accept,
+            reply,
+        })
+        .await
+    }
+
+    /// Mutes or archives (or the reverse) a conversation for `user`. An
+    /// archived conversation leaves the user's unread badge at once.
+    pub async fn set_flag(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        conversation: ConversationId,
+        user: &UserId,
+        flag: persistence::conversations::ParticipantFlag,
+        on: bool,
+    ) -> Result<(), ChatError> {
+        let (unread_count, last_read_seq) =
+            persistence::conversations::set_flag(pool, conversation, user, flag, on)
+                .await?
+                .ok_or(ChatError::NotFound {
+                    what: "conversation",
+                })?;
+        if flag == persistence::conversations::ParticipantFlag::Archived {
+            if let Some(actor) = self.conversations.get(&conversation) {
+                let _ = actor.send_message(ConversationMsg::SetArchived {
+                    user: user.clone(),
+                    archived: on,
+                });
+            }
+            let update = UnreadUpdate {
+                conversation_id: conversation.0,
+                unread_count,
+                last_read_seq,
+                in_badge: !on,
+            };
+            self.users_bus.publish_unread(user, update);
+        }
+        Ok(())
     }
 
     /// Tells the live actors of the conversations `a` and `b` share whether

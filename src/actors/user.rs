@@ -261,7 +261,7 @@ impl UserState {
         if let Some(early) = &mut self.updated_before_load {
             early.insert(update.conversation_id);
         }
-        if update.unread_count > 0 {
+        if update.unread_count > 0 && update.in_badge {
             self.unread
                 .insert(update.conversation_id, update.unread_count);
         } else {

@@ -55,6 +55,24 @@ pub enum ServerEvent {
     /// A watched user's presence changed (see `presence.subscribe`).
     #[serde(rename = "presence.updated")]
     PresenceUpdated(super::model::Presence),
+    /// Someone the receiving user is not connected with asks to talk (a message request).
+    #[serde(rename = "conversation.requested", rename_all = "camelCase")]
+    ConversationRequested {
+        conversation_id: Uuid,
+        from_user_id: String,
+    },
+    /// A message request was accepted (explicitly, or by replying) by `userId`.
+    #[serde(rename = "conversation.accepted", rename_all = "camelCase")]
+    ConversationAccepted {
+        conversation_id: Uuid,
+        user_id: String,
+    },
+    /// A message request was declined by `userId`.
+    #[serde(rename = "conversation.declined", rename_all = "camelCase")]
+    ConversationDeclined {
+        conversation_id: Uuid,
+        user_id: String,
+    },
     /// The receiving user blocked someone (sent to the blocker's own connections only).
     #[serde(rename = "block.created", rename_all = "camelCase")]
     BlockCreated { user_id: String },
@@ -87,6 +105,8 @@ pub struct UnreadUpdate {
     pub conversation_id: Uuid,
     pub unread_count: i64,
     pub last_read_seq: i64,
+    /// False for an archived conversation: it does not count towards `totalUnread`.
+    pub in_badge: bool,
 }
 
 #[derive(Serialize)]
@@ -109,6 +129,9 @@ impl ServerEvent {
             Self::PresenceUpdated(_) => "presence.updated",
             Self::SystemNotice { .. } => "system.notice",
             Self::BlockCreated { .. } => "block.created",
+            Self::ConversationRequested { .. } => "conversation.requested",
+            Self::ConversationAccepted { .. } => "conversation.accepted",
+            Self::ConversationDeclined { .. } => "conversation.declined",
             Self::BlockRemoved { .. } => "block.removed",
             Self::Ack { .. } => "ack",
             Self::Error { .. } => "error",

@@ -74,6 +74,37 @@ impl ConversationContext {
     }
 }
 
+/// One participant's side of a message request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestState {
+    /// Not a request (or the participant is the one who asked).
+    None,
+    /// Someone the participant is not connected with asked to talk.
+    Pending,
+    Accepted,
+    Declined,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Pending => "pending",
+            Self::Accepted => "accepted",
+            Self::Declined => "declined",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "pending" => Self::Pending,
+            "accepted" => Self::Accepted,
+            "declined" => Self::Declined,
+            _ => Self::None,
+        }
+    }
+}
+
 /// A user as other users see them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserSummary {
@@ -96,6 +127,36 @@ pub struct Message {
     pub body: String,
     pub client_message_id: String,
     pub created_at: DateTime<Utc>,
+    /// Links found in the body; `live` is false in a message request (show them as plain text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<MessageLinks>,
+}
+
+/// The links of a message and whether clients may make them clickable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MessageLinks {
+    pub urls: Vec<String>,
+    pub live: bool,
+}
+
+impl MessageLinks {
+    /// The `metadata` jsonb stored with a message.
+    pub fn to_metadata(links: Option<&Self>) -> serde_json::Value {
+        match links {
+            Some(l) => serde_json::json!({ "links": l.urls, "linksLive": l.live }),
+            None => serde_json::json!({}),
+        }
+    }
+
+    /// Reads links back from a message's `metadata`.
+    pub fn from_metadata(metadata: &serde_json::Value) -> Option<Self> {
+        let urls: Vec<String> = serde_json::from_value(metadata.get("links")?.clone()).ok()?;
+        let live = metadata
+            .get("linksLive")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true);
+        (!urls.is_empty()).then_some(Self { urls, live })
+    }
 }
 
 /// One conversation as the calling user sees it.
@@ -115,6 +176,13 @@ pub struct Conversation {
     pub unread_count: i64,
     /// The caller's read pointer.
     pub last_read_seq: i64,
+    /// The caller's side of a message request: `none` (not a request),
+    /// `pending` (someone asks to talk to the caller), `accepted`, `declined`.
+    pub request_state: String,
+    /// The caller muted it: no notifications.
+    pub muted: bool,
+    /// The caller archived it: out of the inbox and the unread badge.
+    pub archived: bool,
     /// The other participant's read pointer; null unless both share read receipts.
     pub other_last_read_seq: Option<i64>,
     pub created_at: DateTime<Utc>,

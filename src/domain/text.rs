@@ -56,6 +56,43 @@ pub fn validate_client_message_id(raw: &str) -> Result<(), ChatError> {
     Ok(())
 }
 
+/// Most links recorded per message.
+const MAX_LINKS: usize = 20;
+
+/// The links in a message: `http(s)://…`, `www.…`, and bare domains such as
+/// `bit.ly/x` (labels of letters, digits and hyphens ending in a 2–24 letter
+/// top-level label). Recorded on every message; in a message request they are
+/// flagged as not live, so clients show them as plain text.
+pub fn find_links(body: &str) -> Vec<String> {
+    body.split_whitespace()
+        .map(|token| {
+            token
+                .trim_start_matches(['(', '[', '<', '"', '\''])
+                .trim_end_matches(['.', ',', '!', '?', ';', ':', ')', ']', '>', '"', '\''])
+        })
+        .filter(|token| is_link(token))
+        .take(MAX_LINKS)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn is_link(token: &str) -> bool {
+    let lower = token.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("www.") {
+        return lower.len() > 7;
+    }
+    let host = lower.split(['/', '?', '#']).next().unwrap_or_default();
+    let labels: Vec<&str> = host.split('.').collect();
+    let (Some(tld), true) = (labels.last(), labels.len() >= 2) else {
+        return false;
+    };
+    (2..=24).contains(&tld.len())
+        && tld.chars().all(|c| c.is_ascii_alphabetic())
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}
+
 fn refuse_control_chars(text: &str) -> Result<(), ChatError> {
     if text
         .chars()
@@ -134,6 +171,23 @@ mod tests {
             sanitize_body("<b>&#7;</b>x").unwrap_err().code(),
             "control_characters"
         );
+    }
+
+    #[test]
+    fn links_are_found_in_their_common_shapes() {
+        let body =
+            "see https://example.com/jobs?id=1, www.site.org and bit.ly/x3 (or example.co.uk).";
+        assert_eq!(
+            find_links(body),
+            vec![
+                "https://example.com/jobs?id=1",
+                "www.site.org",
+                "bit.ly/x3",
+                "example.co.uk"
+            ]
+        );
+        assert!(find_links("e.g. 5.6 version 1.2.3 ok... end.").is_empty());
+        assert_eq!(find_links(&"a.io ".repeat(50)).len(), MAX_LINKS);
     }
 
     #[test]

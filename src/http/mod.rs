@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod conversations;
 pub mod error;
 pub mod health;
+pub mod internal;
 pub mod messages;
 pub mod openapi;
 pub mod sync;
@@ -133,10 +134,34 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/chat/conversations/{id}/read", post(messages::read))
         .route("/chat/conversations/{id}/typing", post(sync::typing))
+        .route(
+            "/chat/conversations/{id}/accept",
+            post(conversations::accept),
+        )
+        .route(
+            "/chat/conversations/{id}/decline",
+            post(conversations::decline),
+        )
+        .route(
+            "/chat/conversations/{id}/mute",
+            post(conversations::mute).delete(conversations::unmute),
+        )
+        .route(
+            "/chat/conversations/{id}/archive",
+            post(conversations::archive).delete(conversations::unarchive),
+        )
         .route("/chat/sync", get(sync::sync))
         .route(
             "/users/me/settings",
             get(users::get_settings).patch(users::patch_settings),
+        )
+        .route(
+            "/internal/contexts/{kind}/{id}",
+            axum::routing::put(internal::put_context),
+        )
+        .route(
+            "/internal/users/{id}",
+            axum::routing::put(internal::put_user),
         )
         .route("/chat/blocks", post(blocks::create).get(blocks::list))
         .route(

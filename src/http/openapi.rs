@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{blocks, conversations, error, health, messages, sync, users};
+use super::{blocks, conversations, error, health, internal, messages, sync, users};
 use crate::domain::model;
 
 #[derive(OpenApi)]
@@ -15,17 +15,21 @@ use crate::domain::model;
     info(title = "Parley", description = "Realtime chat for two-sided marketplaces. Errors are always `{\"error\": {\"code\", \"message\"}}`."),
     paths(
         conversations::create, conversations::list, conversations::get_one,
+        conversations::accept, conversations::decline, conversations::mute, conversations::unmute,
+        conversations::archive, conversations::unarchive,
         messages::send, messages::history, messages::read,
         sync::sync, sync::typing, users::get_settings, users::patch_settings,
-        users::presence, users::heartbeat, blocks::create, blocks::remove, blocks::list, crate::ws::fallback::sse, crate::ws::fallback::poll,
+        users::presence, users::heartbeat, blocks::create, blocks::remove, blocks::list,
+        internal::put_context, internal::put_user, crate::ws::fallback::sse, crate::ws::fallback::poll,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
-        model::Conversation, model::ConversationContext, model::Message, model::ReadState, model::UserSummary,
+        model::Conversation, model::ConversationContext, model::Message, model::MessageLinks, model::ReadState, model::UserSummary,
         conversations::CreateConversationRequest, conversations::ConversationPage,
         messages::SendMessageRequest, messages::MessagePage, messages::ReadRequest,
         sync::SyncPage, sync::TypingRequest, users::SettingsView, users::SettingsPatch, users::PresencePing,
         blocks::BlockRequest, blocks::BlockView, blocks::BlockList,
+        internal::ContextRegistration, internal::ContextView, internal::UserRegistration,
         model::Presence, model::PresenceStatus,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),

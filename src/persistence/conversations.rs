@@ -10,22 +10,23 @@ use uuid::Uuid;
 use super::{audit, client, messages::message_from_row, timed};
 use crate::domain::{
     ChatError, ConversationId, UserId,
-    model::{Conversation, ConversationContext, DirectPair, UserSummary},
+    model::{Conversation, ConversationContext, DirectPair, RequestState, UserSummary},
 };
 
 /// Columns of a conversation as seen by participant `p` (with the other user
 /// `o` and the last message `m`), in the order [`view_from_row`] reads them.
-const VIEW_COLUMNS: &str = "c.id, c.kind, c.context_type, c.context_id, c.context_title,
-    c.context_subtitle, c.last_seq, c.last_message_at, c.created_at,
+const VIEW_COLUMNS: &str = "c.id, c.kind, c.context_type, c.context_id,
+    COALESCE(ctx.title, c.context_title), COALESCE(ctx.subtitle, c.context_subtitle), c.last_seq, c.last_message_at, c.created_at,
     p.unread_count, p.last_read_seq, p.activity_at,
     o.id, o.display_name, o.role,
-    m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at,
+    m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at, m.metadata,
     CASE WHEN COALESCE((me.settings->>'readReceipts')::boolean, false)
           AND COALESCE((o.settings->>'readReceipts')::boolean, false)
           AND NOT EXISTS (SELECT 1 FROM user_blocks b
                           WHERE (b.blocker_id = me.id AND b.blocked_id = o.id)
                              OR (b.blocker_id = o.id AND b.blocked_id = me.id))
-         THEN op.last_read_seq END";
+         THEN op.last_read_seq END,
+    p.request_state, p.muted_at IS NOT NULL, p.archived_at IS NOT NULL";
 
 /// Joins for [`VIEW_COLUMNS`]; `me` is the caller, `op` the other's participant row.
 const VIEW_FROM: &str = "conversation_participants p
@@ -33,7 +34,11 @@ const VIEW_FROM: &str = "conversation_participants p
     JOIN users me ON me.id = p.user_id
     JOIN users o ON o.id = CASE WHEN c.user_low = p.user_id THEN c.user_high ELSE c.user_low END
     JOIN conversation_participants op ON op.conversation_id = c.id AND op.user_id = o.id
-    LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq";
+    LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
+    LEFT JOIN contexts ctx ON ctx.context_type = c.context_type AND ctx.context_id = c.context_id";
+
+/// Index of `p.changed_tx`, selected after [`VIEW_COLUMNS`] by the sync query.
+const SYNC_CHANGED_TX_COLUMN: usize = 28;
 
 /// Who sees a conversation in lists: once it has a message, or if they started it.
 const VISIBLE: &str = "(c.last_seq > 0 OR c.created_by = p.user_id)";
@@ -41,10 +46,26 @@ const VISIBLE: &str = "(c.last_seq > 0 OR c.created_by = p.user_id)";
 /// Which slice of the caller's conversations to list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InboxFilter {
-    /// Every conversation with activity (or that the caller started).
+    /// Conversations with activity (or that the caller started), except
+    /// message requests waiting for the caller and archived ones.
     Inbox,
-    /// Only those with unread messages.
+    /// The inbox, only those with unread messages.
     Unread,
+    /// Message requests waiting for the caller's answer.
+    Requests,
+    /// Conversations the caller archived.
+    Archived,
+}
+
+impl InboxFilter {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbox => "inbox",
+            Self::Unread => "unread",
+            Self::Requests => "requests",
+            Self::Archived => "archived",
+        }
+    }
 }
 
 /// Position in the inbox ordering: last activity, then id, both descending.
@@ -227,13 +248,17 @@ pub async fn inbox(
     limit: i64,
 ) -> Result<InboxPage, ChatError> {
     let db = client(pool).await?;
-    let unread_only = filter == InboxFilter::Unread;
+    let filter = filter.as_str();
     let stmt = db
         .prepare_cached(&format!(
             "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM}
              WHERE p.user_id = $1
                AND {VISIBLE}
-               AND (NOT $2 OR p.unread_count > 0)
+               AND CASE $2::text
+                   WHEN 'requests' THEN p.request_state = 'pending'
+                   WHEN 'archived' THEN p.archived_at IS NOT NULL
+                   ELSE p.request_state NOT IN ('pending', 'declined') AND p.archived_at IS NULL
+                        AND ($2 <> 'unread' OR p.unread_count > 0) END
                AND ($3::timestamptz IS NULL OR (p.activity_at, p.conversation_id) < ($3, $4))
              ORDER BY p.activity_at DESC, p.conversation_id DESC
              LIMIT $5"
@@ -248,7 +273,7 @@ pub async fn inbox(
             &stmt,
             &[
                 &user.as_str(),
-                &unread_only,
+                &filter,
                 &cursor_at,
                 &cursor_id,
                 &(limit + 1),
@@ -345,7 +370,7 @@ pub async fn changed_since(
     let rows = &rows[..rows.len().min(limit as usize)];
     // A full page continues from its last change; otherwise from the watermark.
     let cursor = match rows.last() {
-        Some(last) if has_more => SyncCursor(last.get(24)),
+        Some(last) if has_more => SyncCursor(last.get(SYNC_CHANGED_TX_COLUMN)),
         _ => SyncCursor(watermark),
     };
     Ok(SyncPage {
@@ -385,13 +410,144 @@ pub async fn contacts_among(
     rows.iter().map(|r| UserId::parse(r.get(0))).collect()
 }
 
+/// Whether the two users already talk: a conversation between them, other
+/// than `except`, with messages and no request pending or declined.
+pub async fn connected(
+    pool: &Pool,
+    a: &UserId,
+    b: &UserId,
+    except: ConversationId,
+) -> Result<bool, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT EXISTS (
+                 SELECT 1 FROM conversation_participants pa
+                 JOIN conversation_participants pb ON pb.conversation_id = pa.conversation_id AND pb.user_id = $2
+                 JOIN conversations c ON c.id = pa.conversation_id
+                 WHERE pa.user_id = $1 AND c.id <> $3 AND c.last_seq > 0
+                   AND pa.request_state IN ('none', 'accepted') AND pb.request_state IN ('none', 'accepted'))",
+        )
+        .await?;
+    let row = timed(
+        "conversations.connected",
+        db.query_one(&stmt, &[&a.as_str(), &b.as_str(), &except.0]),
+    )
+    .await?;
+    Ok(row.get(0))
+}
+
+/// Answers a message request for `user` and records it in the audit log.
+pub async fn set_request_state(
+    pool: &Pool,
+    id: ConversationId,
+    user: &UserId,
+    state: RequestState,
+) -> Result<(), ChatError> {
+    let mut db = client(pool).await?;
+    let tx = db.transaction().await?;
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE conversation_participants
+             SET request_state = $3, changed_tx = pg_current_xact_id()::text::bigint
+             WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .await?;
+    timed(
+        "conversations.set_request_state",
+        tx.execute(&stmt, &[&id.0, &user.as_str(), &state.as_str()]),
+    )
+    .await?;
+    let action = format!("request.{}", state.as_str());
+    audit::record(
+        &tx,
+        &audit::AuditEntry {
+            actor: Some(user.as_str()),
+            action: &action,
+            target_type: "conversation",
+            target_id: &id.to_string(),
+            conversation: Some(id.0),
+            details: serde_json::json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A per-user flag on a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParticipantFlag {
+    /// No notifications for new messages.
+    Muted,
+    /// Out of the inbox and the badge, and no notifications, until unarchived.
+    Archived,
+}
+
+/// Sets or clears `flag` for `user`; returns their unread count and read
+/// pointer, or `None` when `user` is not a participant. Archiving is audited.
+pub async fn set_flag(
+    pool: &Pool,
+    id: ConversationId,
+    user: &UserId,
+    flag: ParticipantFlag,
+    on: bool,
+) -> Result<Option<(i64, i64)>, ChatError> {
+    let mut db = client(pool).await?;
+    let tx = db.transaction().await?;
+    let sql = match flag {
+        ParticipantFlag::Muted => {
+            "UPDATE conversation_participants
+             SET muted_at = CASE WHEN $3 THEN COALESCE(muted_at, now()) END,
+                 changed_tx = pg_current_xact_id()::text::bigint
+             WHERE conversation_id = $1 AND user_id = $2 RETURNING unread_count, last_read_seq"
+        }
+        ParticipantFlag::Archived => {
+            "UPDATE conversation_participants
+             SET archived_at = CASE WHEN $3 THEN COALESCE(archived_at, now()) END,
+                 archive_reason = CASE WHEN $3 THEN 'user' END,
+                 changed_tx = pg_current_xact_id()::text::bigint
+             WHERE conversation_id = $1 AND user_id = $2 RETURNING unread_count, last_read_seq"
+        }
+    };
+    let stmt = tx.prepare_cached(sql).await?;
+    let row = timed(
+        "conversations.set_flag",
+        tx.query_opt(&stmt, &[&id.0, &user.as_str(), &on]),
+    )
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    if flag == ParticipantFlag::Archived {
+        audit::record(
+            &tx,
+            &audit::AuditEntry {
+                actor: Some(user.as_str()),
+                action: if on {
+                    "conversation.archived"
+                } else {
+                    "conversation.unarchived"
+                },
+                target_type: "conversation",
+                target_id: &id.to_string(),
+                conversation: Some(id.0),
+                details: serde_json::json!({}),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Some((i64::from(row.get::<_, i32>(0)), row.get(1))))
+}
+
 /// `user`'s unread count per conversation (non-zero ones only).
 pub async fn unread_counts(pool: &Pool, user: &UserId) -> Result<Vec<(Uuid, i64)>, ChatError> {
     let db = client(pool).await?;
     let stmt = db
         .prepare_cached(
             "SELECT conversation_id, unread_count FROM conversation_participants
-             WHERE user_id = $1 AND unread_count > 0",
+             WHERE user_id = $1 AND unread_count > 0 AND archived_at IS NULL",
         )
         .await?;
     let rows = timed(
@@ -409,6 +565,8 @@ pub async fn unread_counts(pool: &Pool, user: &UserId) -> Result<Vec<(Uuid, i64)
 #[derive(Clone, Debug)]
 pub struct ConversationSnapshot {
     pub last_seq: i64,
+    /// Registered as pre-accepted by its context: never a message request.
+    pub pre_accepted: bool,
     /// Whether a participant blocks another (nothing flows between them then).
     pub blocked: bool,
     pub participants: Vec<ParticipantSnapshot>,
@@ -421,6 +579,9 @@ pub struct ParticipantSnapshot {
     pub last_read_seq: i64,
     pub unread_count: i64,
     pub last_read_at: Option<DateTime<Utc>>,
+    pub request_state: RequestState,
+    /// Archived conversations do not count towards the unread badge.
+    pub archived: bool,
 }
 
 /// Loads the live state of a conversation; `None` when it does not exist.
@@ -431,7 +592,8 @@ pub async fn load_snapshot(
     let db = client(pool).await?;
     let conv = db
         .prepare_cached(
-            "SELECT c.last_seq, EXISTS (
+            "SELECT c.last_seq, c.pre_accepted OR COALESCE((SELECT ctx.pre_accepted FROM contexts ctx
+                 WHERE ctx.context_type = c.context_type AND ctx.context_id = c.context_id), false), EXISTS (
                  SELECT 1 FROM user_blocks b
                  JOIN conversation_participants p1 ON p1.user_id = b.blocker_id AND p1.conversation_id = c.id
                  JOIN conversation_participants p2 ON p2.user_id = b.blocked_id AND p2.conversation_id = c.id)
@@ -443,7 +605,7 @@ pub async fn load_snapshot(
     };
     let parts = db
         .prepare_cached(
-            "SELECT user_id, last_read_seq, unread_count, last_read_at
+            "SELECT user_id, last_read_seq, unread_count, last_read_at, request_state, archived_at IS NOT NULL
              FROM conversation_participants WHERE conversation_id = $1 ORDER BY user_id",
         )
         .await?;
@@ -456,12 +618,15 @@ pub async fn load_snapshot(
                 last_read_seq: r.get(1),
                 unread_count: i64::from(r.get::<_, i32>(2)),
                 last_read_at: r.get(3),
+                request_state: RequestState::parse(r.get(4)),
+                archived: r.get(5),
             })
         })
         .collect::<Result<Vec<_>, ChatError>>()?;
     Ok(Some(ConversationSnapshot {
         last_seq: row.get(0),
-        blocked: row.get(1),
+        pre_accepted: row.get(1),
+        blocked: row.get(2),
         participants,
     }))
 }
@@ -492,7 +657,10 @@ fn view_from_row(r: &Row) -> Conversation {
             role: r.get(14),
         },
         last_message,
-        other_last_read_seq: r.get(23),
+        other_last_read_seq: r.get(24),
+        request_state: r.get(25),
+        muted: r.get(26),
+        archived: r.get(27),
     }
 }
 

@@ -13,11 +13,14 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{client, timed, violated_constraint};
-use crate::domain::{ChatError, ConversationId, UserId, model::Message};
+use crate::domain::{
+    ChatError, ConversationId, UserId,
+    model::{Message, MessageLinks},
+};
 
 /// Columns of a message, in the order [`message_from_row`] reads them.
 const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, sender_id, kind, body, client_message_id, created_at";
+    "id, conversation_id, seq, sender_id, kind, body, client_message_id, created_at, metadata";
 
 /// Reads a message from `row`, starting at column `at`.
 pub fn message_from_row(row: &Row, at: usize) -> Message {
@@ -30,6 +33,10 @@ pub fn message_from_row(row: &Row, at: usize) -> Message {
         body: row.get(at + 5),
         client_message_id: row.get(at + 6),
         created_at: row.get(at + 7),
+        links: row
+            .get::<_, Option<serde_json::Value>>(at + 8)
+            .as_ref()
+            .and_then(MessageLinks::from_metadata),
     }
 }
 
@@ -40,6 +47,9 @@ pub struct NewMessage<'a> {
     pub sender: &'a UserId,
     pub body: &'a str,
     pub client_message_id: &'a str,
+    pub links: Option<&'a MessageLinks>,
+    /// This message opens a message request: the other participants become `pending`.
+    pub opens_request: bool,
 }
 
 /// What the write-through did.
@@ -59,8 +69,8 @@ pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, 
     let stmt = db
         .prepare_cached(
             "WITH ins AS (
-                 INSERT INTO messages (id, conversation_id, seq, sender_id, kind, body, client_message_id)
-                 VALUES ($1, $2, $3, $4, 'text', $5, $6)
+                 INSERT INTO messages (id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata)
+                 VALUES ($1, $2, $3, $4, 'text', $5, $6, $8)
                  ON CONFLICT (sender_id, client_message_id) DO NOTHING
                  RETURNING created_at
              ), conv AS (
@@ -72,7 +82,12 @@ pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, 
                      last_read_seq = CASE WHEN p.user_id = $4 THEN $3 ELSE p.last_read_seq END,
                      last_read_at = CASE WHEN p.user_id = $4 THEN ins.created_at ELSE p.last_read_at END,
                      activity_at = ins.created_at,
-                     changed_tx = pg_current_xact_id()::text::bigint
+                     changed_tx = pg_current_xact_id()::text::bigint,
+                     -- A first message to a stranger makes them pending; replying accepts.
+                     request_state = CASE
+                         WHEN p.user_id <> $4 AND $7 THEN 'pending'
+                         WHEN p.user_id = $4 AND p.request_state IN ('pending', 'declined') THEN 'accepted'
+                         ELSE p.request_state END
                  FROM ins WHERE p.conversation_id = $2
              )
              SELECT created_at FROM ins",
@@ -90,6 +105,8 @@ pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, 
                 &new.sender.as_str(),
                 &new.body,
                 &new.client_message_id,
+                &new.opens_request,
+                &MessageLinks::to_metadata(new.links),
             ],
         ),
     )
@@ -104,6 +121,7 @@ pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, 
             body: new.body.to_string(),
             client_message_id: new.client_message_id.to_string(),
             created_at: row.get::<_, DateTime<Utc>>(0),
+            links: new.links.cloned(),
         })),
         Ok(None) => Ok(InsertOutcome::DuplicateClientId),
         Err(e) if violated_constraint(&e) == Some("messages_conversation_seq_key") => {

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod blocks;
+pub mod contexts;
 pub mod conversations;
 pub mod messages;
 pub mod migrations;

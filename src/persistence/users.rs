@@ -39,6 +39,38 @@ pub async fn upsert(pool: &Pool, user: &UserProfile) -> Result<(), ChatError> {
     Ok(())
 }
 
+/// Upserts a user from the server-to-server API, which also sets `verified`.
+pub async fn upsert_verified(
+    pool: &Pool,
+    user: &UserProfile,
+    verified: bool,
+) -> Result<(), ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "INSERT INTO users (id, display_name, role, email, verified) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE
+               SET display_name = EXCLUDED.display_name, role = EXCLUDED.role,
+                   email = EXCLUDED.email, verified = EXCLUDED.verified, updated_at = now()",
+        )
+        .await?;
+    timed(
+        "users.upsert_verified",
+        db.execute(
+            &stmt,
+            &[
+                &user.id.as_str(),
+                &user.name,
+                &user.role,
+                &user.email,
+                &verified,
+            ],
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
 /// A user's public summary, or `None` when the id is unknown.
 pub async fn find(pool: &Pool, id: &UserId) -> Result<Option<UserSummary>, ChatError> {
     let db = client(pool).await?;

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{error_code, spawn_app};
+use crate::helpers::{error_code, spawn_app, unique};
 
 #[tokio::test]
 async fn conversations_are_deduplicated_in_both_directions_and_per_context() {
@@ -22,17 +22,26 @@ async fn conversations_are_deduplicated_in_both_directions_and_per_context() {
     assert_eq!(reverse["id"], first["id"]);
     assert_eq!(reverse["otherParticipant"]["id"], alice.id.as_str());
 
+    let (app1, app2) = (unique("app"), unique("app"));
+    for id in [&app1, &app2] {
+        assert_eq!(
+            app.register_context("application", id, &[&alice, &bob], false)
+                .await,
+            StatusCode::CREATED
+        );
+    }
+    // The registered title is the banner, whatever the request says.
     let job =
-        json!({"type": "application", "id": "app-1", "title": "Barista", "subtitle": "Café Nord"});
-    let (status, in_context) = app.open(&alice, &bob, Some(job.clone())).await;
+        json!({"type": "application", "id": app1, "title": "Ignored", "subtitle": "Café Nord"});
+    let (status, in_context) = app.open(&alice, &bob, Some(job)).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_ne!(in_context["id"], first["id"]);
-    assert_eq!(in_context["context"]["title"], "Barista");
+    assert_eq!(in_context["context"]["title"], format!("Job {app1}"));
     let (status, same_context) = app
         .open(
             &bob,
             &alice,
-            Some(json!({"type": "application", "id": "app-1"})),
+            Some(json!({"type": "application", "id": app1})),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -41,7 +50,7 @@ async fn conversations_are_deduplicated_in_both_directions_and_per_context() {
         .open(
             &alice,
             &bob,
-            Some(json!({"type": "application", "id": "app-2"})),
+            Some(json!({"type": "application", "id": app2})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);

@@ -16,6 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message as
 use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "integration-test-secret-0123456789";
+pub const INTERNAL_API_KEY: &str = "integration-test-platform-key";
 
 pub fn database_url() -> String {
     std::env::var("PARLEY_TEST_DATABASE_URL")
@@ -28,6 +29,7 @@ pub fn test_settings() -> Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: Secret::new(database_url()),
         jwt_secret: Secret::new(JWT_SECRET),
+        internal_api_key: Some(Secret::new(INTERNAL_API_KEY)),
         db_pool_size: 8,
         ..Settings::default()
     }
@@ -158,8 +160,47 @@ impl TestApp {
         self.post(from, "/chat/conversations", body).await
     }
 
-    /// Creates (or finds) the conversation and returns its id.
+    /// Registers a context through the server-to-server API.
+    pub async fn register_context(
+        &self,
+        kind: &str,
+        id: &str,
+        users: &[&TestUser],
+        pre_accepted: bool,
+    ) -> StatusCode {
+        let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+        let response = self
+            .http
+            .put(self.url(&format!("/internal/contexts/{kind}/{id}")))
+            .header("x-api-key", INTERNAL_API_KEY)
+            .json(&json!({"title": format!("Job {id}"), "allowedUserIds": ids, "preAccepted": pre_accepted}))
+            .send()
+            .await
+            .unwrap();
+        response.status()
+    }
+
+    /// A conversation between two people the platform already connected (a
+    /// pre-accepted context, as a job application is): no message request.
     pub async fn conversation(&self, from: &TestUser, to: &TestUser) -> String {
+        let context = unique("app");
+        let status = self
+            .register_context("application", &context, &[from, to], true)
+            .await;
+        assert!(status.is_success(), "{status}");
+        let (status, conv) = self
+            .open(
+                from,
+                to,
+                Some(json!({"type": "application", "id": context})),
+            )
+            .await;
+        assert!(status.is_success(), "{status} {conv}");
+        conv["id"].as_str().unwrap().to_string()
+    }
+
+    /// A conversation between strangers: the first message is a request.
+    pub async fn stranger_conversation(&self, from: &TestUser, to: &TestUser) -> String {
         let (status, conv) = self.open(from, to, None).await;
         assert!(status.is_success(), "{status} {conv}");
         conv["id"].as_str().unwrap().to_string()

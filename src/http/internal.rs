@@ -1,0 +1,188 @@
+//! The server-to-server API the host platform calls, authenticated by an API
+//! key (`X-Api-Key`), not a user token: register the business contexts people
+//! may talk about, and upsert users.
+
+use axum::{
+    extract::{FromRequestParts, State},
+    http::{StatusCode, request::Parts},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    AppState,
+    auth::ROLES,
+    error::{ApiError, ApiJson, ApiPath, ErrorBody},
+};
+use crate::{
+    domain::{ChatError, UserId, model::ConversationContext},
+    persistence::{
+        contexts::{self, RegisteredContext},
+        users::{self, UserProfile},
+    },
+};
+
+/// Most users one context may name.
+const MAX_ALLOWED_USERS: usize = 1_000;
+
+/// Proof that the request carries the configured API key.
+pub struct PlatformKey;
+
+impl FromRequestParts<AppState> for PlatformKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &state.settings.internal_api_key else {
+            return Err(ApiError::unauthorized(
+                "the server-to-server API is disabled (PARLEY_INTERNAL_API_KEY is not set)",
+            ));
+        };
+        let given = parts
+            .headers
+            .get("x-api-key")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if constant_time_eq(given, expected.expose().as_bytes()) {
+            Ok(Self)
+        } else {
+            Err(ApiError::unauthorized("missing or wrong X-Api-Key"))
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the key.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContextRegistration {
+    pub title: Option<String>,
+    pub subtitle: Option<String>,
+    /// The users who may talk in this context (at most 1,000).
+    pub allowed_user_ids: Vec<String>,
+    /// The platform already connected these people: their conversation in
+    /// this context is never a message request.
+    #[serde(default)]
+    pub pre_accepted: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub title: Option<String>,
+    pub subtitle: Option<String>,
+    pub allowed_user_ids: Vec<String>,
+    pub pre_accepted: bool,
+}
+
+/// Register (or replace) a business context.
+#[utoipa::path(put, path = "/internal/contexts/{type}/{id}", tag = "internal",
+    params(("type" = String, Path, description = "e.g. application"), ("id" = String, Path, description = "the platform's id")),
+    request_body = ContextRegistration,
+    responses((status = 201, body = ContextView), (status = 200, body = ContextView),
+              (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_context(
+    State(state): State<AppState>,
+    _key: PlatformKey,
+    ApiPath((kind, id)): ApiPath<(String, String)>,
+    ApiJson(request): ApiJson<ContextRegistration>,
+) -> Result<(StatusCode, ApiJson<ContextView>), ApiError> {
+    ConversationContext {
+        kind: kind.clone(),
+        id: id.clone(),
+        title: request.title.clone(),
+        subtitle: request.subtitle.clone(),
+    }
+    .validate()?;
+    if request.allowed_user_ids.len() > MAX_ALLOWED_USERS {
+        return Err(ChatError::invalid(
+            "too_many_users",
+            format!("at most {MAX_ALLOWED_USERS} allowed users"),
+        )
+        .into());
+    }
+    for user in &request.allowed_user_ids {
+        UserId::parse(user)?;
+    }
+    let registered = RegisteredContext {
+        kind,
+        id,
+        title: request.title,
+        subtitle: request.subtitle,
+        pre_accepted: request.pre_accepted,
+        allowed_user_ids: request.allowed_user_ids,
+    };
+    let created = contexts::upsert(&state.pool, &registered).await?;
+    let view = ContextView {
+        kind: registered.kind,
+        id: registered.id,
+        title: registered.title,
+        subtitle: registered.subtitle,
+        allowed_user_ids: registered.allowed_user_ids,
+        pre_accepted: registered.pre_accepted,
+    };
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        ApiJson(view),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserRegistration {
+    pub name: String,
+    /// recruiter, company, candidate or admin.
+    pub role: String,
+    pub email: Option<String>,
+    #[serde(default)]
+    pub verified: bool,
+}
+
+/// Create or update a user (before they ever sign in, so others can reach them).
+#[utoipa::path(put, path = "/internal/users/{id}", tag = "internal",
+    params(("id" = String, Path, description = "the platform's user id")),
+    request_body = UserRegistration,
+    responses((status = 204, description = "Stored"), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_user(
+    State(state): State<AppState>,
+    _key: PlatformKey,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<UserRegistration>,
+) -> Result<StatusCode, ApiError> {
+    let id = UserId::parse(&id)?;
+    if !ROLES.contains(&request.role.as_str()) {
+        return Err(ChatError::invalid(
+            "invalid_role",
+            "role must be one of recruiter, company, candidate, admin",
+        )
+        .into());
+    }
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(
+            ChatError::invalid("invalid_name", "name must be 1-200 printable characters").into(),
+        );
+    }
+    let profile = UserProfile {
+        id,
+        name: name.to_owned(),
+        role: request.role,
+        email: request.email.filter(|e| !e.is_empty() && e.len() <= 320),
+    };
+    users::upsert_verified(&state.pool, &profile, request.verified).await?;
+    // Token claims seen later refresh the row again; forget the cached copy.
+    state.known_users.remove(&profile.id);
+    Ok(StatusCode::NO_CONTENT)
+}
