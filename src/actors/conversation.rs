@@ -229,7 +229,7 @@ impl ConversationActor {
                 )
         });
         let urls = text::find_links(&cmd.body);
-        let links = (!urls.is_empty()).then(|| MessageLinks {
+        let links = (!urls.is_empty()).then_some(MessageLinks {
             urls,
             live: !opens_request,
         });
