@@ -90,6 +90,8 @@ pub struct Settings {
     /// `PARLEY_REPLAY_EVENTS`: recent events kept per connected user for SSE
     /// and long-poll resumption.
     pub replay_events: usize,
+    /// Per-user rate limits (`PARLEY_RATE_*`).
+    pub rate_limits: RateLimits,
     /// `PARLEY_TYPING_TIMEOUT_MS`: a typist who sends no refresh for this long
     /// is announced as stopped.
     pub typing_timeout: Duration,
@@ -117,11 +119,40 @@ impl Default for Settings {
             ws_ping_interval: Duration::from_secs(30),
             max_connections_per_user: 8,
             allowed_origins: Vec::new(),
+            rate_limits: RateLimits::default(),
             presence_timeout: Duration::from_secs(90),
             offline_grace: Duration::from_secs(10),
             replay_events: 256,
             typing_timeout: Duration::from_secs(6),
             typing_throttle: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Per-user rate limits; the defaults are the product spec's. A limit of 0
+/// means "no limit of that kind".
+#[derive(Clone, Debug)]
+pub struct RateLimits {
+    /// `PARLEY_RATE_LIMITS`: `off` lifts every limit (load tests only).
+    pub enabled: bool,
+    /// `PARLEY_RATE_MESSAGES_PER_HOUR` (100).
+    pub messages_per_hour: u32,
+    /// `PARLEY_RATE_CONVERSATIONS_PER_HOUR` (20): conversations started.
+    pub conversations_per_hour: u32,
+    /// `PARLEY_RATE_UPLOADS_PER_HOUR` (10).
+    pub uploads_per_hour: u32,
+    /// `PARLEY_RATE_READS_PER_MINUTE` (600): lists, history pages, syncs.
+    pub reads_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            messages_per_hour: 100,
+            conversations_per_hour: 20,
+            uploads_per_hour: 10,
+            reads_per_minute: 600,
         }
     }
 }
@@ -209,6 +240,30 @@ impl Settings {
         }
         if let Some(v) = get("PARLEY_REPLAY_EVENTS") {
             s.replay_events = parse("PARLEY_REPLAY_EVENTS", &v)?;
+        }
+        if let Some(v) = get("PARLEY_RATE_LIMITS") {
+            s.rate_limits.enabled = match v.trim() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ConfigError {
+                        name: "PARLEY_RATE_LIMITS",
+                        reason: format!("expected on or off, got {other:?}"),
+                    });
+                }
+            };
+        }
+        if let Some(v) = get("PARLEY_RATE_MESSAGES_PER_HOUR") {
+            s.rate_limits.messages_per_hour = parse("PARLEY_RATE_MESSAGES_PER_HOUR", &v)?;
+        }
+        if let Some(v) = get("PARLEY_RATE_CONVERSATIONS_PER_HOUR") {
+            s.rate_limits.conversations_per_hour = parse("PARLEY_RATE_CONVERSATIONS_PER_HOUR", &v)?;
+        }
+        if let Some(v) = get("PARLEY_RATE_UPLOADS_PER_HOUR") {
+            s.rate_limits.uploads_per_hour = parse("PARLEY_RATE_UPLOADS_PER_HOUR", &v)?;
+        }
+        if let Some(v) = get("PARLEY_RATE_READS_PER_MINUTE") {
+            s.rate_limits.reads_per_minute = parse("PARLEY_RATE_READS_PER_MINUTE", &v)?;
         }
         if let Some(v) = get("PARLEY_TYPING_TIMEOUT_MS") {
             s.typing_timeout = Duration::from_millis(parse("PARLEY_TYPING_TIMEOUT_MS", &v)?);

@@ -392,6 +392,7 @@ impl Actor for UserActor {
                             "at most {} connections per user",
                             state.limits.max_connections
                         ),
+                        retry_after: Duration::from_secs(5),
                     }));
                     return Ok(());
                 }

@@ -5,6 +5,7 @@
 //! process; a Redis pub/sub implementation (the cross-node mailbox) will sit
 //! behind the same trait, so producers never know how many nodes there are.
 
+pub mod limits;
 pub mod presence;
 
 use std::sync::Arc;

@@ -19,7 +19,12 @@ pub enum ChatError {
     Forbidden { code: &'static str, message: String },
     /// A limit was reached (connections, rates); retrying later may succeed.
     #[error("{message}")]
-    Limited { code: &'static str, message: String },
+    Limited {
+        code: &'static str,
+        message: String,
+        /// When trying again may succeed (the `Retry-After` header).
+        retry_after: std::time::Duration,
+    },
     /// A dependency (database, actor) did not answer in time or failed in a
     /// way a retry may fix. The detail is for the log, never for the client.
     #[error("service unavailable: {0}")]
@@ -49,6 +54,15 @@ impl ChatError {
     /// sender cannot tell that they were blocked.
     pub fn not_delivered() -> Self {
         Self::forbidden("not_delivered", "Message could not be delivered.")
+    }
+
+    /// Over a rate limit; retry after `retry_after`.
+    pub fn rate_limited(what: &str, retry_after: std::time::Duration) -> Self {
+        Self::Limited {
+            code: "rate_limited",
+            message: format!("too many {what}; retry later"),
+            retry_after,
+        }
     }
 
     /// The stable snake_case code clients branch on.

@@ -130,7 +130,13 @@ pub struct Message {
     /// Links found in the body; `live` is false in a message request (show them as plain text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub links: Option<MessageLinks>,
+    /// A moderator removed it: `body` is a placeholder (the original is kept for moderators).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
+
+/// What participants see instead of a redacted message.
+pub const REDACTED_BODY: &str = "This message was removed by a moderator.";
 
 /// The links of a message and whether clients may make them clickable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -24,6 +24,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for `Retry-After` (429s, and 1 s for 503s).
+    retry_after: Option<u64>,
 }
 
 /// The JSON body of every error.
@@ -46,6 +48,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
         }
     }
 
@@ -75,7 +78,11 @@ impl From<ChatError> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        Self::new(status, err.code(), err.public_message())
+        let mut api = Self::new(status, err.code(), err.public_message());
+        if let ChatError::Limited { retry_after, .. } = &err {
+            api.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        }
+        api
     }
 }
 
@@ -88,10 +95,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
+                axum::http::HeaderValue::from(seconds),
             );
         }
         response

@@ -19,7 +19,7 @@ const VIEW_COLUMNS: &str = "c.id, c.kind, c.context_type, c.context_id,
     COALESCE(ctx.title, c.context_title), COALESCE(ctx.subtitle, c.context_subtitle), c.last_seq, c.last_message_at, c.created_at,
     p.unread_count, p.last_read_seq, p.activity_at,
     o.id, o.display_name, o.role,
-    m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at, m.metadata,
+    m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at, m.metadata, m.redacted_at IS NOT NULL,
     CASE WHEN COALESCE((me.settings->>'readReceipts')::boolean, false)
           AND COALESCE((o.settings->>'readReceipts')::boolean, false)
           AND NOT EXISTS (SELECT 1 FROM user_blocks b
@@ -38,7 +38,7 @@ const VIEW_FROM: &str = "conversation_participants p
     LEFT JOIN contexts ctx ON ctx.context_type = c.context_type AND ctx.context_id = c.context_id";
 
 /// Index of `p.changed_tx`, selected after [`VIEW_COLUMNS`] by the sync query.
-const SYNC_CHANGED_TX_COLUMN: usize = 28;
+const SYNC_CHANGED_TX_COLUMN: usize = 29;
 
 /// Who sees a conversation in lists: once it has a message, or if they started it.
 const VISIBLE: &str = "(c.last_seq > 0 OR c.created_by = p.user_id)";
@@ -657,10 +657,10 @@ fn view_from_row(r: &Row) -> Conversation {
             role: r.get(14),
         },
         last_message,
-        other_last_read_seq: r.get(24),
-        request_state: r.get(25),
-        muted: r.get(26),
-        archived: r.get(27),
+        other_last_read_seq: r.get(25),
+        request_state: r.get(26),
+        muted: r.get(27),
+        archived: r.get(28),
     }
 }
 

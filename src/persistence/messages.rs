@@ -12,18 +12,28 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{client, timed, violated_constraint};
+use super::{audit, client, timed, violated_constraint};
 use crate::domain::{
     ChatError, ConversationId, UserId,
-    model::{Message, MessageLinks},
+    model::{Message, MessageLinks, REDACTED_BODY},
 };
 
 /// Columns of a message, in the order [`message_from_row`] reads them.
-const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, sender_id, kind, body, client_message_id, created_at, metadata";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, kind, body, client_message_id, created_at, metadata, redacted_at IS NOT NULL";
 
-/// Reads a message from `row`, starting at column `at`.
+/// Reads a message from `row`, starting at column `at`, as participants see
+/// it: a redacted message's body is replaced by a placeholder.
 pub fn message_from_row(row: &Row, at: usize) -> Message {
+    let mut message = original_from_row(row, at);
+    if message.redacted {
+        message.body = REDACTED_BODY.to_owned();
+        message.links = None;
+    }
+    message
+}
+
+/// Reads a message with its original body (moderators only).
+fn original_from_row(row: &Row, at: usize) -> Message {
     Message {
         id: row.get(at),
         conversation_id: row.get(at + 1),
@@ -37,6 +47,7 @@ pub fn message_from_row(row: &Row, at: usize) -> Message {
             .get::<_, Option<serde_json::Value>>(at + 8)
             .as_ref()
             .and_then(MessageLinks::from_metadata),
+        redacted: row.get::<_, Option<bool>>(at + 9).unwrap_or(false),
     }
 }
 
@@ -122,6 +133,7 @@ pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, 
             client_message_id: new.client_message_id.to_string(),
             created_at: row.get::<_, DateTime<Utc>>(0),
             links: new.links.cloned(),
+            redacted: false,
         })),
         Ok(None) => Ok(InsertOutcome::DuplicateClientId),
         Err(e) if violated_constraint(&e) == Some("messages_conversation_seq_key") => {
@@ -268,4 +280,94 @@ pub async fn mark_read(
         last_read_at: row.get(2),
         receipt_recipients,
     })
+}
+
+/// Hides a message's content from participants (the original stays, for
+/// moderators and evidence); audited. Returns the participants' view of the
+/// message and who takes part in its conversation, or `None` when unknown.
+pub async fn redact(
+    pool: &Pool,
+    id: Uuid,
+    moderator: &UserId,
+    reason: &str,
+) -> Result<Option<(Message, Vec<UserId>)>, ChatError> {
+    let mut db = client(pool).await?;
+    let tx = db.transaction().await?;
+    let stmt = tx
+        .prepare_cached(&format!(
+            "UPDATE messages SET redacted_at = COALESCE(redacted_at, now()),
+                 redacted_by = COALESCE(redacted_by, $2), redaction_reason = COALESCE(redaction_reason, $3)
+             WHERE id = $1 RETURNING {MESSAGE_COLUMNS}"
+        ))
+        .await?;
+    let Some(row) = timed(
+        "messages.redact",
+        tx.query_opt(&stmt, &[&id, &moderator.as_str(), &reason]),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let message = message_from_row(&row, 0);
+    let participants = tx
+        .query(
+            "SELECT user_id FROM conversation_participants WHERE conversation_id = $1",
+            &[&message.conversation_id],
+        )
+        .await?
+        .iter()
+        .map(|r| UserId::parse(r.get(0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    audit::record(
+        &tx,
+        &audit::AuditEntry {
+            actor: Some(moderator.as_str()),
+            action: "moderation.redact",
+            target_type: "message",
+            target_id: &id.to_string(),
+            conversation: Some(message.conversation_id),
+            details: serde_json::json!({ "reason": reason, "senderId": message.sender_id }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some((message, participants)))
+}
+
+/// The newest messages of a conversation with their original bodies, for a
+/// moderator; the read itself is audited.
+pub async fn admin_page(
+    pool: &Pool,
+    conversation: ConversationId,
+    admin: &UserId,
+    limit: i64,
+) -> Result<Vec<Message>, ChatError> {
+    let mut db = client(pool).await?;
+    let tx = db.transaction().await?;
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
+        ))
+        .await?;
+    let rows = timed(
+        "messages.admin_page",
+        tx.query(&stmt, &[&conversation.0, &limit]),
+    )
+    .await?;
+    audit::record(
+        &tx,
+        &audit::AuditEntry {
+            actor: Some(admin.as_str()),
+            action: "admin.conversation_read",
+            target_type: "conversation",
+            target_id: &conversation.to_string(),
+            conversation: Some(conversation.0),
+            details: serde_json::json!({ "messages": rows.len() }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let mut messages: Vec<Message> = rows.iter().map(|r| original_from_row(r, 0)).collect();
+    messages.reverse();
+    Ok(messages)
 }

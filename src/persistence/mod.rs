@@ -10,6 +10,7 @@ pub mod contexts;
 pub mod conversations;
 pub mod messages;
 pub mod migrations;
+pub mod reports;
 pub mod users;
 
 use std::{future::Future, str::FromStr, time::Instant};

@@ -30,6 +30,11 @@ pub fn test_settings() -> Settings {
         database_url: Secret::new(database_url()),
         jwt_secret: Secret::new(JWT_SECRET),
         internal_api_key: Some(Secret::new(INTERNAL_API_KEY)),
+        // Tests send hundreds of messages; the rate-limit tests switch them back on.
+        rate_limits: parley::config::RateLimits {
+            enabled: false,
+            ..Default::default()
+        },
         db_pool_size: 8,
         ..Settings::default()
     }
