@@ -90,6 +90,8 @@ pub struct Settings {
     /// `PARLEY_REPLAY_EVENTS`: recent events kept per connected user for SSE
     /// and long-poll resumption.
     pub replay_events: usize,
+    /// `PARLEY_REPORT_EVIDENCE_MESSAGES`: messages frozen into a report's evidence.
+    pub report_evidence_messages: i64,
     /// Per-user rate limits (`PARLEY_RATE_*`).
     pub rate_limits: RateLimits,
     /// `PARLEY_TYPING_TIMEOUT_MS`: a typist who sends no refresh for this long
@@ -119,6 +121,7 @@ impl Default for Settings {
             ws_ping_interval: Duration::from_secs(30),
             max_connections_per_user: 8,
             allowed_origins: Vec::new(),
+            report_evidence_messages: 50,
             rate_limits: RateLimits::default(),
             presence_timeout: Duration::from_secs(90),
             offline_grace: Duration::from_secs(10),
@@ -240,6 +243,9 @@ impl Settings {
         }
         if let Some(v) = get("PARLEY_REPLAY_EVENTS") {
             s.replay_events = parse("PARLEY_REPLAY_EVENTS", &v)?;
+        }
+        if let Some(v) = get("PARLEY_REPORT_EVIDENCE_MESSAGES") {
+            s.report_evidence_messages = parse("PARLEY_REPORT_EVIDENCE_MESSAGES", &v)?;
         }
         if let Some(v) = get("PARLEY_RATE_LIMITS") {
             s.rate_limits.enabled = match v.trim() {

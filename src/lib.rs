@@ -59,6 +59,15 @@ impl Application {
     /// Connects to Postgres, applies migrations, starts the actor system and
     /// binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(domain::clock::SystemClock)).await
+    }
+
+    /// As [`Application::build`], with the clock the rules use (tests pass a
+    /// `ManualClock` to let a suspension expire without waiting).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn domain::clock::Clock>,
+    ) -> anyhow::Result<Self> {
         if settings.uses_development_secret() {
             tracing::warn!(
                 "PARLEY_JWT_SECRET is not set: tokens are signed with the public development secret"
@@ -69,7 +78,7 @@ impl Application {
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }
-        let chat = ChatCore::start(pool.clone(), &settings).await?;
+        let chat = ChatCore::start(pool.clone(), &settings, clock).await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let port = listener.local_addr()?.port();
         let (shutdown, shutdown_signal) = tokio::sync::watch::channel(false);

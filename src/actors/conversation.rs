@@ -86,7 +86,8 @@ pub enum ConversationMsg {
     Respond {
         user: UserId,
         accept: bool,
-        reply: RpcReplyPort<Result<(), ChatError>>,
+        /// Answered with the other participants (the requester, when declined).
+        reply: RpcReplyPort<Result<Vec<UserId>, ChatError>>,
     },
     /// A block between the participants was created or lifted.
     SetBlocked(bool),
@@ -334,7 +335,7 @@ impl ConversationActor {
         state: &mut ConversationState,
         user: &UserId,
         accept: bool,
-    ) -> Result<(), ChatError> {
+    ) -> Result<Vec<UserId>, ChatError> {
         let id = state.id;
         let participant = state
             .participant_mut(user)
@@ -371,7 +372,7 @@ impl ConversationActor {
         self.deps
             .bus
             .publish(&state.participant_ids(), event.to_frame());
-        Ok(())
+        Ok(state.others(user))
     }
 
     /// Publishes what a stored message changed: the message to everyone, a

@@ -8,6 +8,7 @@
 //! because sends are idempotent by `clientMessageId` and reads never move back.
 
 pub mod conversation;
+pub mod safety;
 pub mod supervisor;
 pub mod user;
 
@@ -24,6 +25,7 @@ use ractor::{Actor, ActorRef, RpcReplyPort, rpc::CallResult};
 
 use self::{
     conversation::{ConversationDeps, ConversationMsg, SendCommand, SendOutcome},
+    safety::Safety,
     supervisor::{
         ConversationDirectory, ConversationSupervisor, ConversationSupervisorMsg, UserSupervisor,
         UserSupervisorMsg,
@@ -33,11 +35,13 @@ use self::{
 use crate::{
     cluster::{
         EventBus, LocalBus,
+        limits::{self, LimitKind},
         presence::{LocalPresence, PresenceHub},
     },
     config::Settings,
     domain::{
         ChatError, ConversationId, UserId,
+        clock::Clock,
         event::{ServerEvent, UnreadUpdate},
         model::ReadState,
         text,
@@ -57,6 +61,7 @@ pub struct ChatCore {
     presence: Arc<PresenceHub>,
     /// The bus, for events that come from no conversation (blocks).
     users_bus: Arc<dyn EventBus>,
+    safety: Arc<Safety>,
 }
 
 /// A number that differs between runs of this node, so event ids from before a
@@ -76,12 +81,23 @@ enum Attempt<T> {
 
 impl ChatCore {
     /// Starts the supervisors. The bus is in-process for now.
-    pub async fn start(pool: deadpool_postgres::Pool, settings: &Settings) -> anyhow::Result<Self> {
+    pub async fn start(
+        pool: deadpool_postgres::Pool,
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let call_timeout = settings.actor_call_timeout;
         let users: UserDirectory = Arc::new(DashMap::new());
         let bus: Arc<dyn EventBus> = LocalBus::new(users.clone());
         let presence = PresenceHub::new(Arc::new(LocalPresence::default()), bus.clone());
         let users_bus = bus.clone();
+        let safety = Arc::new(Safety::new(
+            pool.clone(),
+            clock,
+            limits::from_settings(settings),
+            bus.clone(),
+            settings.report_evidence_messages,
+        ));
         let conversations: ConversationDirectory = Arc::new(DashMap::new());
         let deps = Arc::new(ConversationDeps {
             pool: pool.clone(),
@@ -126,6 +142,7 @@ impl ChatCore {
             next_connection_id: Arc::new(AtomicU64::new(1)),
             presence,
             users_bus,
+            safety,
         })
     }
 
@@ -140,6 +157,8 @@ impl ChatCore {
     ) -> Result<SendOutcome, ChatError> {
         text::validate_client_message_id(client_message_id)?;
         let body = text::sanitize_body(body)?;
+        self.safety.check_may_post(sender).await?;
+        self.safety.check_limit(sender, LimitKind::Messages)?;
         let outcome = self
             .call_conversation(conversation, |reply| {
                 ConversationMsg::Send(
@@ -152,6 +171,12 @@ impl ChatCore {
                 )
             })
             .await;
+        if let Ok(o) = &outcome
+            && o.opened_request
+        {
+            let links = o.message.links.as_ref().map_or(0, |l| l.urls.len());
+            self.safety.request_sent(sender, conversation.0, links);
+        }
         match &outcome {
             Ok(o) if o.created => metrics::counter!("parley_messages_sent_total").increment(1),
             Ok(_) => metrics::counter!("parley_messages_deduplicated_total").increment(1),
@@ -201,12 +226,19 @@ impl ChatCore {
         user: &UserId,
         accept: bool,
     ) -> Result<(), ChatError> {
-        self.call_conversation(conversation, |reply| ConversationMsg::Respond {
-            user: user.clone(),
-            accept,
-            reply,
-        })
-        .await
+        let requesters = self
+            .call_conversation(conversation, |reply| ConversationMsg::Respond {
+                user: user.clone(),
+                accept,
+                reply,
+            })
+            .await?;
+        if !accept {
+            for requester in &requesters {
+                self.safety.request_declined(requester, conversation.0);
+            }
+        }
+        Ok(())
     }
 
     /// Mutes or archives (or the reverse) a conversation for `user`. An
@@ -309,6 +341,16 @@ impl ChatCore {
         if let Some(actor) = self.users.get(user) {
             let _ = actor.send_message(UserMsg::Heartbeat { connection, away });
         }
+    }
+
+    /// Publishes an event that comes from no conversation actor (moderation).
+    pub fn publish(&self, recipients: &[UserId], event: ServerEvent) {
+        self.users_bus.publish(recipients, event.to_frame());
+    }
+
+    /// Rate limits, sanctions and abuse signals.
+    pub fn safety(&self) -> &Safety {
+        &self.safety
     }
 
     /// Presence records and subscriptions.

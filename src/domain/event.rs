@@ -23,6 +23,9 @@ pub enum ServerEvent {
     /// A new message, with its conversation `seq` (gap detection).
     #[serde(rename = "message.created")]
     MessageCreated(Message),
+    /// A message changed; for now: a moderator redacted it (`redacted: true`, placeholder body).
+    #[serde(rename = "message.updated")]
+    MessageUpdated(Message),
     /// Another participant's read pointer moved.
     #[serde(rename = "read.receipt", rename_all = "camelCase")]
     ReadReceipt {
@@ -122,6 +125,7 @@ impl ServerEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::MessageCreated(_) => "message.created",
+            Self::MessageUpdated(_) => "message.updated",
             Self::ReadReceipt { .. } => "read.receipt",
             Self::ConversationUpdated { .. } => "conversation.updated",
             Self::TypingStarted { .. } => "typing.started",

@@ -11,6 +11,7 @@ use super::{
     page_limit,
 };
 use crate::{
+    cluster::limits::LimitKind,
     domain::{
         ChatError, ConversationId, UserId,
         model::{Conversation, ConversationContext, DirectPair},
@@ -93,6 +94,17 @@ pub async fn create(
         }
         .into());
     }
+    // Only starting a new conversation is limited and refused to suspended users.
+    if conversations::find_direct(&state.pool, &pair, context.as_ref())
+        .await?
+        .is_none()
+    {
+        state.chat.safety().check_may_post(caller.id()).await?;
+        state
+            .chat
+            .safety()
+            .check_limit(caller.id(), LimitKind::NewConversations)?;
+    }
     let (id, created) =
         conversations::find_or_create_direct(&state.pool, caller.id(), &pair, context.as_ref())
             .await?;
@@ -150,6 +162,10 @@ pub async fn list(
     caller: AuthUser,
     ApiQuery(query): ApiQuery<ListConversationsQuery>,
 ) -> Result<ApiJson<ConversationPage>, ApiError> {
+    state
+        .chat
+        .safety()
+        .check_limit(caller.id(), LimitKind::Reads)?;
     let filter = match query.filter.as_deref() {
         None | Some("inbox") => InboxFilter::Inbox,
         Some("unread") => InboxFilter::Unread,
@@ -190,6 +206,10 @@ pub async fn get_one(
     caller: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Conversation>, ApiError> {
+    state
+        .chat
+        .safety()
+        .check_limit(caller.id(), LimitKind::Reads)?;
     let id = ConversationId::parse(&id)?;
     conversations::view_for_user(&state.pool, id, caller.id())
         .await?

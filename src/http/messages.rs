@@ -12,6 +12,7 @@ use super::{
     page_limit,
 };
 use crate::{
+    cluster::limits::LimitKind,
     domain::{
         ChatError, ConversationId,
         model::{Message, ReadState},
@@ -113,6 +114,10 @@ pub async fn history(
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<ApiJson<MessagePage>, ApiError> {
+    state
+        .chat
+        .safety()
+        .check_limit(caller.id(), LimitKind::Reads)?;
     let id = ConversationId::parse(&id)?;
     let direction = match (query.after, query.before) {
         (None, None) => PageDirection::Latest,

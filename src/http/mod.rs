@@ -2,6 +2,7 @@
 //! auth, the JSON error shape, request metrics and the OpenAPI document.
 //! REST is the source of truth; the WebSocket (`crate::ws`) only adds speed.
 
+pub mod admin;
 pub mod auth;
 pub mod blocks;
 pub mod conversations;
@@ -10,6 +11,7 @@ pub mod health;
 pub mod internal;
 pub mod messages;
 pub mod openapi;
+pub mod reports;
 pub mod sync;
 pub mod users;
 
@@ -164,6 +166,16 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(internal::put_user),
         )
         .route("/chat/blocks", post(blocks::create).get(blocks::list))
+        .route("/chat/reports", post(reports::create))
+        .route("/admin/chat/reports", get(admin::list_reports))
+        .route("/admin/chat/reports/{id}", get(admin::get_report))
+        .route("/admin/chat/reports/{id}/action", post(admin::act))
+        .route("/admin/chat/messages/{id}/redact", post(admin::redact))
+        .route(
+            "/admin/chat/conversations/{id}/messages",
+            get(admin::conversation_messages),
+        )
+        .route("/admin/chat/audit", get(admin::audit_log))
         .route(
             "/chat/blocks/{user_id}",
             axum::routing::delete(blocks::remove),

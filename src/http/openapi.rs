@@ -7,7 +7,9 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{blocks, conversations, error, health, internal, messages, sync, users};
+use super::{
+    admin, blocks, conversations, error, health, internal, messages, reports, sync, users,
+};
 use crate::domain::model;
 
 #[derive(OpenApi)]
@@ -20,7 +22,8 @@ use crate::domain::model;
         messages::send, messages::history, messages::read,
         sync::sync, sync::typing, users::get_settings, users::patch_settings,
         users::presence, users::heartbeat, blocks::create, blocks::remove, blocks::list,
-        internal::put_context, internal::put_user, crate::ws::fallback::sse, crate::ws::fallback::poll,
+        internal::put_context, internal::put_user, reports::create,
+        admin::list_reports, admin::get_report, admin::act, admin::redact, admin::conversation_messages, admin::audit_log, crate::ws::fallback::sse, crate::ws::fallback::poll,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
@@ -30,6 +33,9 @@ use crate::domain::model;
         sync::SyncPage, sync::TypingRequest, users::SettingsView, users::SettingsPatch, users::PresencePing,
         blocks::BlockRequest, blocks::BlockView, blocks::BlockList,
         internal::ContextRegistration, internal::ContextView, internal::UserRegistration,
+        reports::ReportRequest, reports::ReportReceipt, crate::persistence::reports::ReportView,
+        admin::ReportPage, admin::ActionRequest, admin::ActionResult, admin::RedactRequest, admin::AdminMessages,
+        admin::AuditPage, crate::persistence::audit::AuditRow,
         model::Presence, model::PresenceStatus,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),

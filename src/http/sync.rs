@@ -12,6 +12,7 @@ use super::{
     page_limit,
 };
 use crate::{
+    cluster::limits::LimitKind,
     domain::{ChatError, ConversationId, model::Conversation},
     persistence::conversations::{self, SyncCursor},
 };
@@ -51,6 +52,10 @@ pub async fn sync(
     caller: AuthUser,
     ApiQuery(query): ApiQuery<SyncQuery>,
 ) -> Result<ApiJson<SyncPage>, ApiError> {
+    state
+        .chat
+        .safety()
+        .check_limit(caller.id(), LimitKind::Reads)?;
     let since = query.since.as_deref().map(SyncCursor::decode).transpose()?;
     let limit = page_limit(query.limit, SYNC_DEFAULT_LIMIT, SYNC_MAX_LIMIT)?;
     metrics::counter!("parley_resync_requests_total", "kind" => "sync").increment(1);

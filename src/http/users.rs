@@ -12,6 +12,7 @@ use super::{
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
 use crate::{
+    cluster::limits::LimitKind,
     domain::{ChatError, UserId, model::Presence},
     persistence::{
         conversations,
@@ -79,6 +80,10 @@ pub async fn presence(
     caller: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Presence>, ApiError> {
+    state
+        .chat
+        .safety()
+        .check_limit(caller.id(), LimitKind::Reads)?;
     let user = UserId::parse(&id).map_err(|_| ApiError::not_found())?;
     let visible = &user == caller.id()
         || !conversations::contacts_among(&state.pool, caller.id(), std::slice::from_ref(&user))

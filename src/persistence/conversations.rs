@@ -103,6 +103,31 @@ pub struct InboxPage {
     pub next_cursor: Option<InboxCursor>,
 }
 
+/// The direct conversation of `pair` in `context`, if it exists.
+pub async fn find_direct(
+    pool: &Pool,
+    pair: &DirectPair,
+    context: Option<&ConversationContext>,
+) -> Result<Option<ConversationId>, ChatError> {
+    let (ctx_type, ctx_id) = context.map_or(("", ""), |c| (c.kind.as_str(), c.id.as_str()));
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT id FROM conversations
+             WHERE kind = 'direct' AND user_low = $1 AND user_high = $2 AND context_type = $3 AND context_id = $4",
+        )
+        .await?;
+    let row = timed(
+        "conversations.find",
+        db.query_opt(
+            &stmt,
+            &[&pair.low.as_str(), &pair.high.as_str(), &ctx_type, &ctx_id],
+        ),
+    )
+    .await?;
+    Ok(row.map(|r| ConversationId(r.get(0))))
+}
+
 /// Finds the direct conversation of `pair` in `context`, or creates it with
 /// both participants. Returns the id and whether it was created. Safe under
 /// concurrent calls: the unique index decides, the loser reads the winner's row.
@@ -215,6 +240,26 @@ pub async fn view_for_user(
     )
     .await?;
     Ok(row.as_ref().map(view_from_row))
+}
+
+/// Whether `message` belongs to the conversation.
+pub async fn has_message(
+    pool: &Pool,
+    id: ConversationId,
+    message: Uuid,
+) -> Result<bool, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND conversation_id = $2)",
+        )
+        .await?;
+    Ok(timed(
+        "conversations.has_message",
+        db.query_one(&stmt, &[&message, &id.0]),
+    )
+    .await?
+    .get(0))
 }
 
 /// Whether `user` takes part in the conversation.

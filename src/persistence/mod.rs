@@ -73,14 +73,22 @@ pub fn violated_constraint(err: &tokio_postgres::Error) -> Option<&str> {
 
 impl From<tokio_postgres::Error> for ChatError {
     fn from(err: tokio_postgres::Error) -> Self {
-        // Closed connections and timeouts may succeed on retry; anything else is a bug.
+        use tokio_postgres::error::SqlState;
+        // Lost connections, I/O failures, timeouts and conflicts may succeed on
+        // retry (503); anything else, such as a query the code got wrong, is a bug (500).
+        let io_failure = std::error::Error::source(&err).is_some_and(|e| e.is::<std::io::Error>());
         let retryable = err.is_closed()
-            || err.as_db_error().is_none()
+            || io_failure
             || err.code().is_some_and(|c| {
-                c == &tokio_postgres::error::SqlState::QUERY_CANCELED
-                    || c == &tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                    || c == &tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-                    || c == &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN
+                [
+                    SqlState::QUERY_CANCELED,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(c)
             });
         if retryable {
             ChatError::Unavailable(format!("database: {err}"))

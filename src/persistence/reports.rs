@@ -58,8 +58,9 @@ async fn freeze_evidence(
                          'metadata', m.metadata, 'createdAt', m.created_at, 'redactedAt', m.redacted_at,
                          'redactedBy', m.redacted_by, 'redactionReason', m.redaction_reason) ORDER BY m.seq), '[]'::jsonb)
                      FROM (SELECT * FROM messages WHERE conversation_id = $2
-                             AND seq <= COALESCE((SELECT seq + $4 / 2 FROM messages WHERE id = $3), 9223372036854775807)
-                           ORDER BY seq DESC LIMIT $4) m))",
+                             AND seq <= COALESCE((SELECT seq + $4::bigint / 2 FROM messages WHERE id = $3),
+                                                 9223372036854775807)
+                           ORDER BY seq DESC LIMIT $4::bigint) m))",
         )
         .await?;
     let row = db

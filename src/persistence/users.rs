@@ -134,3 +134,25 @@ pub async fn update_settings(
         read_receipts: row.get(0),
     })
 }
+
+/// What moderators have imposed on a user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sanction {
+    /// No sending or starting conversations until then.
+    pub suspended_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// No sending or starting conversations, ever (reading stays possible).
+    pub banned: bool,
+}
+
+/// The user's current sanction (none for an unknown user).
+pub async fn sanction(pool: &Pool, id: &UserId) -> Result<Sanction, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached("SELECT suspended_until, banned_at IS NOT NULL FROM users WHERE id = $1")
+        .await?;
+    let row = timed("users.sanction", db.query_opt(&stmt, &[&id.as_str()])).await?;
+    Ok(row.map_or_else(Sanction::default, |r| Sanction {
+        suspended_until: r.get(0),
+        banned: r.get(1),
+    }))
+}

@@ -46,6 +46,8 @@ pub struct TestApp {
     pub keys: JwtKeys,
     pub pool: deadpool_postgres::Pool,
     pub chat: ChatCore,
+    /// The clock the server's rules use; tests move it forward.
+    pub clock: parley::domain::clock::ManualClock,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -63,7 +65,8 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     adjust(&mut settings);
-    let app = Application::build(settings)
+    let clock = parley::domain::clock::ManualClock::default();
+    let app = Application::build_with_clock(settings, std::sync::Arc::new(clock.clone()))
         .await
         .expect("application builds");
     let port = app.port();
@@ -79,6 +82,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         keys: JwtKeys::new(&Secret::new(JWT_SECRET)),
         pool,
         chat,
+        clock,
         stop: Some(stop),
         server: Some(server),
     }

@@ -9,6 +9,7 @@ mod fallback;
 mod helpers;
 mod live;
 mod messages;
+mod moderation;
 mod realtime;
 mod resilience;
 mod safety;
