@@ -1,9 +1,119 @@
 //! Open-loop load generator for Parley.
 //!
-//! Placeholder member of the workspace: the scenarios (`connections`, `chat`,
-//! `history`, `reconnect`) arrive with the load-test issue.
+//! Scenarios (`connections`, `chat`, `history`) create their own users and
+//! conversations through the public API, minting tokens with the server's
+//! secret. Sends follow a schedule fixed in advance; latency is measured from
+//! each operation's *intended* start into an HdrHistogram, so a stall cannot
+//! hide. Each run prints a table and writes a JSON file with every figure and
+//! the exact parameters. The server must run with `PARLEY_RATE_LIMITS=off` and
+//! a `PARLEY_INTERNAL_API_KEY` equal to `--api-key` (see the README).
 
-fn main() {
-    eprintln!("loadtest: no scenarios yet; see the load-test issue");
-    std::process::exit(2);
+mod loss;
+mod scenario;
+mod schedule;
+mod server;
+mod stats;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    scenario::{chat::ChatArgs, connections::ConnectionsArgs, history::HistoryArgs},
+    server::Target,
+};
+
+#[derive(Parser)]
+#[command(name = "loadtest", about = "Open-loop load generator for Parley")]
+struct Cli {
+    /// The server under test.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    server: SocketAddr,
+    /// The server's PARLEY_JWT_SECRET (tokens are minted with it).
+    #[arg(long, env = "PARLEY_JWT_SECRET", default_value = parley::config::DEVELOPMENT_JWT_SECRET)]
+    secret: String,
+    /// The server's PARLEY_INTERNAL_API_KEY (contexts are registered with it).
+    #[arg(
+        long,
+        env = "PARLEY_INTERNAL_API_KEY",
+        default_value = "loadtest-platform-key"
+    )]
+    api_key: String,
+    /// The server's pid, for its memory (found by port when omitted).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Source addresses 127.0.0.1..=N to spread sockets over.
+    #[arg(long, default_value_t = 16)]
+    sources: u8,
+    /// Where to write the JSON report (default loadtest/results/<scenario>-<time>.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Hold many idle WebSockets; connect rate and server memory per connection.
+    Connections(ConnectionsArgs),
+    /// Users chatting in pairs at a fixed total rate; latency and loss.
+    Chat(ChatArgs),
+    /// History pages at a fixed rate, optionally under chat load.
+    History(HistoryArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    // Two workers: the machine has two cores, shared with the server under test.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let target = Arc::new(Target::new(
+        cli.server,
+        &cli.secret,
+        &cli.api_key,
+        cli.sources,
+    )?);
+    let run_id = format!(
+        "lt{}",
+        uuid::Uuid::now_v7()
+            .simple()
+            .to_string()
+            .get(..12)
+            .unwrap_or("run")
+    );
+    let (name, report) = match &cli.scenario {
+        Scenario::Connections(args) => {
+            let pid = match cli.server_pid {
+                Some(pid) => pid,
+                None => server::pid_listening_on(cli.server.port())?,
+            };
+            (
+                "connections",
+                scenario::connections::run(target, args, &run_id, pid).await?,
+            )
+        }
+        Scenario::Chat(args) => ("chat", scenario::chat::run(target, args, &run_id).await?),
+        Scenario::History(args) => (
+            "history",
+            scenario::history::run(target, args, &run_id).await?,
+        ),
+    };
+    let out = cli
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("loadtest/results/{name}-{}.json", chat_time())));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("report written to {}", out.display());
+    Ok(())
+}
+
+fn chat_time() -> u64 {
+    scenario::chat::unix_micros() / 1_000_000
 }

@@ -1,0 +1,356 @@
+//! `chat`: U users in U/2 connected pairs, all on WebSockets; a total rate R of
+//! messages sent on an open-loop schedule over HTTP or `message.send`. Each
+//! body carries its intended send time, so delivery latency is receive time
+//! minus intended time. Every acknowledged message must reach the other
+//! participant exactly once, in `seq` order.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::{SinkExt, StreamExt, stream};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{loss::LossCheck, schedule::Schedule, server::Target, stats::Latencies};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Http,
+    Ws,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ChatArgs {
+    /// Connected users (in pairs).
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Messages per second, in total.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    #[arg(long, value_enum, default_value_t = Transport::Http)]
+    pub transport: Transport,
+}
+
+/// What readers and senders report to the collector.
+enum Observation {
+    Delivered {
+        recipient: usize,
+        conversation: String,
+        seq: i64,
+        latency: u64,
+    },
+    Acked {
+        conversation: String,
+        seq: i64,
+        latency: u64,
+    },
+    Error(String),
+}
+
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The body of message `n`: it carries the intended send time.
+fn body(intended_micros: u64, n: u64) -> String {
+    format!("lt {intended_micros} {n}")
+}
+
+fn intended_from_body(body: &str) -> Option<u64> {
+    body.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One connected user: its id, token, conversation, and (for `ws`) its send queue.
+struct Member {
+    id: String,
+    token: String,
+    conversation: String,
+    outbox: Option<mpsc::Sender<String>>,
+}
+
+pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::Result<Value> {
+    let pairs = (args.users / 2).max(1);
+    eprintln!("chat: setting up {pairs} pairs");
+    let setup_started = Instant::now();
+    let conversations: Vec<(String, String, String, String, String)> = stream::iter(0..pairs)
+        .map(|i| {
+            let target = target.clone();
+            async move {
+                let (a, b) = (format!("{run_id}-a{i}"), format!("{run_id}-b{i}"));
+                let (ta, tb) = (
+                    target.token(&a, "recruiter")?,
+                    target.token(&b, "candidate")?,
+                );
+                target.sign_in(&ta).await?;
+                target.sign_in(&tb).await?;
+                let conversation = target.connected_pair(run_id, &a, &b, &ta).await?;
+                anyhow::Ok((a, ta, b, tb, conversation))
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let mut members = Vec::with_capacity(pairs * 2);
+    for (a, ta, b, tb, conversation) in conversations {
+        members.push(Member {
+            id: a,
+            token: ta,
+            conversation: conversation.clone(),
+            outbox: None,
+        });
+        members.push(Member {
+            id: b,
+            token: tb,
+            conversation,
+            outbox: None,
+        });
+    }
+
+    let (observe, mut observations) = mpsc::unbounded_channel::<Observation>();
+    eprintln!("chat: connecting {} sockets", members.len());
+    let tokens: Vec<String> = members.iter().map(|m| m.token.clone()).collect();
+    let sockets = stream::iter(tokens.into_iter().enumerate())
+        .map(|(n, token)| {
+            let target = target.clone();
+            async move { target.connect(&token, n).await }
+        })
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let mut readers = Vec::new();
+    for (n, socket) in sockets.into_iter().enumerate() {
+        let (mut sink, mut source) = socket?.split();
+        let me = members[n].id.clone();
+        let observe = observe.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(frame)) = source.next().await {
+                let Message::Text(text) = frame else { continue };
+                let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
+                let now = unix_micros();
+                match event["type"].as_str() {
+                    Some("message.created") if event["data"]["senderId"] != me.as_str() => {
+                        let data = &event["data"];
+                        let intended = data["body"]
+                            .as_str()
+                            .and_then(intended_from_body)
+                            .unwrap_or(now);
+                        let _ = observe.send(Observation::Delivered {
+                            recipient: n,
+                            conversation: data["conversationId"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            seq: data["seq"].as_i64().unwrap_or(0),
+                            latency: now.saturating_sub(intended),
+                        });
+                    }
+                    Some("ack") => {
+                        let message = &event["data"]["message"];
+                        let intended = message["body"]
+                            .as_str()
+                            .and_then(intended_from_body)
+                            .unwrap_or(now);
+                        let _ = observe.send(Observation::Acked {
+                            conversation: message["conversationId"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            seq: message["seq"].as_i64().unwrap_or(0),
+                            latency: now.saturating_sub(intended),
+                        });
+                    }
+                    Some("error") => {
+                        let _ = observe
+                            .send(Observation::Error(format!("ws {}", event["data"]["code"])));
+                    }
+                    _ => {}
+                }
+            }
+        }));
+        if args.transport == Transport::Ws {
+            let (outbox, mut queue) = mpsc::channel::<String>(1024);
+            members[n].outbox = Some(outbox);
+            tokio::spawn(async move {
+                while let Some(frame) = queue.recv().await {
+                    if sink.send(Message::text(frame)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        } else {
+            // Keep the write half alive (it answers pings) for the whole run.
+            tokio::spawn(async move {
+                let _sink = sink;
+                std::future::pending::<()>().await;
+            });
+        }
+    }
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+
+    // The collector owns all bookkeeping.
+    let collector = tokio::spawn(async move {
+        let (mut delivery, mut ack, mut loss) = (
+            Latencies::default(),
+            Latencies::default(),
+            LossCheck::default(),
+        );
+        let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+        while let Some(o) = observations.recv().await {
+            match o {
+                Observation::Delivered {
+                    recipient,
+                    conversation,
+                    seq,
+                    latency,
+                } => {
+                    delivery.record_micros(latency);
+                    loss.received(&recipient.to_string(), &conversation, seq);
+                }
+                Observation::Acked {
+                    conversation,
+                    seq,
+                    latency,
+                } => {
+                    ack.record_micros(latency);
+                    loss.acked(&conversation, seq);
+                }
+                Observation::Error(kind) => *errors.entry(kind).or_default() += 1,
+            }
+        }
+        (delivery, ack, loss, errors)
+    });
+
+    eprintln!(
+        "chat: sending {} msg/s for {} s over {:?}",
+        args.rate, args.duration, args.transport
+    );
+    let started = Instant::now();
+    let started_unix = unix_micros();
+    let schedule = Schedule::new(started, args.rate, Duration::from_secs(args.duration));
+    let members = Arc::new(members);
+    for i in 0..schedule.total() {
+        let intended = schedule.intended(i);
+        tokio::time::sleep_until(intended.into()).await;
+        let intended_unix = started_unix + (intended - started).as_micros() as u64;
+        let member = &members[(i as usize) % members.len()];
+        let text = body(intended_unix, i);
+        let client_id = format!("{run_id}-{i}");
+        match &member.outbox {
+            Some(outbox) => {
+                let frame = json!({"type": "message.send", "data": {
+                    "conversationId": member.conversation, "body": text, "clientMessageId": client_id}});
+                if outbox.try_send(frame.to_string()).is_err() {
+                    let _ = observe.send(Observation::Error("client_backpressure".into()));
+                }
+            }
+            None => {
+                let (target, observe, members) = (target.clone(), observe.clone(), members.clone());
+                tokio::spawn(async move {
+                    let member = &members[(i as usize) % members.len()];
+                    let url = target.url(&format!(
+                        "/chat/conversations/{}/messages",
+                        member.conversation
+                    ));
+                    let sent = target
+                        .http
+                        .post(url)
+                        .bearer_auth(&member.token)
+                        .json(&json!({"body": text, "clientMessageId": client_id}))
+                        .send()
+                        .await;
+                    let observation = match sent {
+                        Ok(response) if response.status().is_success() => {
+                            match response.json::<Value>().await {
+                                Ok(message) => Observation::Acked {
+                                    conversation: message["conversationId"]
+                                        .as_str()
+                                        .unwrap_or_default()
+                                        .to_owned(),
+                                    seq: message["seq"].as_i64().unwrap_or(0),
+                                    latency: unix_micros().saturating_sub(intended_unix),
+                                },
+                                Err(_) => Observation::Error("bad_response".into()),
+                            }
+                        }
+                        Ok(response) => {
+                            Observation::Error(format!("http {}", response.status().as_u16()))
+                        }
+                        Err(e) if e.is_timeout() => Observation::Error("timeout".into()),
+                        Err(_) => Observation::Error("connection".into()),
+                    };
+                    let _ = observe.send(observation);
+                });
+            }
+        }
+    }
+    let send_secs = started.elapsed().as_secs_f64();
+    // Let the last messages land, then stop the readers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for reader in &readers {
+        reader.abort();
+    }
+    drop(observe);
+    drop(members);
+    let (delivery, ack, loss, errors) = collector.await?;
+    let loss = loss.report();
+    println!(
+        "\nchat: {} users, {} msg/s target over {:?}, {} s",
+        pairs * 2,
+        args.rate,
+        args.transport,
+        args.duration
+    );
+    println!("{}", crate::stats::header());
+    println!("{}", ack.row("ack (send→stored)"));
+    println!("{}", delivery.row("delivery (send→recv)"));
+    println!(
+        "throughput {:.0} msg/s acknowledged; loss check: {} acked, {} missing, {} duplicates, {} out of order{}",
+        loss.acked as f64 / send_secs,
+        loss.acked,
+        loss.missing,
+        loss.duplicates,
+        loss.out_of_order,
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!("; errors {errors:?}")
+        }
+    );
+    Ok(json!({
+        "scenario": "chat",
+        "params": {"users": pairs * 2, "rate": args.rate, "duration_s": args.duration, "transport": format!("{:?}", args.transport)},
+        "setup_s": setup_secs,
+        "sent": schedule.total(),
+        "throughput_msg_s": loss.acked as f64 / send_secs,
+        "ack_latency": ack.summary(),
+        "delivery_latency": delivery.summary(),
+        "loss": loss.to_json(),
+        "errors": errors,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_carry_their_intended_time() {
+        assert_eq!(
+            intended_from_body(&body(1_700_000_000_000_000, 7)),
+            Some(1_700_000_000_000_000)
+        );
+        assert_eq!(intended_from_body("hello"), None);
+    }
+}

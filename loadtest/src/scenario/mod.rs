@@ -1,0 +1,5 @@
+//! The load scenarios, one module each.
+
+pub mod chat;
+pub mod connections;
+pub mod history;

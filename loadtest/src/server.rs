@@ -1,0 +1,159 @@
+//! What the generator needs from the server under test: its address, tokens
+//! signed with its secret, the platform API, and its resident memory.
+
+use std::{fs, net::SocketAddr, time::Duration};
+
+use anyhow::{Context, bail};
+use parley::{config::Secret, http::auth::JwtKeys};
+use serde_json::json;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, client_async_with_config,
+    tungstenite::protocol::WebSocketConfig,
+};
+
+/// How to reach and authenticate against the server under test.
+pub struct Target {
+    pub addr: SocketAddr,
+    pub keys: JwtKeys,
+    pub api_key: String,
+    pub http: reqwest::Client,
+    /// Distinct 127.0.0.x source addresses to spread client sockets over.
+    pub sources: u8,
+}
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+impl Target {
+    pub fn new(addr: SocketAddr, secret: &str, api_key: &str, sources: u8) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            addr,
+            keys: JwtKeys::new(&Secret::new(secret)),
+            api_key: api_key.to_owned(),
+            http,
+            sources: sources.max(1),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A token for `user` (valid for a day).
+    pub fn token(&self, user: &str, role: &str) -> anyhow::Result<String> {
+        self.keys.mint(user, user, role, None, 86_400)
+    }
+
+    /// Opens a WebSocket for `token` from source address 127.0.0.(1 + n % sources),
+    /// with small buffers so that tens of thousands of clients fit in memory.
+    pub async fn connect(&self, token: &str, n: usize) -> anyhow::Result<Socket> {
+        let socket = TcpSocket::new_v4()?;
+        let source = 1 + (n % usize::from(self.sources)) as u8;
+        socket.bind(SocketAddr::from(([127, 0, 0, source], 0)))?;
+        let stream = socket.connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(4096);
+        let url = format!("ws://{}/ws?token={token}", self.addr);
+        let (socket, _) =
+            client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config)).await?;
+        Ok(socket)
+    }
+
+    /// Registers a pre-accepted context for two users and opens their
+    /// conversation (so no message request gets in the way); returns its id.
+    pub async fn connected_pair(
+        &self,
+        run: &str,
+        a: &str,
+        b: &str,
+        a_token: &str,
+    ) -> anyhow::Result<String> {
+        let context = format!("{run}-{a}");
+        let registered = self
+            .http
+            .put(self.url(&format!("/internal/contexts/loadtest/{context}")))
+            .header("x-api-key", &self.api_key)
+            .json(&json!({"allowedUserIds": [a, b], "preAccepted": true}))
+            .send()
+            .await?;
+        if !registered.status().is_success() {
+            bail!(
+                "registering a context failed: {} (is PARLEY_INTERNAL_API_KEY set to --api-key?)",
+                registered.status()
+            );
+        }
+        let created = self
+            .http
+            .post(self.url("/chat/conversations"))
+            .bearer_auth(a_token)
+            .json(&json!({"participantId": b, "context": {"type": "loadtest", "id": context}}))
+            .send()
+            .await?;
+        let status = created.status();
+        let body: serde_json::Value = created.json().await?;
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("creating a conversation failed: {status} {body}"))
+    }
+
+    /// Makes the server know `user` (its first authenticated request upserts it).
+    pub async fn sign_in(&self, token: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .get(self.url("/chat/conversations?limit=1"))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("sign-in failed: {}", response.status());
+        }
+        Ok(())
+    }
+}
+
+/// Resident set size of `pid` in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc status")
+}
+
+/// The pid of the process listening on `port` (scans /proc; needs the same user or root).
+pub fn pid_listening_on(port: u16) -> anyhow::Result<u32> {
+    let tcp = fs::read_to_string("/proc/net/tcp")?;
+    let wanted = format!(":{port:04X}");
+    let inode = tcp
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cols| cols.len() > 9 && cols[1].ends_with(&wanted) && cols[3] == "0A")
+        .map(|cols| cols[9].to_owned())
+        .context("nothing listens on that port")?;
+    let needle = format!("socket:[{inode}]");
+    for entry in fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == needle))
+        {
+            return Ok(pid);
+        }
+    }
+    bail!("no process owns the listening socket")
+}
