@@ -351,7 +351,8 @@ impl Actor for UserActor {
             connections: Vec::new(),
             empty_since: None,
             status: PresenceStatus::Offline,
-            recent: VecDeque::with_capacity(args.limits.replay_events.min(64)),
+            // Grows with use: most users never need the replay ring.
+            recent: VecDeque::new(),
             next_event: 1,
             unread: HashMap::new(),
             updated_before_load: Some(HashSet::new()),

@@ -258,7 +258,10 @@ where
         last_heard.store(millis_since(started), Ordering::Relaxed);
         let replies = match message {
             WsMessage::Text(text) => {
-                let kind = handle_frame(session, text.as_str()).await;
+                // Boxed: an idle connection's task is sized for its largest
+                // await point, and the send path is much larger than waiting
+                // for the next frame. Boxing keeps idle connections small.
+                let kind = Box::pin(handle_frame(session, text.as_str())).await;
                 metrics::counter!("parley_ws_frames_in_total", "type" => kind.0).increment(1);
                 kind.1
             }

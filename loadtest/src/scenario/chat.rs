@@ -5,7 +5,10 @@
 //! participant exactly once, in `seq` order.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -199,7 +202,9 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
     }
     let setup_secs = setup_started.elapsed().as_secs_f64();
 
-    // The collector owns all bookkeeping.
+    // The collector owns all bookkeeping; `resolved` counts sends answered so far.
+    let resolved = Arc::new(AtomicU64::new(0));
+    let counted = resolved.clone();
     let collector = tokio::spawn(async move {
         let (mut delivery, mut ack, mut loss) = (
             Latencies::default(),
@@ -223,10 +228,14 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
                     seq,
                     latency,
                 } => {
+                    counted.fetch_add(1, Ordering::Relaxed);
                     ack.record_micros(latency);
                     loss.acked(&conversation, seq);
                 }
-                Observation::Error(kind) => *errors.entry(kind).or_default() += 1,
+                Observation::Error(kind) => {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    *errors.entry(kind).or_default() += 1;
+                }
             }
         }
         (delivery, ack, loss, errors)
@@ -296,8 +305,13 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
         }
     }
     let send_secs = started.elapsed().as_secs_f64();
-    // Let the last messages land, then stop the readers.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Wait until every send is answered (acked or failed; at most a minute),
+    // then let the last deliveries land before stopping the readers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while resolved.load(Ordering::Relaxed) < schedule.total() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for reader in &readers {
         reader.abort();
     }
