@@ -90,6 +90,9 @@ pub struct Settings {
     /// `PARLEY_REPLAY_EVENTS`: recent events kept per connected user for SSE
     /// and long-poll resumption.
     pub replay_events: usize,
+    /// `PARLEY_GROUP_COMMIT`: `on` (default) writes concurrent messages in
+    /// shared transactions (one commit for many); `off` commits each alone.
+    pub group_commit: bool,
     /// `PARLEY_REPORT_EVIDENCE_MESSAGES`: messages frozen into a report's evidence.
     pub report_evidence_messages: i64,
     /// Per-user rate limits (`PARLEY_RATE_*`).
@@ -121,6 +124,7 @@ impl Default for Settings {
             ws_ping_interval: Duration::from_secs(30),
             max_connections_per_user: 8,
             allowed_origins: Vec::new(),
+            group_commit: true,
             report_evidence_messages: 50,
             rate_limits: RateLimits::default(),
             presence_timeout: Duration::from_secs(90),
@@ -243,6 +247,18 @@ impl Settings {
         }
         if let Some(v) = get("PARLEY_REPLAY_EVENTS") {
             s.replay_events = parse("PARLEY_REPLAY_EVENTS", &v)?;
+        }
+        if let Some(v) = get("PARLEY_GROUP_COMMIT") {
+            s.group_commit = match v.trim() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ConfigError {
+                        name: "PARLEY_GROUP_COMMIT",
+                        reason: format!("expected on or off, got {other:?}"),
+                    });
+                }
+            };
         }
         if let Some(v) = get("PARLEY_REPORT_EVIDENCE_MESSAGES") {
             s.report_evidence_messages = parse("PARLEY_REPORT_EVIDENCE_MESSAGES", &v)?;

@@ -28,7 +28,8 @@ use crate::{
     },
     persistence::{
         conversations::{self, ParticipantSnapshot},
-        messages::{self, InsertOutcome, NewMessage},
+        group_commit::GroupCommitter,
+        messages::{self, InsertOutcome, NewMessage, OwnedNewMessage},
     },
 };
 
@@ -42,6 +43,8 @@ pub struct ConversationDeps {
     pub typing_timeout: Duration,
     /// At most one relayed `typing.started` per user per this interval.
     pub typing_throttle: Duration,
+    /// Shares commits between conversations (`None`: each send commits alone).
+    pub writer: Option<GroupCommitter>,
 }
 
 /// A validated send: the body is already sanitised, the client id checked.
@@ -244,7 +247,11 @@ impl ConversationActor {
             links: links.as_ref(),
             opens_request,
         };
-        match messages::insert(&self.deps.pool, &new).await {
+        let written = match &self.deps.writer {
+            Some(writer) => writer.insert(OwnedNewMessage::from(new)).await,
+            None => messages::insert(&self.deps.pool, &new).await,
+        };
+        match written {
             Ok(InsertOutcome::Inserted(message)) => {
                 state.last_seq = seq;
                 for p in &mut state.participants {

@@ -105,6 +105,9 @@ impl ChatCore {
             idle_timeout: settings.actor_idle_timeout,
             typing_timeout: settings.typing_timeout,
             typing_throttle: settings.typing_throttle,
+            writer: settings
+                .group_commit
+                .then(|| persistence::group_commit::GroupCommitter::start(pool.clone())),
         });
         let (conversation_supervisor, _) = Actor::spawn(
             None,

@@ -629,7 +629,9 @@ pub struct ParticipantSnapshot {
     pub archived: bool,
 }
 
-/// Loads the live state of a conversation; `None` when it does not exist.
+/// Loads the live state of a conversation; `None` when it does not exist. The
+/// next `seq` follows the highest stored message, so an actor rebuilt after a
+/// rival writer took a `seq` resumes after it instead of colliding again.
 pub async fn load_snapshot(
     pool: &Pool,
     id: ConversationId,
@@ -637,7 +639,8 @@ pub async fn load_snapshot(
     let db = client(pool).await?;
     let conv = db
         .prepare_cached(
-            "SELECT c.last_seq, c.pre_accepted OR COALESCE((SELECT ctx.pre_accepted FROM contexts ctx
+            "SELECT GREATEST(c.last_seq, COALESCE((SELECT max(seq) FROM messages WHERE conversation_id = c.id), 0)),
+                    c.pre_accepted OR COALESCE((SELECT ctx.pre_accepted FROM contexts ctx
                  WHERE ctx.context_type = c.context_type AND ctx.context_id = c.context_id), false), EXISTS (
                  SELECT 1 FROM user_blocks b
                  JOIN conversation_participants p1 ON p1.user_id = b.blocker_id AND p1.conversation_id = c.id

@@ -8,7 +8,7 @@
 //! `(conversation, seq)` means another writer owns the conversation.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -52,6 +52,7 @@ fn original_from_row(row: &Row, at: usize) -> Message {
 }
 
 /// A message about to be written at a position the actor has chosen.
+#[derive(Clone, Copy)]
 pub struct NewMessage<'a> {
     pub conversation: ConversationId,
     pub seq: i64,
@@ -61,6 +62,45 @@ pub struct NewMessage<'a> {
     pub links: Option<&'a MessageLinks>,
     /// This message opens a message request: the other participants become `pending`.
     pub opens_request: bool,
+}
+
+/// A [`NewMessage`] that owns its data, to travel to the group committer.
+pub struct OwnedNewMessage {
+    pub conversation: ConversationId,
+    pub seq: i64,
+    pub sender: UserId,
+    pub body: String,
+    pub client_message_id: String,
+    pub links: Option<MessageLinks>,
+    pub opens_request: bool,
+}
+
+impl From<NewMessage<'_>> for OwnedNewMessage {
+    fn from(m: NewMessage<'_>) -> Self {
+        Self {
+            conversation: m.conversation,
+            seq: m.seq,
+            sender: m.sender.clone(),
+            body: m.body.to_owned(),
+            client_message_id: m.client_message_id.to_owned(),
+            links: m.links.cloned(),
+            opens_request: m.opens_request,
+        }
+    }
+}
+
+impl OwnedNewMessage {
+    pub fn borrowed(&self) -> NewMessage<'_> {
+        NewMessage {
+            conversation: self.conversation,
+            seq: self.seq,
+            sender: &self.sender,
+            body: &self.body,
+            client_message_id: &self.client_message_id,
+            links: self.links.as_ref(),
+            opens_request: self.opens_request,
+        }
+    }
 }
 
 /// What the write-through did.
@@ -77,6 +117,15 @@ pub enum InsertOutcome {
 /// Writes a message and its side effects atomically.
 pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, ChatError> {
     let db = client(pool).await?;
+    insert_on(&db, *new).await
+}
+
+/// The same write on a given connection or transaction (group commit runs
+/// many of these pipelined in one transaction).
+pub async fn insert_on(
+    db: &impl GenericClient,
+    new: NewMessage<'_>,
+) -> Result<InsertOutcome, ChatError> {
     let stmt = db
         .prepare_cached(
             "WITH ins AS (

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod blocks;
 pub mod contexts;
 pub mod conversations;
+pub mod group_commit;
 pub mod messages;
 pub mod migrations;
 pub mod reports;

@@ -189,3 +189,58 @@ async fn health_metrics_and_openapi_are_served() {
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }
+
+#[tokio::test]
+async fn group_commit_gives_each_message_its_own_result() {
+    let app = spawn_app().await;
+    let mut pairs = Vec::new();
+    for _ in 0..12 {
+        let a = app.user("recruiter").await;
+        let b = app.user("candidate").await;
+        let id = app.conversation(&a, &b).await;
+        app.send(&a, &id, "warm-up").await;
+        pairs.push((a, b, id));
+    }
+    // A rival writer takes seq 2 of the first conversation behind its actor's back.
+    let (_, rival, doomed) = &pairs[0];
+    let db = app.pool.get().await.unwrap();
+    db.execute(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, body, client_message_id)
+         VALUES (gen_random_uuid(), $1::text::uuid, 2, $2, 'rival', $3)",
+        &[doomed, &rival.id, &unique("rival")],
+    )
+    .await
+    .unwrap();
+
+    // Many conversations send at once (so writes share transactions), including
+    // repeats of a clientMessageId and the one conversation whose seq is taken.
+    let sends = pairs.iter().enumerate().flat_map(|(i, (a, _, id))| {
+        let app = &app;
+        (0..3).map(move |n| async move {
+            let client_id = format!("gc-{i}-{}", n.min(1)); // n = 1 and 2 share an id
+            (
+                i,
+                app.send_raw(a, id, &format!("burst {n}"), &client_id).await,
+            )
+        })
+    });
+    let results = futures_util::future::join_all(sends).await;
+    for (i, (status, body)) in &results {
+        if *i == 0 {
+            continue;
+        }
+        assert!(status.is_success(), "conversation {i}: {status} {body}");
+    }
+    for (i, (_, _, id)) in pairs.iter().enumerate().skip(1) {
+        assert_eq!(
+            app.stored_messages(id).await,
+            3,
+            "conversation {i}: warm-up + two distinct ids"
+        );
+    }
+    // The conversation with the taken seq recovers on retry, as a client would.
+    let (a, _, id) = &pairs[0];
+    let (status, message) = app.send_raw(a, id, "after the rival", "gc-retry").await;
+    assert_eq!(status, StatusCode::CREATED, "{message}");
+    assert!(message["seq"].as_i64().unwrap() >= 3);
+}
