@@ -60,6 +60,21 @@ enum Scenario {
     Chat(ChatArgs),
     /// History pages at a fixed rate, optionally under chat load.
     History(HistoryArgs),
+    /// A chat load during which a fraction of the sockets is killed and
+    /// reconnected with resync; time to recovery and the loss check.
+    Reconnect(ReconnectArgs),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+struct ReconnectArgs {
+    #[command(flatten)]
+    chat: ChatArgs,
+    /// Fraction of the sockets to kill.
+    #[arg(long, default_value_t = 0.25)]
+    fraction: f64,
+    /// Seconds into the run to kill them.
+    #[arg(long, default_value_t = 5)]
+    after: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,7 +112,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 scenario::connections::run(target, args, &run_id, pid).await?,
             )
         }
-        Scenario::Chat(args) => ("chat", scenario::chat::run(target, args, &run_id).await?),
+        Scenario::Chat(args) => (
+            "chat",
+            scenario::chat::run(target, args, &run_id, None).await?,
+        ),
+        Scenario::Reconnect(args) => {
+            let mut chat = args.chat.clone();
+            // Sends go over HTTP so that killing sockets loses no send.
+            chat.transport = scenario::chat::Transport::Http;
+            let disruption = scenario::chat::Disruption {
+                fraction: args.fraction,
+                after: std::time::Duration::from_secs(args.after),
+            };
+            (
+                "reconnect",
+                scenario::chat::run(target, &chat, &run_id, Some(disruption)).await?,
+            )
+        }
         Scenario::History(args) => (
             "history",
             scenario::history::run(target, args, &run_id).await?,

@@ -7,7 +7,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -42,6 +42,8 @@ pub struct ChatArgs {
 
 /// What readers and senders report to the collector.
 enum Observation {
+    /// A member whose socket was killed has reconnected and caught up, this long after the drop.
+    Recovered(u64),
     Delivered {
         recipient: usize,
         conversation: String,
@@ -79,7 +81,12 @@ struct Member {
     outbox: Option<mpsc::Sender<String>>,
 }
 
-pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::Result<Value> {
+pub async fn run(
+    target: Arc<Target>,
+    args: &ChatArgs,
+    run_id: &str,
+    disruption: Option<Disruption>,
+) -> anyhow::Result<Value> {
     let pairs = (args.users / 2).max(1);
     eprintln!("chat: setting up {pairs} pairs");
     let setup_started = Instant::now();
@@ -131,57 +138,15 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
         .collect::<Vec<_>>()
         .await;
     let mut readers = Vec::new();
+    let mut holders = Vec::new();
+    let mut seen = Vec::new();
     for (n, socket) in sockets.into_iter().enumerate() {
-        let (mut sink, mut source) = socket?.split();
+        let (mut sink, source) = socket?.split();
         let me = members[n].id.clone();
         let observe = observe.clone();
-        readers.push(tokio::spawn(async move {
-            while let Some(Ok(frame)) = source.next().await {
-                let Message::Text(text) = frame else { continue };
-                let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else {
-                    continue;
-                };
-                let now = unix_micros();
-                match event["type"].as_str() {
-                    Some("message.created") if event["data"]["senderId"] != me.as_str() => {
-                        let data = &event["data"];
-                        let intended = data["body"]
-                            .as_str()
-                            .and_then(intended_from_body)
-                            .unwrap_or(now);
-                        let _ = observe.send(Observation::Delivered {
-                            recipient: n,
-                            conversation: data["conversationId"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned(),
-                            seq: data["seq"].as_i64().unwrap_or(0),
-                            latency: now.saturating_sub(intended),
-                        });
-                    }
-                    Some("ack") => {
-                        let message = &event["data"]["message"];
-                        let intended = message["body"]
-                            .as_str()
-                            .and_then(intended_from_body)
-                            .unwrap_or(now);
-                        let _ = observe.send(Observation::Acked {
-                            conversation: message["conversationId"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned(),
-                            seq: message["seq"].as_i64().unwrap_or(0),
-                            latency: now.saturating_sub(intended),
-                        });
-                    }
-                    Some("error") => {
-                        let _ = observe
-                            .send(Observation::Error(format!("ws {}", event["data"]["code"])));
-                    }
-                    _ => {}
-                }
-            }
-        }));
+        let last_seen = Arc::new(AtomicI64::new(0));
+        seen.push(last_seen.clone());
+        readers.push(spawn_reader(source, n, me, observe, last_seen, 0));
         if args.transport == Transport::Ws {
             let (outbox, mut queue) = mpsc::channel::<String>(1024);
             members[n].outbox = Some(outbox);
@@ -194,10 +159,10 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
             });
         } else {
             // Keep the write half alive (it answers pings) for the whole run.
-            tokio::spawn(async move {
+            holders.push(tokio::spawn(async move {
                 let _sink = sink;
                 std::future::pending::<()>().await;
-            });
+            }));
         }
     }
     let setup_secs = setup_started.elapsed().as_secs_f64();
@@ -212,8 +177,10 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
             LossCheck::default(),
         );
         let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut recovery = Latencies::default();
         while let Some(o) = observations.recv().await {
             match o {
+                Observation::Recovered(micros) => recovery.record_micros(micros),
                 Observation::Delivered {
                     recipient,
                     conversation,
@@ -238,7 +205,7 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
                 }
             }
         }
-        (delivery, ack, loss, errors)
+        (delivery, ack, loss, errors, recovery)
     });
 
     eprintln!(
@@ -249,6 +216,57 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
     let started_unix = unix_micros();
     let schedule = Schedule::new(started, args.rate, Duration::from_secs(args.duration));
     let members = Arc::new(members);
+    let disrupting = disruption.map(|d| {
+        let step = (1.0 / d.fraction.clamp(0.01, 1.0)).round().max(1.0) as usize;
+        let chosen: Vec<usize> = (0..members.len()).step_by(step).collect();
+        let mut victims = Vec::new();
+        for &n in &chosen {
+            let m = &members[n];
+            victims.push((
+                Rejoin {
+                    n,
+                    me: m.id.clone(),
+                    token: m.token.clone(),
+                    conversation: m.conversation.clone(),
+                    last_seen: seen[n].clone(),
+                },
+                std::mem::replace(&mut readers[n], tokio::spawn(async {})),
+                holders
+                    .get_mut(n)
+                    .map(|h| std::mem::replace(h, tokio::spawn(async {}))),
+            ));
+        }
+        let (target, observe) = (target.clone(), observe.clone());
+        let at = started + d.after;
+        eprintln!(
+            "chat: will kill {} of {} sockets after {:?}",
+            victims.len(),
+            members.len(),
+            d.after
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let dropped = Instant::now();
+            let mut rejoins = Vec::new();
+            for (member, reader, holder) in victims {
+                reader.abort();
+                if let Some(holder) = holder {
+                    holder.abort();
+                }
+                rejoins.push(tokio::spawn(rejoin(
+                    target.clone(),
+                    member,
+                    dropped,
+                    observe.clone(),
+                )));
+            }
+            let mut handles = Vec::new();
+            for r in rejoins {
+                handles.push(r.await.map_err(anyhow::Error::from).and_then(|x| x));
+            }
+            handles
+        })
+    });
     for i in 0..schedule.total() {
         let intended = schedule.intended(i);
         tokio::time::sleep_until(intended.into()).await;
@@ -315,9 +333,18 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
     for reader in &readers {
         reader.abort();
     }
-    drop(observe);
     drop(members);
-    let (delivery, ack, loss, errors) = collector.await?;
+    let mut rejoined = Vec::new();
+    if let Some(disrupting) = disrupting {
+        for handle in disrupting.await? {
+            rejoined.push(handle?);
+        }
+    }
+    for reader in rejoined {
+        reader.abort();
+    }
+    drop(observe);
+    let (delivery, ack, loss, errors, recovery) = collector.await?;
     let loss = loss.report();
     println!(
         "\nchat: {} users, {} msg/s target over {:?}, {} s",
@@ -329,6 +356,9 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
     println!("{}", crate::stats::header());
     println!("{}", ack.row("ack (send→stored)"));
     println!("{}", delivery.row("delivery (send→recv)"));
+    if recovery.count() > 0 {
+        println!("{}", recovery.row("recovery (drop→synced)"));
+    }
     println!(
         "throughput {:.0} msg/s acknowledged; loss check: {} acked, {} missing, {} duplicates, {} out of order{}",
         loss.acked as f64 / send_secs,
@@ -351,8 +381,158 @@ pub async fn run(target: Arc<Target>, args: &ChatArgs, run_id: &str) -> anyhow::
         "ack_latency": ack.summary(),
         "delivery_latency": delivery.summary(),
         "loss": loss.to_json(),
+        "reconnect": disruption.map(|d| json!({
+            "fraction": d.fraction, "after_s": d.after.as_secs_f64(), "recovery": recovery.summary(),
+        })),
         "errors": errors,
     }))
+}
+
+type Source = futures_util::stream::SplitStream<crate::server::Socket>;
+
+/// Reads one member's socket: deliveries (skipping `seq`s up to `skip_upto`,
+/// which a catch-up already applied), acks and errors. `last_seen` follows the
+/// highest `seq` received, for a later catch-up.
+fn spawn_reader(
+    mut source: Source,
+    n: usize,
+    me: String,
+    observe: mpsc::UnboundedSender<Observation>,
+    last_seen: Arc<AtomicI64>,
+    skip_upto: i64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = source.next().await {
+            let Message::Text(text) = frame else { continue };
+            let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else {
+                continue;
+            };
+            let now = unix_micros();
+            match event["type"].as_str() {
+                Some("message.created") if event["data"]["senderId"] != me.as_str() => {
+                    let data = &event["data"];
+                    let seq = data["seq"].as_i64().unwrap_or(0);
+                    if seq <= skip_upto {
+                        continue;
+                    }
+                    last_seen.fetch_max(seq, Ordering::Relaxed);
+                    let intended = data["body"]
+                        .as_str()
+                        .and_then(intended_from_body)
+                        .unwrap_or(now);
+                    let _ = observe.send(Observation::Delivered {
+                        recipient: n,
+                        conversation: data["conversationId"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        seq,
+                        latency: now.saturating_sub(intended),
+                    });
+                }
+                Some("ack") => {
+                    let message = &event["data"]["message"];
+                    let intended = message["body"]
+                        .as_str()
+                        .and_then(intended_from_body)
+                        .unwrap_or(now);
+                    let _ = observe.send(Observation::Acked {
+                        conversation: message["conversationId"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        seq: message["seq"].as_i64().unwrap_or(0),
+                        latency: now.saturating_sub(intended),
+                    });
+                }
+                Some("error") => {
+                    let _ =
+                        observe.send(Observation::Error(format!("ws {}", event["data"]["code"])));
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+/// Kill a fraction of the sockets at some point of the run, then reconnect
+/// them the way the README tells clients to: catch up over REST
+/// (`messages?after=<last seen>`), then follow the socket again.
+#[derive(Clone, Copy, Debug)]
+pub struct Disruption {
+    pub fraction: f64,
+    pub after: Duration,
+}
+
+/// What a reconnecting member needs.
+struct Rejoin {
+    n: usize,
+    me: String,
+    token: String,
+    conversation: String,
+    last_seen: Arc<AtomicI64>,
+}
+
+/// Reconnects one member after its socket was killed at `dropped`, catches up,
+/// and reports the time from the drop to being caught up.
+async fn rejoin(
+    target: Arc<Target>,
+    member: Rejoin,
+    dropped: Instant,
+    observe: mpsc::UnboundedSender<Observation>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (sink, source) = target.connect(&member.token, member.n).await?.split();
+    tokio::spawn(async move {
+        let _sink = sink;
+        std::future::pending::<()>().await;
+    });
+    loop {
+        let after = member.last_seen.load(Ordering::Relaxed);
+        let url = target.url(&format!(
+            "/chat/conversations/{}/messages?after={after}&limit=100",
+            member.conversation
+        ));
+        let page: Value = target
+            .http
+            .get(url)
+            .bearer_auth(&member.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let now = unix_micros();
+        for message in page["items"].as_array().into_iter().flatten() {
+            let seq = message["seq"].as_i64().unwrap_or(0);
+            member.last_seen.fetch_max(seq, Ordering::Relaxed);
+            if message["senderId"] == member.me.as_str() {
+                continue;
+            }
+            let intended = message["body"]
+                .as_str()
+                .and_then(intended_from_body)
+                .unwrap_or(now);
+            let _ = observe.send(Observation::Delivered {
+                recipient: member.n,
+                conversation: member.conversation.clone(),
+                seq,
+                latency: now.saturating_sub(intended),
+            });
+        }
+        if page["hasMore"] != true {
+            break;
+        }
+    }
+    let _ = observe.send(Observation::Recovered(dropped.elapsed().as_micros() as u64));
+    let caught_up = member.last_seen.load(Ordering::Relaxed);
+    Ok(spawn_reader(
+        source,
+        member.n,
+        member.me,
+        observe,
+        member.last_seen,
+        caught_up,
+    ))
 }
 
 #[cfg(test)]

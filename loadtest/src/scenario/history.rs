@@ -75,7 +75,7 @@ pub async fn run(target: Arc<Target>, args: &HistoryArgs, run_id: &str) -> anyho
             transport: chat::Transport::Http,
         };
         let (target, run_id) = (target.clone(), format!("{run_id}-bg"));
-        tokio::spawn(async move { chat::run(target, &chat_args, &run_id).await })
+        tokio::spawn(async move { chat::run(target, &chat_args, &run_id, None).await })
     });
     if chat.is_some() {
         // Let the chat load finish its set-up and start sending first.
