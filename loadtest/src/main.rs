@@ -1,6 +1,6 @@
 //! Open-loop load generator for Parley.
 //!
-//! Scenarios (`connections`, `chat`, `history`) create their own users and
+//! Scenarios (`connections`, `chat`, `history`, `reconnect`) create their own users and
 //! conversations through the public API, minting tokens with the server's
 //! secret. Sends follow a schedule fixed in advance; latency is measured from
 //! each operation's *intended* start into an HdrHistogram, so a stall cannot
