@@ -1,12 +1,12 @@
 //! Group commit for message writes. Conversation actors hand their write-
 //! through to a [`GroupCommitter`] instead of running it alone: writes that
-//! arrive together are sent to Postgres pipelined inside one transaction and
-//! committed together, so one commit (one WAL flush) serves many messages,
-//! while nothing is acknowledged before its commit.
+//! arrive together are written by one multi-row statement, so one commit (one
+//! WAL flush) and one executor set-up serve many messages, while nothing is
+//! acknowledged before its commit.
 //!
 //! Each message still gets its own answer. A repeated `clientMessageId` is not
 //! an error (the insert does nothing), so it never spoils a batch; any other
-//! failure inside a batch (a `seq` another writer took) rolls the batch back
+//! failure inside a batch (a `seq` another writer took) fails the statement
 //! and its messages are retried one by one, each with its own result.
 //!
 //! A conversation never has two writes in flight (its actor waits for each
@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use futures_util::future::join_all;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
@@ -103,26 +102,13 @@ async fn write_batch(pool: &Pool, batch: Vec<(OwnedNewMessage, Reply)>) {
     }
 }
 
-/// All of `batch` in one transaction, statements pipelined; all or nothing.
+/// All of `batch` as one statement (so one transaction, one commit and one
+/// executor set-up); all or nothing.
 async fn try_together(
     pool: &Pool,
     batch: &[(OwnedNewMessage, Reply)],
 ) -> Result<Vec<InsertOutcome>, ChatError> {
-    let mut db = client(pool).await?;
-    let tx = db.transaction().await?;
-    let writes = batch
-        .iter()
-        .map(|(message, _)| messages::insert_on(&tx, message.borrowed()));
-    let outcomes = join_all(writes)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    if outcomes
-        .iter()
-        .any(|o| matches!(o, InsertOutcome::SeqTaken))
-    {
-        return Err(ChatError::Internal("a seq was taken inside a batch".into()));
-    }
-    tx.commit().await?;
-    Ok(outcomes)
+    let db = client(pool).await?;
+    let messages: Vec<OwnedNewMessage> = batch.iter().map(|(m, _)| m.clone()).collect();
+    messages::insert_batch(&db, &messages).await
 }

@@ -65,6 +65,7 @@ pub struct NewMessage<'a> {
 }
 
 /// A [`NewMessage`] that owns its data, to travel to the group committer.
+#[derive(Clone)]
 pub struct OwnedNewMessage {
     pub conversation: ConversationId,
     pub seq: i64,
@@ -190,6 +191,98 @@ pub async fn insert_on(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes a whole group-commit batch as one statement (executor set-up is
+/// paid once, not per message). A repeated `clientMessageId` inserts nothing
+/// and comes back as [`InsertOutcome::DuplicateClientId`]; any other failure
+/// (a taken `seq`) fails the whole statement and the caller retries one by one.
+/// The batch must not hold two messages of one conversation.
+pub async fn insert_batch(
+    db: &impl GenericClient,
+    batch: &[OwnedNewMessage],
+) -> Result<Vec<InsertOutcome>, ChatError> {
+    let stmt = db
+        .prepare_cached(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                                      $7::jsonb[], $8::boolean[])
+                     AS t(id, conversation_id, seq, sender_id, body, client_message_id, metadata, opens_request)
+             ), ins AS (
+                 INSERT INTO messages (id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata)
+                 SELECT id, conversation_id, seq, sender_id, 'text', body, client_message_id, metadata FROM input
+                 ON CONFLICT (sender_id, client_message_id) DO NOTHING
+                 RETURNING id, conversation_id, seq, sender_id, created_at
+             ), written AS (
+                 SELECT ins.*, input.opens_request FROM ins JOIN input USING (id)
+             ), conv AS (
+                 UPDATE conversations c SET last_seq = w.seq, last_message_at = w.created_at
+                 FROM written w WHERE c.id = w.conversation_id
+             ), parts AS (
+                 UPDATE conversation_participants p SET
+                     unread_count = CASE WHEN p.user_id = w.sender_id THEN 0 ELSE p.unread_count + 1 END,
+                     last_read_seq = CASE WHEN p.user_id = w.sender_id THEN w.seq ELSE p.last_read_seq END,
+                     last_read_at = CASE WHEN p.user_id = w.sender_id THEN w.created_at ELSE p.last_read_at END,
+                     activity_at = w.created_at,
+                     changed_tx = pg_current_xact_id()::text::bigint,
+                     request_state = CASE
+                         WHEN p.user_id <> w.sender_id AND w.opens_request THEN 'pending'
+                         WHEN p.user_id = w.sender_id AND p.request_state IN ('pending', 'declined') THEN 'accepted'
+                         ELSE p.request_state END
+                 FROM written w WHERE p.conversation_id = w.conversation_id
+             )
+             SELECT id, created_at FROM written",
+        )
+        .await?;
+    let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
+    let conversations: Vec<Uuid> = batch.iter().map(|m| m.conversation.0).collect();
+    let seqs: Vec<i64> = batch.iter().map(|m| m.seq).collect();
+    let senders: Vec<&str> = batch.iter().map(|m| m.sender.as_str()).collect();
+    let bodies: Vec<&str> = batch.iter().map(|m| m.body.as_str()).collect();
+    let client_ids: Vec<&str> = batch.iter().map(|m| m.client_message_id.as_str()).collect();
+    let metadata: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|m| MessageLinks::to_metadata(m.links.as_ref()))
+        .collect();
+    let opens: Vec<bool> = batch.iter().map(|m| m.opens_request).collect();
+    let rows = timed(
+        "messages.insert_batch",
+        db.query(
+            &stmt,
+            &[
+                &ids,
+                &conversations,
+                &seqs,
+                &senders,
+                &bodies,
+                &client_ids,
+                &metadata,
+                &opens,
+            ],
+        ),
+    )
+    .await?;
+    let created: std::collections::HashMap<Uuid, DateTime<Utc>> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(batch
+        .iter()
+        .zip(ids)
+        .map(|(m, id)| match created.get(&id) {
+            Some(created_at) => InsertOutcome::Inserted(Message {
+                id,
+                conversation_id: m.conversation.0,
+                seq: m.seq,
+                sender_id: m.sender.to_string(),
+                kind: "text".to_string(),
+                body: m.body.clone(),
+                client_message_id: m.client_message_id.clone(),
+                created_at: *created_at,
+                links: m.links.clone(),
+                redacted: false,
+            }),
+            None => InsertOutcome::DuplicateClientId,
+        })
+        .collect())
 }
 
 /// The message `sender` stored under `client_message_id`, in any conversation.
