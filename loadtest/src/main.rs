@@ -1,6 +1,6 @@
 //! Open-loop load generator for Parley.
 //!
-//! Scenarios (`connections`, `chat`, `history`, `reconnect`) create their own users and
+//! Scenarios (`connections`, `chat`, `history`, `reconnect`, `typing`) create their own users and
 //! conversations through the public API, minting tokens with the server's
 //! secret. Sends follow a schedule fixed in advance; latency is measured from
 //! each operation's *intended* start into an HdrHistogram, so a stall cannot
@@ -63,6 +63,8 @@ enum Scenario {
     /// A chat load during which a fraction of the sockets is killed and
     /// reconnected with resync; time to recovery and the loss check.
     Reconnect(ReconnectArgs),
+    /// Typing indicators relayed between connected pairs; relay latency.
+    Typing(scenario::typing::TypingArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -129,6 +131,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 scenario::chat::run(target, &chat, &run_id, Some(disruption)).await?,
             )
         }
+        Scenario::Typing(args) => (
+            "typing",
+            scenario::typing::run(target, args, &run_id).await?,
+        ),
         Scenario::History(args) => (
             "history",
             scenario::history::run(target, args, &run_id).await?,

@@ -1,9 +1,10 @@
 //! What the generator needs from the server under test: its address, tokens
 //! signed with its secret, the platform API, and its resident memory.
 
-use std::{fs, net::SocketAddr, time::Duration};
+use std::{fs, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
+use futures_util::{StreamExt, stream};
 use parley::{config::Secret, http::auth::JwtKeys};
 use serde_json::json;
 use tokio::net::{TcpSocket, TcpStream};
@@ -116,6 +117,50 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// Two users the platform connected, and their conversation.
+pub struct Pair {
+    pub a: String,
+    pub a_token: String,
+    pub b: String,
+    pub b_token: String,
+    pub conversation: String,
+}
+
+/// Creates `count` connected pairs (user ids `<run>-<tag>a<i>` / `<run>-<tag>b<i>`).
+pub async fn pairs(
+    target: &Arc<Target>,
+    count: usize,
+    run_id: &str,
+    tag: &str,
+) -> anyhow::Result<Vec<Pair>> {
+    stream::iter(0..count)
+        .map(|i| {
+            let target = target.clone();
+            async move {
+                let (a, b) = (format!("{run_id}-{tag}a{i}"), format!("{run_id}-{tag}b{i}"));
+                let (a_token, b_token) = (
+                    target.token(&a, "recruiter")?,
+                    target.token(&b, "candidate")?,
+                );
+                target.sign_in(&a_token).await?;
+                target.sign_in(&b_token).await?;
+                let conversation = target.connected_pair(run_id, &a, &b, &a_token).await?;
+                anyhow::Ok(Pair {
+                    a,
+                    a_token,
+                    b,
+                    b_token,
+                    conversation,
+                })
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Resident set size of `pid` in KiB, from `/proc/<pid>/status`.

@@ -90,38 +90,19 @@ pub async fn run(
     let pairs = (args.users / 2).max(1);
     eprintln!("chat: setting up {pairs} pairs");
     let setup_started = Instant::now();
-    let conversations: Vec<(String, String, String, String, String)> = stream::iter(0..pairs)
-        .map(|i| {
-            let target = target.clone();
-            async move {
-                let (a, b) = (format!("{run_id}-a{i}"), format!("{run_id}-b{i}"));
-                let (ta, tb) = (
-                    target.token(&a, "recruiter")?,
-                    target.token(&b, "candidate")?,
-                );
-                target.sign_in(&ta).await?;
-                target.sign_in(&tb).await?;
-                let conversation = target.connected_pair(run_id, &a, &b, &ta).await?;
-                anyhow::Ok((a, ta, b, tb, conversation))
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
+    let conversations = crate::server::pairs(&target, pairs, run_id, "").await?;
     let mut members = Vec::with_capacity(pairs * 2);
-    for (a, ta, b, tb, conversation) in conversations {
+    for pair in conversations {
         members.push(Member {
-            id: a,
-            token: ta,
-            conversation: conversation.clone(),
+            id: pair.a,
+            token: pair.a_token,
+            conversation: pair.conversation.clone(),
             outbox: None,
         });
         members.push(Member {
-            id: b,
-            token: tb,
-            conversation,
+            id: pair.b,
+            token: pair.b_token,
+            conversation: pair.conversation,
             outbox: None,
         });
     }

@@ -38,26 +38,23 @@ pub async fn run(target: Arc<Target>, args: &HistoryArgs, run_id: &str) -> anyho
         "history: filling {} conversations with {} messages",
         args.conversations, args.messages
     );
-    let readers: Vec<(String, String)> = stream::iter(0..args.conversations)
-        .map(|i| {
+    let pairs = crate::server::pairs(&target, args.conversations, run_id, "h").await?;
+    let readers: Vec<(String, String)> = stream::iter(pairs.into_iter().enumerate())
+        .map(|(i, pair)| {
             let target = target.clone();
             let messages = args.messages;
             async move {
-                let (a, b) = (format!("{run_id}-h{i}"), format!("{run_id}-g{i}"));
-                let (ta, tb) = (target.token(&a, "recruiter")?, target.token(&b, "candidate")?);
-                target.sign_in(&ta).await?;
-                target.sign_in(&tb).await?;
-                let conversation = target.connected_pair(run_id, &a, &b, &ta).await?;
+                let url = target.url(&format!("/chat/conversations/{}/messages", pair.conversation));
                 for n in 0..messages {
                     target
                         .http
-                        .post(target.url(&format!("/chat/conversations/{conversation}/messages")))
-                        .bearer_auth(&ta)
+                        .post(&url)
+                        .bearer_auth(&pair.a_token)
                         .json(&json!({"body": format!("history filler {n}"), "clientMessageId": format!("{run_id}-h{i}-{n}")}))
                         .send()
                         .await?;
                 }
-                anyhow::Ok((conversation, tb))
+                anyhow::Ok((pair.conversation, pair.b_token))
             }
         })
         .buffer_unordered(16)

@@ -3,3 +3,4 @@
 pub mod chat;
 pub mod connections;
 pub mod history;
+pub mod typing;
