@@ -3,7 +3,7 @@
 //! and the state a conversation actor rebuilds itself from.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -109,22 +109,26 @@ pub async fn find_direct(
     pair: &DirectPair,
     context: Option<&ConversationContext>,
 ) -> Result<Option<ConversationId>, ChatError> {
-    let (ctx_type, ctx_id) = context.map_or(("", ""), |c| (c.kind.as_str(), c.id.as_str()));
     let db = client(pool).await?;
+    find_direct_on(&db, pair, context).await
+}
+
+/// [`find_direct`] on a given connection.
+async fn find_direct_on(
+    db: &impl GenericClient,
+    pair: &DirectPair,
+    context: Option<&ConversationContext>,
+) -> Result<Option<ConversationId>, ChatError> {
+    let (ctx_type, ctx_id) = context.map_or(("", ""), |c| (c.kind.as_str(), c.id.as_str()));
     let stmt = db
         .prepare_cached(
             "SELECT id FROM conversations
              WHERE kind = 'direct' AND user_low = $1 AND user_high = $2 AND context_type = $3 AND context_id = $4",
         )
         .await?;
-    let row = timed(
-        "conversations.find",
-        db.query_opt(
-            &stmt,
-            &[&pair.low.as_str(), &pair.high.as_str(), &ctx_type, &ctx_id],
-        ),
-    )
-    .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&pair.low.as_str(), &pair.high.as_str(), &ctx_type, &ctx_id];
+    let row = timed("conversations.find", db.query_opt(&stmt, &params)).await?;
     Ok(row.map(|r| ConversationId(r.get(0))))
 }
 
@@ -203,22 +207,10 @@ pub async fn find_or_create_direct(
     }
     tx.rollback().await?;
     // Same connection: holding one while waiting for a second can exhaust the pool.
-    let find = db
-        .prepare_cached(
-            "SELECT id FROM conversations
-             WHERE kind = 'direct' AND user_low = $1 AND user_high = $2
-               AND context_type = $3 AND context_id = $4",
-        )
-        .await?;
-    let row = timed(
-        "conversations.find",
-        db.query_one(
-            &find,
-            &[&pair.low.as_str(), &pair.high.as_str(), &ctx_type, &ctx_id],
-        ),
-    )
-    .await?;
-    Ok((ConversationId(row.get(0)), false))
+    let existing = find_direct_on(&db, pair, context).await?.ok_or_else(|| {
+        ChatError::Internal("conversation vanished after a conflicting insert".into())
+    })?;
+    Ok((existing, false))
 }
 
 /// The conversation as `user` sees it; `None` when it does not exist or

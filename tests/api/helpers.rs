@@ -132,27 +132,28 @@ impl TestApp {
     }
 
     pub async fn post(&self, user: &TestUser, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&user.token)
-            .json(&body)
-            .send()
+        self.json_request(reqwest::Method::POST, user, path, body)
             .await
-            .unwrap();
-        decode(response).await
     }
 
     pub async fn patch(&self, user: &TestUser, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .patch(self.url(path))
-            .bearer_auth(&user.token)
-            .json(&body)
-            .send()
+        self.json_request(reqwest::Method::PATCH, user, path, body)
             .await
-            .unwrap();
-        decode(response).await
+    }
+
+    async fn json_request(
+        &self,
+        method: reqwest::Method,
+        user: &TestUser,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&user.token)
+            .json(&body);
+        decode(request.send().await.unwrap()).await
     }
 
     /// Find-or-create; returns the status and the conversation.
