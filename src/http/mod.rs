@@ -99,8 +99,20 @@ impl Drop for RealtimeGuard {
 /// Whether a browser request from its `Origin` may open a realtime connection
 /// (cross-site WebSocket hijacking guard). No `Origin` (not a browser) is
 /// allowed; otherwise it must be in the allow-list, or match the `Host` the
-/// request was sent to when no list is configured.
-pub fn origin_allowed(settings: &Settings, headers: &axum::http::HeaderMap) -> bool {
+/// request was sent to when no list is configured. Refused: 403 `origin_not_allowed`.
+pub fn check_origin(settings: &Settings, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    if origin_allowed(settings, headers) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this origin may not open realtime connections",
+        ))
+    }
+}
+
+fn origin_allowed(settings: &Settings, headers: &axum::http::HeaderMap) -> bool {
     let Some(origin) = headers
         .get(axum::http::header::ORIGIN)
         .and_then(|o| o.to_str().ok())

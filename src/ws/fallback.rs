@@ -11,7 +11,7 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, header},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -29,8 +29,8 @@ use crate::{
     http::{
         AppState, RealtimeGuard,
         auth::AuthUser,
+        check_origin,
         error::{ApiError, ApiQuery},
-        origin_allowed,
     },
 };
 
@@ -91,18 +91,6 @@ async fn attach(
     ))
 }
 
-fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if origin_allowed(&state.settings, headers) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this origin may not open realtime connections",
-        ))
-    }
-}
-
 /// The user's events as Server-Sent Events; each has an `id:` to resume from.
 #[utoipa::path(get, path = "/events", tag = "realtime", params(SseQuery),
     responses((status = 200, description = "text/event-stream of event envelopes", content_type = "text/event-stream"),
@@ -114,7 +102,7 @@ pub async fn sse(
     caller: AuthUser,
     ApiQuery(query): ApiQuery<SseQuery>,
 ) -> Result<Response, ApiError> {
-    check_origin(&state, &headers)?;
+    check_origin(&state.settings, &headers)?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -163,7 +151,7 @@ pub async fn poll(
     caller: AuthUser,
     ApiQuery(query): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
-    check_origin(&state, &headers)?;
+    check_origin(&state.settings, &headers)?;
     let wait = match query.timeout {
         None => POLL_DEFAULT_WAIT,
         Some(secs) if (1..=POLL_MAX_WAIT.as_secs()).contains(&secs) => Duration::from_secs(secs),

@@ -9,7 +9,7 @@ pub mod protocol;
 
 use axum::{
     extract::{State, WebSocketUpgrade},
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use futures_util::StreamExt;
@@ -19,7 +19,7 @@ use crate::{
         ChatCore,
         user::{Attached, ConnectionId, UserMsg},
     },
-    http::{AppState, auth::AuthUser, error::ApiError, origin_allowed},
+    http::{AppState, auth::AuthUser, check_origin},
 };
 
 /// A realtime connection's registration with its user actor. Dropping it
@@ -67,13 +67,8 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let settings = &state.settings;
-    if !origin_allowed(settings, &headers) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this origin may not open realtime connections",
-        )
-        .into_response();
+    if let Err(refused) = check_origin(settings, &headers) {
+        return refused.into_response();
     }
     let open = state.realtime.enter();
     let context = connection::ConnectionContext {
