@@ -71,9 +71,9 @@ async fn main() -> anyhow::Result<()> {
             ttl,
         } => {
             anyhow::ensure!(
-                parley::http::auth::ROLES.contains(&role.as_str()),
+                parley::persistence::users::ROLES.contains(&role.as_str()),
                 "--role must be one of {:?}",
-                parley::http::auth::ROLES
+                parley::persistence::users::ROLES
             );
             let token = JwtKeys::new(&settings.jwt_secret).mint(
                 &user,

@@ -16,14 +16,8 @@ use crate::{
     persistence::users::{self, UserProfile},
 };
 
-/// Roles a token may carry (DESIGN.md §3).
-pub const ROLES: [&str; 4] = ["recruiter", "company", "candidate", "admin"];
-
 /// Seconds of clock skew tolerated when checking `exp`.
 const EXP_LEEWAY_SECS: u64 = 5;
-
-/// Longest display name accepted from a token.
-const MAX_NAME_CHARS: usize = 200;
 
 /// The claims Parley reads from a token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -104,29 +98,7 @@ fn unix_now() -> u64 {
 }
 
 fn profile_from_claims(claims: Claims) -> Result<UserProfile, ChatError> {
-    let id = UserId::parse(&claims.sub)?;
-    if !ROLES.contains(&claims.role.as_str()) {
-        return Err(ChatError::invalid(
-            "invalid_role",
-            "the token's role is not one of recruiter, company, candidate, admin",
-        ));
-    }
-    let name = claims.name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
-        return Err(ChatError::invalid(
-            "invalid_name",
-            "the token's name must be 1-200 printable characters",
-        ));
-    }
-    Ok(UserProfile {
-        id,
-        name: name.to_owned(),
-        role: claims.role,
-        email: claims.email.filter(|e| !e.is_empty() && e.len() <= 320),
-    })
+    UserProfile::new(&claims.sub, &claims.name, claims.role, claims.email)
 }
 
 /// The authenticated caller of a request.

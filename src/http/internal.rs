@@ -11,7 +11,6 @@ use utoipa::ToSchema;
 
 use super::{
     AppState,
-    auth::ROLES,
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
 use crate::{
@@ -161,26 +160,7 @@ pub async fn put_user(
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<UserRegistration>,
 ) -> Result<StatusCode, ApiError> {
-    let id = UserId::parse(&id)?;
-    if !ROLES.contains(&request.role.as_str()) {
-        return Err(ChatError::invalid(
-            "invalid_role",
-            "role must be one of recruiter, company, candidate, admin",
-        )
-        .into());
-    }
-    let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(
-            ChatError::invalid("invalid_name", "name must be 1-200 printable characters").into(),
-        );
-    }
-    let profile = UserProfile {
-        id,
-        name: name.to_owned(),
-        role: request.role,
-        email: request.email.filter(|e| !e.is_empty() && e.len() <= 320),
-    };
+    let profile = UserProfile::new(&id, &request.name, request.role, request.email)?;
     users::upsert_verified(&state.pool, &profile, request.verified).await?;
     // Token claims seen later refresh the row again; forget the cached copy.
     state.known_users.remove(&profile.id);

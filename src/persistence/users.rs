@@ -6,13 +6,56 @@ use deadpool_postgres::Pool;
 use super::{client, timed};
 use crate::domain::{ChatError, UserId, model::UserSummary};
 
-/// What a token says about its user.
+/// Roles a user may have (DESIGN.md §3).
+pub const ROLES: [&str; 4] = ["recruiter", "company", "candidate", "admin"];
+
+/// Longest display name, in characters.
+const MAX_NAME_CHARS: usize = 200;
+/// Longest email kept; longer (or empty) ones are dropped.
+const MAX_EMAIL_BYTES: usize = 320;
+
+/// What a token (or the platform) says about a user.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UserProfile {
     pub id: UserId,
     pub name: String,
     pub role: String,
     pub email: Option<String>,
+}
+
+impl UserProfile {
+    /// Validates a user's claims: a valid id, one of [`ROLES`], a 1-200
+    /// character printable name (trimmed); an empty or over-long email is dropped.
+    pub fn new(
+        id: &str,
+        name: &str,
+        role: String,
+        email: Option<String>,
+    ) -> Result<Self, ChatError> {
+        let id = UserId::parse(id)?;
+        if !ROLES.contains(&role.as_str()) {
+            return Err(ChatError::invalid(
+                "invalid_role",
+                "role must be one of recruiter, company, candidate, admin",
+            ));
+        }
+        let name = name.trim();
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            return Err(ChatError::invalid(
+                "invalid_name",
+                "name must be 1-200 printable characters",
+            ));
+        }
+        Ok(Self {
+            id,
+            name: name.to_owned(),
+            role,
+            email: email.filter(|e| !e.is_empty() && e.len() <= MAX_EMAIL_BYTES),
+        })
+    }
 }
 
 /// Inserts the user or refreshes name, role and email when they changed.
