@@ -6,7 +6,6 @@ use axum::{
     extract::{FromRequestParts, State},
     http::{StatusCode, request::Parts},
 };
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -20,6 +19,7 @@ use super::{
 use crate::{
     domain::{ChatError, ConversationId, UserId, event::ServerEvent, model::Message},
     persistence::{
+        KeysetCursor,
         audit::{self, AuditFilter, AuditRow},
         messages,
         reports::{self, ModerationAction, ReportView},
@@ -87,13 +87,6 @@ pub struct ReportPage {
     pub has_more: bool,
 }
 
-fn report_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ChatError> {
-    let bad = || ChatError::invalid("invalid_cursor", "the cursor is not one this server issued");
-    let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
-    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
-}
-
 /// The moderation queue, newest first.
 #[utoipa::path(get, path = "/admin/chat/reports", tag = "moderation", params(ReportsQuery),
     responses((status = 200, body = ReportPage), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -111,14 +104,22 @@ pub async fn list_reports(
         )
         .into());
     }
-    let before = query.cursor.as_deref().map(report_cursor).transpose()?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(KeysetCursor::decode)
+        .transpose()?;
     let limit = page_limit(query.limit, ADMIN_DEFAULT_LIMIT, ADMIN_MAX_LIMIT)?;
     let (items, has_more) = reports::list(&state.pool, status, before, limit).await?;
     let next_cursor = has_more
         .then(|| {
-            items
-                .last()
-                .map(|r| format!("{}_{}", r.created_at.timestamp_micros(), r.id))
+            items.last().map(|r| {
+                KeysetCursor {
+                    at: r.created_at,
+                    id: r.id,
+                }
+                .encode()
+            })
         })
         .flatten();
     Ok(ApiJson(ReportPage {

@@ -17,8 +17,8 @@ use crate::{
         model::{Conversation, ConversationContext, DirectPair},
     },
     persistence::{
-        contexts,
-        conversations::{self, InboxCursor, InboxFilter, ParticipantFlag},
+        KeysetCursor, contexts,
+        conversations::{self, InboxFilter, ParticipantFlag},
         users,
     },
 };
@@ -182,7 +182,7 @@ pub async fn list(
     let cursor = query
         .cursor
         .as_deref()
-        .map(InboxCursor::decode)
+        .map(KeysetCursor::decode)
         .transpose()?;
     let limit = page_limit(query.limit, INBOX_DEFAULT_LIMIT, INBOX_MAX_LIMIT)?;
     let page = conversations::inbox(&state.pool, caller.id(), filter, cursor, limit).await?;

@@ -7,7 +7,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{audit, client, messages::message_from_row, timed};
+use super::{KeysetCursor, audit, client, messages::message_from_row, timed};
 use crate::domain::{
     ChatError, ConversationId, UserId,
     model::{Conversation, ConversationContext, DirectPair, RequestState, UserSummary},
@@ -68,39 +68,10 @@ impl InboxFilter {
     }
 }
 
-/// Position in the inbox ordering: last activity, then id, both descending.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InboxCursor {
-    pub activity_at: DateTime<Utc>,
-    pub conversation_id: Uuid,
-}
-
-impl InboxCursor {
-    /// Opaque text form: `<microseconds since epoch>_<uuid>`.
-    pub fn encode(&self) -> String {
-        format!(
-            "{}_{}",
-            self.activity_at.timestamp_micros(),
-            self.conversation_id
-        )
-    }
-
-    pub fn decode(raw: &str) -> Result<Self, ChatError> {
-        let bad =
-            || ChatError::invalid("invalid_cursor", "the cursor is not one this server issued");
-        let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
-        let micros: i64 = micros.parse().map_err(|_| bad())?;
-        Ok(Self {
-            activity_at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
-            conversation_id: Uuid::parse_str(id).map_err(|_| bad())?,
-        })
-    }
-}
-
 /// One page of the inbox and the cursor of its last row.
 pub struct InboxPage {
     pub items: Vec<Conversation>,
-    pub next_cursor: Option<InboxCursor>,
+    pub next_cursor: Option<KeysetCursor>,
 }
 
 /// The direct conversation of `pair` in `context`, if it exists.
@@ -281,7 +252,7 @@ pub async fn inbox(
     pool: &Pool,
     user: &UserId,
     filter: InboxFilter,
-    after: Option<InboxCursor>,
+    after: Option<KeysetCursor>,
     limit: i64,
 ) -> Result<InboxPage, ChatError> {
     let db = client(pool).await?;
@@ -301,9 +272,7 @@ pub async fn inbox(
              LIMIT $5"
         ))
         .await?;
-    let (cursor_at, cursor_id) = after.map_or((None, None), |c| {
-        (Some(c.activity_at), Some(c.conversation_id))
-    });
+    let (cursor_at, cursor_id) = after.map_or((None, None), |c| (Some(c.at), Some(c.id)));
     let rows = timed(
         "conversations.inbox",
         db.query(
@@ -321,9 +290,9 @@ pub async fn inbox(
     let has_more = rows.len() as i64 > limit;
     let rows = &rows[..rows.len().min(limit as usize)];
     let next_cursor = if has_more {
-        rows.last().map(|r| InboxCursor {
-            activity_at: r.get(11),
-            conversation_id: r.get(0),
+        rows.last().map(|r| KeysetCursor {
+            at: r.get(11),
+            id: r.get(0),
         })
     } else {
         None
@@ -717,21 +686,6 @@ mod tests {
         for bad in ["", "42", "t", "t-1", "tx"] {
             assert_eq!(
                 SyncCursor::decode(bad).unwrap_err().code(),
-                "invalid_cursor"
-            );
-        }
-    }
-
-    #[test]
-    fn inbox_cursors_round_trip_and_reject_garbage() {
-        let c = InboxCursor {
-            activity_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            conversation_id: Uuid::now_v7(),
-        };
-        assert_eq!(InboxCursor::decode(&c.encode()).unwrap(), c);
-        for bad in ["", "123", "abc_def", "1_not-a-uuid"] {
-            assert_eq!(
-                InboxCursor::decode(bad).unwrap_err().code(),
                 "invalid_cursor"
             );
         }

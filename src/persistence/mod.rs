@@ -49,6 +49,32 @@ pub fn connect_pool(settings: &Settings) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
+/// A position in a newest-first keyset listing ordered by a time, then an id
+/// (the inbox by last activity, the moderation queue by report time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeysetCursor {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub id: uuid::Uuid,
+}
+
+impl KeysetCursor {
+    /// Opaque text form: `<microseconds since epoch>_<uuid>`.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.at.timestamp_micros(), self.id)
+    }
+
+    pub fn decode(raw: &str) -> Result<Self, ChatError> {
+        let bad =
+            || ChatError::invalid("invalid_cursor", "the cursor is not one this server issued");
+        let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        Ok(Self {
+            at: chrono::DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+            id: uuid::Uuid::parse_str(id).map_err(|_| bad())?,
+        })
+    }
+}
+
 /// Gets a pooled connection; failing to get one in time is a 503, not a 500.
 pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, ChatError> {
     pool.get()
@@ -95,6 +121,26 @@ impl From<tokio_postgres::Error> for ChatError {
             ChatError::Unavailable(format!("database: {err}"))
         } else {
             ChatError::Internal(format!("database: {err}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyset_cursors_round_trip_and_reject_garbage() {
+        let c = KeysetCursor {
+            at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            id: uuid::Uuid::now_v7(),
+        };
+        assert_eq!(KeysetCursor::decode(&c.encode()).unwrap(), c);
+        for bad in ["", "123", "abc_def", "1_not-a-uuid"] {
+            assert_eq!(
+                KeysetCursor::decode(bad).unwrap_err().code(),
+                "invalid_cursor"
+            );
         }
     }
 }

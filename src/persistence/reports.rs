@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
+    KeysetCursor,
     audit::{self, AuditEntry},
     client, timed,
 };
@@ -247,7 +248,7 @@ fn report_from_row(r: &tokio_postgres::Row, with_evidence: bool) -> ReportView {
 pub async fn list(
     pool: &Pool,
     status: &str,
-    before: Option<(DateTime<Utc>, Uuid)>,
+    before: Option<KeysetCursor>,
     limit: i64,
 ) -> Result<(Vec<ReportView>, bool), ChatError> {
     let db = client(pool).await?;
@@ -258,7 +259,7 @@ pub async fn list(
              ORDER BY created_at DESC, id DESC LIMIT $4"
         ))
         .await?;
-    let (at, id) = before.map_or((None, None), |(at, id)| (Some(at), Some(id)));
+    let (at, id) = before.map_or((None, None), |c| (Some(c.at), Some(c.id)));
     let rows = timed(
         "reports.list",
         db.query(&stmt, &[&status, &at, &id, &(limit + 1)]),
