@@ -249,31 +249,13 @@ impl Settings {
             s.replay_events = parse("PARLEY_REPLAY_EVENTS", &v)?;
         }
         if let Some(v) = get("PARLEY_GROUP_COMMIT") {
-            s.group_commit = match v.trim() {
-                "on" => true,
-                "off" => false,
-                other => {
-                    return Err(ConfigError {
-                        name: "PARLEY_GROUP_COMMIT",
-                        reason: format!("expected on or off, got {other:?}"),
-                    });
-                }
-            };
+            s.group_commit = parse_switch("PARLEY_GROUP_COMMIT", &v)?;
         }
         if let Some(v) = get("PARLEY_REPORT_EVIDENCE_MESSAGES") {
             s.report_evidence_messages = parse("PARLEY_REPORT_EVIDENCE_MESSAGES", &v)?;
         }
         if let Some(v) = get("PARLEY_RATE_LIMITS") {
-            s.rate_limits.enabled = match v.trim() {
-                "on" => true,
-                "off" => false,
-                other => {
-                    return Err(ConfigError {
-                        name: "PARLEY_RATE_LIMITS",
-                        reason: format!("expected on or off, got {other:?}"),
-                    });
-                }
-            };
+            s.rate_limits.enabled = parse_switch("PARLEY_RATE_LIMITS", &v)?;
         }
         if let Some(v) = get("PARLEY_RATE_MESSAGES_PER_HOUR") {
             s.rate_limits.messages_per_hour = parse("PARLEY_RATE_MESSAGES_PER_HOUR", &v)?;
@@ -339,6 +321,18 @@ impl Settings {
             });
         }
         Ok(())
+    }
+}
+
+/// An `on`/`off` setting.
+fn parse_switch(name: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(ConfigError {
+            name,
+            reason: format!("expected on or off, got {other:?}"),
+        }),
     }
 }
 
