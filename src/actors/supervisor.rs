@@ -8,7 +8,8 @@
 //! Both override `handle_supervisor_evt` completely (ractor's default would stop
 //! the supervisor when any child ends): a child that stops or fails is removed
 //! from the directory and rebuilt from Postgres on its next use; failures are
-//! counted in `parley_actor_restarts_total`.
+//! counted in `parley_actor_restarts_total`. (The live-actor gauges are read
+//! from the directories when `/metrics` is scraped, not on every spawn.)
 
 use std::sync::Arc;
 
@@ -74,12 +75,6 @@ pub struct ConversationSupervisor {
     pub directory: ConversationDirectory,
 }
 
-impl ConversationSupervisor {
-    fn publish_gauge(&self) {
-        metrics::gauge!("parley_conversation_actors_live").set(self.directory.len() as f64);
-    }
-}
-
 impl Actor for ConversationSupervisor {
     type Msg = ConversationSupervisorMsg;
     type State = ();
@@ -119,7 +114,6 @@ impl Actor for ConversationSupervisor {
                 "conversation actor spawn: {other}"
             ))),
         };
-        self.publish_gauge();
         let _ = reply.send(result);
         Ok(())
     }
@@ -132,7 +126,6 @@ impl Actor for ConversationSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(cell) = note_supervision_event("conversation", &event) {
             forget(&self.directory, &cell);
-            self.publish_gauge();
         }
         Ok(())
     }
@@ -246,7 +239,6 @@ impl Actor for UserSupervisor {
                 }
             }
         }
-        metrics::gauge!("parley_user_actors_live").set(self.directory.len() as f64);
         Ok(())
     }
 
