@@ -52,7 +52,6 @@ fn original_from_row(row: &Row, at: usize) -> Message {
 }
 
 /// A message about to be written at a position the actor has chosen.
-#[derive(Clone, Copy)]
 pub struct NewMessage<'a> {
     pub conversation: ConversationId,
     pub seq: i64,
@@ -118,15 +117,6 @@ pub enum InsertOutcome {
 /// Writes a message and its side effects atomically.
 pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, ChatError> {
     let db = client(pool).await?;
-    insert_on(&db, *new).await
-}
-
-/// The same write on a given connection or transaction (group commit runs
-/// many of these pipelined in one transaction).
-pub async fn insert_on(
-    db: &impl GenericClient,
-    new: NewMessage<'_>,
-) -> Result<InsertOutcome, ChatError> {
     let stmt = db
         .prepare_cached(
             "WITH ins AS (
