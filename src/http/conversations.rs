@@ -94,20 +94,22 @@ pub async fn create(
         }
         .into());
     }
-    // Only starting a new conversation is limited and refused to suspended users.
-    if conversations::find_direct(&state.pool, &pair, context.as_ref())
+    // Finding is free; only starting a new conversation is limited and
+    // refused to suspended users.
+    let (id, created) = match conversations::find_direct(&state.pool, &pair, context.as_ref())
         .await?
-        .is_none()
     {
-        state.chat.safety().check_may_post(caller.id()).await?;
-        state
-            .chat
-            .safety()
-            .check_limit(caller.id(), LimitKind::NewConversations)?;
-    }
-    let (id, created) =
-        conversations::find_or_create_direct(&state.pool, caller.id(), &pair, context.as_ref())
-            .await?;
+        Some(existing) => (existing, false),
+        None => {
+            state.chat.safety().check_may_post(caller.id()).await?;
+            state
+                .chat
+                .safety()
+                .check_limit(caller.id(), LimitKind::NewConversations)?;
+            conversations::find_or_create_direct(&state.pool, caller.id(), &pair, context.as_ref())
+                .await?
+        }
+    };
     let view = conversations::view_for_user(&state.pool, id, caller.id())
         .await?
         .ok_or_else(|| ChatError::Internal(format!("conversation {id} vanished after creation")))?;
