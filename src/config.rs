@@ -1,10 +1,18 @@
-//! Typed settings for the whole server, in one place.
+//! Typed settings for the whole server, in sections, from three layers:
+//! defaults < an optional TOML file (`PARLEY_CONFIG=path`) < `PARLEY_*`
+//! environment variables.
 //!
-//! Every knob has a default that works on a development machine with a local
-//! Postgres, so `parley serve` needs no configuration at all. Each default can be
-//! overridden by a `PARLEY_*` environment variable (the table in the README lists
-//! them). Values that are secrets are wrapped in [`Secret`] so they never reach a
-//! log line or a `Debug` dump.
+//! Every knob is listed once, in [`KNOBS`], with its file section and key,
+//! its environment variable and how to apply it; both layers go through the
+//! same parser, so a value means the same wherever it is written. Every knob
+//! has a default that works on a development machine with a local Postgres,
+//! so `parley serve` needs no configuration at all (the README's table lists
+//! them). An unknown key in the file is refused, so a typo cannot pass
+//! unnoticed. Values that are secrets are wrapped in [`Secret`] so they
+//! never reach a log line or a `Debug` dump.
+//!
+//! Sections: `server`, `auth`, `database`, `chat`, `realtime`, `limits`;
+//! the Redis, AMQP, mail and blob settings join as sections of their own.
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -33,100 +41,162 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// All server settings. Construct with [`Settings::from_env`] or start from
+/// All server settings. Construct with [`Settings::load`] or start from
 /// [`Settings::default`] and adjust fields (tests do this).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Settings {
-    /// `PARLEY_LISTEN`: address and port of the HTTP/WebSocket listener.
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub database: DatabaseSettings,
+    pub chat: ChatSettings,
+    pub realtime: RealtimeSettings,
+    pub limits: RateLimits,
+}
+
+/// `[server]`: the HTTP listener.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Address and port of the HTTP/WebSocket listener.
     pub listen: SocketAddr,
-    /// `PARLEY_DATABASE_URL`: the Postgres connection string (the only required service).
-    pub database_url: Secret,
-    /// `PARLEY_DB_POOL_SIZE`: maximum pooled Postgres connections.
-    pub db_pool_size: usize,
-    /// `PARLEY_DB_TIMEOUT_MS`: how long to wait for a pooled connection, and the
-    /// statement timeout set on each connection.
-    pub db_timeout: Duration,
-    /// `PARLEY_JWT_SECRET`: HS256 secret that user tokens are signed with.
-    pub jwt_secret: Secret,
-    /// `PARLEY_INTERNAL_API_KEY`: the key the host platform sends as
-    /// `X-Api-Key` on the server-to-server API (`/internal/...`). Unset: that
-    /// API refuses every request.
-    pub internal_api_key: Option<Secret>,
-    /// `PARLEY_REQUIRE_CONTEXT_FOR`: comma-separated roles that may only start
-    /// conversations inside a registered context (e.g. `candidate`).
-    pub require_context_for: Vec<String>,
-    /// `PARLEY_MAX_BODY_BYTES`: largest accepted HTTP request body (413 beyond it).
+    /// Largest accepted HTTP request body (413 beyond it).
     pub max_body_bytes: usize,
-    /// `PARLEY_ACTOR_IDLE_SECS`: a conversation actor with no traffic for this
-    /// long is passivated (stopped; it is rebuilt from Postgres on next use).
-    pub actor_idle_timeout: Duration,
-    /// `PARLEY_ACTOR_CALL_TIMEOUT_MS`: the longest any request waits on an actor
-    /// before answering 503.
-    pub actor_call_timeout: Duration,
-    /// `PARLEY_WS_OUTBOUND_QUEUE`: frames buffered per socket before the
-    /// connection is treated as a slow consumer and closed.
-    pub ws_outbound_queue: usize,
-    /// `PARLEY_WS_BUFFER_BYTES`: WebSocket read and write buffer per connection.
-    pub ws_buffer_bytes: usize,
-    /// `PARLEY_WS_MAX_FRAME_BYTES`: largest accepted client frame/message.
-    pub ws_max_frame_bytes: usize,
-    /// `PARLEY_WS_PING_SECS`: interval of protocol pings; a peer silent for
-    /// three intervals is considered dead and its socket is reaped.
-    pub ws_ping_interval: Duration,
-    /// `PARLEY_MAX_CONNECTIONS_PER_USER`: simultaneous WebSocket/SSE/poll
-    /// connections one user may hold; the next is refused.
-    pub max_connections_per_user: usize,
-    /// `PARLEY_ALLOWED_ORIGINS`: comma-separated origins allowed to open
-    /// realtime connections from a browser (`*` for any). Empty: requests with
-    /// no `Origin`, or whose `Origin` matches the `Host` they were sent to.
-    pub allowed_origins: Vec<String>,
-    /// `PARLEY_PRESENCE_TIMEOUT_SECS`: a connection with no `presence.ping`
-    /// for this long no longer counts towards its user being online.
-    pub presence_timeout: Duration,
-    /// `PARLEY_OFFLINE_GRACE_MS`: after a user's last connection closes they
-    /// stay online, and their recent events stay replayable, this long (a
-    /// reload, a reconnecting EventSource or the next long-poll resumes).
-    pub offline_grace: Duration,
-    /// `PARLEY_REPLAY_EVENTS`: recent events kept per connected user for SSE
-    /// and long-poll resumption.
-    pub replay_events: usize,
-    /// `PARLEY_GROUP_COMMIT`: `on` (default) writes concurrent messages in
-    /// shared transactions (one commit for many); `off` commits each alone.
-    pub group_commit: bool,
-    /// `PARLEY_REPORT_EVIDENCE_MESSAGES`: messages frozen into a report's evidence.
+}
+
+/// `[auth]`: who may call.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// HS256 secret that user tokens are signed with.
+    pub jwt_secret: Secret,
+    /// The key the host platform sends as `X-Api-Key` on the
+    /// server-to-server API (`/internal/...`). Unset: that API refuses
+    /// every request.
+    pub internal_api_key: Option<Secret>,
+}
+
+/// `[database]`: Postgres, the only required service.
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    /// Maximum pooled connections.
+    pub pool_size: usize,
+    /// How long to wait for a pooled connection, and the statement timeout
+    /// set on each connection.
+    pub timeout: Duration,
+}
+
+/// `[chat]`: the product rules and the conversation actors.
+#[derive(Clone, Debug)]
+pub struct ChatSettings {
+    /// Roles that may only start conversations inside a registered context
+    /// (e.g. `candidate`).
+    pub require_context_for: Vec<String>,
+    /// Messages frozen into a report's evidence.
     pub report_evidence_messages: i64,
-    /// Per-user rate limits (`PARLEY_RATE_*`).
-    pub rate_limits: RateLimits,
-    /// `PARLEY_TYPING_TIMEOUT_MS`: a typist who sends no refresh for this long
-    /// is announced as stopped.
+    /// A conversation actor with no traffic for this long is passivated
+    /// (stopped; it is rebuilt from Postgres on next use).
+    pub actor_idle_timeout: Duration,
+    /// The longest any request waits on an actor before answering 503.
+    pub actor_call_timeout: Duration,
+    /// Concurrent messages are written in shared transactions (one commit
+    /// for many); off commits each alone.
+    pub group_commit: bool,
+}
+
+/// `[realtime]`: WebSocket, SSE and long-poll connections, presence, typing.
+#[derive(Clone, Debug)]
+pub struct RealtimeSettings {
+    /// Frames buffered per connection before it is treated as a slow
+    /// consumer and closed.
+    pub outbound_queue: usize,
+    /// WebSocket read and write buffer per connection.
+    pub buffer_bytes: usize,
+    /// Largest accepted client frame/message.
+    pub max_frame_bytes: usize,
+    /// Interval of protocol pings; a peer silent for three intervals is
+    /// considered dead and its socket is reaped.
+    pub ping_interval: Duration,
+    /// Simultaneous realtime connections one user may hold; the next is refused.
+    pub max_connections_per_user: usize,
+    /// Origins allowed to open realtime connections (`/ws`, `/events`,
+    /// `/events/poll`) from a browser (`*` for any). Empty: requests with no
+    /// `Origin`, or whose `Origin` matches the `Host` they were sent to.
+    pub allowed_origins: Vec<String>,
+    /// A connection with no `presence.ping` for this long no longer counts
+    /// towards its user being online.
+    pub presence_timeout: Duration,
+    /// After a user's last connection closes they stay online, and their
+    /// recent events stay replayable, this long.
+    pub offline_grace: Duration,
+    /// Recent events kept per connected user for SSE and long-poll resumption.
+    pub replay_events: usize,
+    /// A typist who sends no refresh for this long is announced as stopped.
     pub typing_timeout: Duration,
-    /// `PARLEY_TYPING_THROTTLE_MS`: at most one relayed `typing.started` per
-    /// user and conversation per this interval.
+    /// At most one relayed `typing.started` per user and conversation per interval.
     pub typing_throttle: Duration,
 }
 
-impl Default for Settings {
+/// `[limits]`: per-user rate limits; the defaults are the product spec's. A
+/// limit of 0 means "no limit of that kind".
+#[derive(Clone, Debug)]
+pub struct RateLimits {
+    /// Off lifts every limit (load tests only).
+    pub enabled: bool,
+    pub messages_per_hour: u32,
+    /// Conversations started.
+    pub conversations_per_hour: u32,
+    /// Lists, history pages, syncs, presence look-ups.
+    pub reads_per_minute: u32,
+}
+
+impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database_url: Secret::new("postgres://postgres@127.0.0.1:5432/parley"),
-            db_pool_size: 32,
-            db_timeout: Duration::from_secs(5),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
             jwt_secret: Secret::new(DEVELOPMENT_JWT_SECRET),
             internal_api_key: None,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/parley"),
+            pool_size: 32,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
             require_context_for: Vec::new(),
-            max_body_bytes: 64 * 1024,
+            report_evidence_messages: 50,
             actor_idle_timeout: Duration::from_secs(600),
             actor_call_timeout: Duration::from_secs(5),
-            ws_outbound_queue: 256,
-            ws_buffer_bytes: 4 * 1024,
-            ws_max_frame_bytes: 64 * 1024,
-            ws_ping_interval: Duration::from_secs(30),
+            group_commit: true,
+        }
+    }
+}
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        Self {
+            outbound_queue: 256,
+            buffer_bytes: 4 * 1024,
+            max_frame_bytes: 64 * 1024,
+            ping_interval: Duration::from_secs(30),
             max_connections_per_user: 8,
             allowed_origins: Vec::new(),
-            group_commit: true,
-            report_evidence_messages: 50,
-            rate_limits: RateLimits::default(),
             presence_timeout: Duration::from_secs(90),
             offline_grace: Duration::from_secs(10),
             replay_events: 256,
@@ -136,252 +206,325 @@ impl Default for Settings {
     }
 }
 
-/// Per-user rate limits; the defaults are the product spec's. A limit of 0
-/// means "no limit of that kind".
-#[derive(Clone, Debug)]
-pub struct RateLimits {
-    /// `PARLEY_RATE_LIMITS`: `off` lifts every limit (load tests only).
-    pub enabled: bool,
-    /// `PARLEY_RATE_MESSAGES_PER_HOUR` (100).
-    pub messages_per_hour: u32,
-    /// `PARLEY_RATE_CONVERSATIONS_PER_HOUR` (20): conversations started.
-    pub conversations_per_hour: u32,
-    /// `PARLEY_RATE_UPLOADS_PER_HOUR` (10).
-    pub uploads_per_hour: u32,
-    /// `PARLEY_RATE_READS_PER_MINUTE` (600): lists, history pages, syncs.
-    pub reads_per_minute: u32,
-}
-
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
             enabled: true,
             messages_per_hour: 100,
             conversations_per_hour: 20,
-            uploads_per_hour: 10,
             reads_per_minute: 600,
         }
     }
 }
 
-/// A `PARLEY_*` variable that is set but cannot be parsed.
+/// A setting that is set but cannot be used, or a config file that cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid value for {name}: {reason}")]
 pub struct ConfigError {
-    name: &'static str,
+    name: String,
     reason: String,
 }
 
+impl ConfigError {
+    fn new(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One setting: where it sits in the file, its environment variable, and
+/// how a value is applied.
+struct Knob {
+    section: &'static str,
+    key: &'static str,
+    env: &'static str,
+    apply: fn(&mut Settings, &str) -> Result<(), String>,
+}
+
+/// Every setting, once.
+#[rustfmt::skip]
+const KNOBS: &[Knob] = &[
+    Knob { section: "server", key: "listen", env: "PARLEY_LISTEN", apply: |s, v| set(&mut s.server.listen, v) },
+    Knob { section: "server", key: "max_body_bytes", env: "PARLEY_MAX_BODY_BYTES", apply: |s, v| set(&mut s.server.max_body_bytes, v) },
+    Knob { section: "auth", key: "jwt_secret", env: "PARLEY_JWT_SECRET", apply: |s, v| { s.auth.jwt_secret = Secret::new(v); Ok(()) } },
+    Knob { section: "auth", key: "internal_api_key", env: "PARLEY_INTERNAL_API_KEY", apply: |s, v| { s.auth.internal_api_key = Some(Secret::new(v)); Ok(()) } },
+    Knob { section: "database", key: "url", env: "PARLEY_DATABASE_URL", apply: |s, v| { s.database.url = Secret::new(v); Ok(()) } },
+    Knob { section: "database", key: "pool_size", env: "PARLEY_DB_POOL_SIZE", apply: |s, v| set(&mut s.database.pool_size, v) },
+    Knob { section: "database", key: "timeout_ms", env: "PARLEY_DB_TIMEOUT_MS", apply: |s, v| millis(&mut s.database.timeout, v) },
+    Knob { section: "chat", key: "require_context_for", env: "PARLEY_REQUIRE_CONTEXT_FOR", apply: |s, v| { s.chat.require_context_for = list(v, ""); Ok(()) } },
+    Knob { section: "chat", key: "report_evidence_messages", env: "PARLEY_REPORT_EVIDENCE_MESSAGES", apply: |s, v| set(&mut s.chat.report_evidence_messages, v) },
+    Knob { section: "chat", key: "actor_idle_secs", env: "PARLEY_ACTOR_IDLE_SECS", apply: |s, v| secs(&mut s.chat.actor_idle_timeout, v) },
+    Knob { section: "chat", key: "actor_call_timeout_ms", env: "PARLEY_ACTOR_CALL_TIMEOUT_MS", apply: |s, v| millis(&mut s.chat.actor_call_timeout, v) },
+    Knob { section: "chat", key: "group_commit", env: "PARLEY_GROUP_COMMIT", apply: |s, v| switch(&mut s.chat.group_commit, v) },
+    Knob { section: "realtime", key: "outbound_queue", env: "PARLEY_WS_OUTBOUND_QUEUE", apply: |s, v| set(&mut s.realtime.outbound_queue, v) },
+    Knob { section: "realtime", key: "buffer_bytes", env: "PARLEY_WS_BUFFER_BYTES", apply: |s, v| set(&mut s.realtime.buffer_bytes, v) },
+    Knob { section: "realtime", key: "max_frame_bytes", env: "PARLEY_WS_MAX_FRAME_BYTES", apply: |s, v| set(&mut s.realtime.max_frame_bytes, v) },
+    Knob { section: "realtime", key: "ping_secs", env: "PARLEY_WS_PING_SECS", apply: |s, v| secs(&mut s.realtime.ping_interval, v) },
+    Knob { section: "realtime", key: "max_connections_per_user", env: "PARLEY_MAX_CONNECTIONS_PER_USER", apply: |s, v| set(&mut s.realtime.max_connections_per_user, v) },
+    Knob { section: "realtime", key: "allowed_origins", env: "PARLEY_ALLOWED_ORIGINS", apply: |s, v| { s.realtime.allowed_origins = list(v, "/"); Ok(()) } },
+    Knob { section: "realtime", key: "presence_timeout_secs", env: "PARLEY_PRESENCE_TIMEOUT_SECS", apply: |s, v| secs(&mut s.realtime.presence_timeout, v) },
+    Knob { section: "realtime", key: "offline_grace_ms", env: "PARLEY_OFFLINE_GRACE_MS", apply: |s, v| millis(&mut s.realtime.offline_grace, v) },
+    Knob { section: "realtime", key: "replay_events", env: "PARLEY_REPLAY_EVENTS", apply: |s, v| set(&mut s.realtime.replay_events, v) },
+    Knob { section: "realtime", key: "typing_timeout_ms", env: "PARLEY_TYPING_TIMEOUT_MS", apply: |s, v| millis(&mut s.realtime.typing_timeout, v) },
+    Knob { section: "realtime", key: "typing_throttle_ms", env: "PARLEY_TYPING_THROTTLE_MS", apply: |s, v| millis(&mut s.realtime.typing_throttle, v) },
+    Knob { section: "limits", key: "enabled", env: "PARLEY_RATE_LIMITS", apply: |s, v| switch(&mut s.limits.enabled, v) },
+    Knob { section: "limits", key: "messages_per_hour", env: "PARLEY_RATE_MESSAGES_PER_HOUR", apply: |s, v| set(&mut s.limits.messages_per_hour, v) },
+    Knob { section: "limits", key: "conversations_per_hour", env: "PARLEY_RATE_CONVERSATIONS_PER_HOUR", apply: |s, v| set(&mut s.limits.conversations_per_hour, v) },
+    Knob { section: "limits", key: "reads_per_minute", env: "PARLEY_RATE_READS_PER_MINUTE", apply: |s, v| set(&mut s.limits.reads_per_minute, v) },
+];
+
+/// The variable naming the optional config file.
+pub const CONFIG_FILE_VAR: &str = "PARLEY_CONFIG";
+
 impl Settings {
-    /// Defaults, overridden by the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// Defaults, then the file named by `PARLEY_CONFIG` (if set), then the
+    /// process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = match std::env::var(CONFIG_FILE_VAR) {
+            Ok(path) if !path.trim().is_empty() => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::new(CONFIG_FILE_VAR, format!("{path}: {e}")))?,
+            ),
+            _ => None,
+        };
+        Self::from_sources(file.as_deref(), |name| std::env::var(name).ok())
     }
 
-    /// Defaults, overridden by whatever `lookup` returns for each `PARLEY_*` name.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut s = Self::default();
-        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("PARLEY_LISTEN") {
-            s.listen = parse("PARLEY_LISTEN", &v)?;
+    /// Defaults, overridden by the TOML text `file`, overridden by whatever
+    /// `env` returns for each `PARLEY_*` name.
+    pub fn from_sources(
+        file: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let table = match file {
+            Some(text) => toml::from_str::<toml::Table>(text)
+                .map_err(|e| ConfigError::new(CONFIG_FILE_VAR, e.to_string()))?,
+            None => toml::Table::new(),
+        };
+        refuse_unknown_keys(&table)?;
+        let mut settings = Self::default();
+        for knob in KNOBS {
+            let from_env = env(knob.env).filter(|v| !v.trim().is_empty());
+            let (value, name) = match from_env {
+                Some(v) => (v, knob.env.to_owned()),
+                None => match table.get(knob.section).and_then(|s| s.get(knob.key)) {
+                    Some(v) => (
+                        file_value(v).ok_or_else(|| {
+                            ConfigError::new(
+                                knob.file_name(),
+                                "expected a string, number, boolean or list of strings",
+                            )
+                        })?,
+                        knob.file_name(),
+                    ),
+                    None => continue,
+                },
+            };
+            (knob.apply)(&mut settings, value.trim())
+                .map_err(|reason| ConfigError::new(name, reason))?;
         }
-        if let Some(v) = get("PARLEY_DATABASE_URL") {
-            s.database_url = Secret::new(v);
-        }
-        if let Some(v) = get("PARLEY_JWT_SECRET") {
-            s.jwt_secret = Secret::new(v);
-        }
-        if let Some(v) = get("PARLEY_INTERNAL_API_KEY") {
-            s.internal_api_key = Some(Secret::new(v));
-        }
-        if let Some(v) = get("PARLEY_REQUIRE_CONTEXT_FOR") {
-            s.require_context_for = v
-                .split(',')
-                .map(|r| r.trim().to_owned())
-                .filter(|r| !r.is_empty())
-                .collect();
-        }
-        if let Some(v) = get("PARLEY_DB_POOL_SIZE") {
-            s.db_pool_size = parse("PARLEY_DB_POOL_SIZE", &v)?;
-        }
-        if let Some(v) = get("PARLEY_DB_TIMEOUT_MS") {
-            s.db_timeout = Duration::from_millis(parse("PARLEY_DB_TIMEOUT_MS", &v)?);
-        }
-        if let Some(v) = get("PARLEY_MAX_BODY_BYTES") {
-            s.max_body_bytes = parse("PARLEY_MAX_BODY_BYTES", &v)?;
-        }
-        if let Some(v) = get("PARLEY_ACTOR_IDLE_SECS") {
-            s.actor_idle_timeout = Duration::from_secs(parse("PARLEY_ACTOR_IDLE_SECS", &v)?);
-        }
-        if let Some(v) = get("PARLEY_ACTOR_CALL_TIMEOUT_MS") {
-            s.actor_call_timeout =
-                Duration::from_millis(parse("PARLEY_ACTOR_CALL_TIMEOUT_MS", &v)?);
-        }
-        if let Some(v) = get("PARLEY_WS_OUTBOUND_QUEUE") {
-            s.ws_outbound_queue = parse("PARLEY_WS_OUTBOUND_QUEUE", &v)?;
-        }
-        if let Some(v) = get("PARLEY_WS_BUFFER_BYTES") {
-            s.ws_buffer_bytes = parse("PARLEY_WS_BUFFER_BYTES", &v)?;
-        }
-        if let Some(v) = get("PARLEY_WS_MAX_FRAME_BYTES") {
-            s.ws_max_frame_bytes = parse("PARLEY_WS_MAX_FRAME_BYTES", &v)?;
-        }
-        if let Some(v) = get("PARLEY_WS_PING_SECS") {
-            s.ws_ping_interval = Duration::from_secs(parse("PARLEY_WS_PING_SECS", &v)?);
-        }
-        if let Some(v) = get("PARLEY_MAX_CONNECTIONS_PER_USER") {
-            s.max_connections_per_user = parse("PARLEY_MAX_CONNECTIONS_PER_USER", &v)?;
-        }
-        if let Some(v) = get("PARLEY_ALLOWED_ORIGINS") {
-            s.allowed_origins = v
-                .split(',')
-                .map(|o| o.trim().trim_end_matches('/').to_owned())
-                .filter(|o| !o.is_empty())
-                .collect();
-        }
-        if let Some(v) = get("PARLEY_PRESENCE_TIMEOUT_SECS") {
-            s.presence_timeout = Duration::from_secs(parse("PARLEY_PRESENCE_TIMEOUT_SECS", &v)?);
-        }
-        if let Some(v) = get("PARLEY_OFFLINE_GRACE_MS") {
-            s.offline_grace = Duration::from_millis(parse("PARLEY_OFFLINE_GRACE_MS", &v)?);
-        }
-        if let Some(v) = get("PARLEY_REPLAY_EVENTS") {
-            s.replay_events = parse("PARLEY_REPLAY_EVENTS", &v)?;
-        }
-        if let Some(v) = get("PARLEY_GROUP_COMMIT") {
-            s.group_commit = parse_switch("PARLEY_GROUP_COMMIT", &v)?;
-        }
-        if let Some(v) = get("PARLEY_REPORT_EVIDENCE_MESSAGES") {
-            s.report_evidence_messages = parse("PARLEY_REPORT_EVIDENCE_MESSAGES", &v)?;
-        }
-        if let Some(v) = get("PARLEY_RATE_LIMITS") {
-            s.rate_limits.enabled = parse_switch("PARLEY_RATE_LIMITS", &v)?;
-        }
-        if let Some(v) = get("PARLEY_RATE_MESSAGES_PER_HOUR") {
-            s.rate_limits.messages_per_hour = parse("PARLEY_RATE_MESSAGES_PER_HOUR", &v)?;
-        }
-        if let Some(v) = get("PARLEY_RATE_CONVERSATIONS_PER_HOUR") {
-            s.rate_limits.conversations_per_hour = parse("PARLEY_RATE_CONVERSATIONS_PER_HOUR", &v)?;
-        }
-        if let Some(v) = get("PARLEY_RATE_UPLOADS_PER_HOUR") {
-            s.rate_limits.uploads_per_hour = parse("PARLEY_RATE_UPLOADS_PER_HOUR", &v)?;
-        }
-        if let Some(v) = get("PARLEY_RATE_READS_PER_MINUTE") {
-            s.rate_limits.reads_per_minute = parse("PARLEY_RATE_READS_PER_MINUTE", &v)?;
-        }
-        if let Some(v) = get("PARLEY_TYPING_TIMEOUT_MS") {
-            s.typing_timeout = Duration::from_millis(parse("PARLEY_TYPING_TIMEOUT_MS", &v)?);
-        }
-        if let Some(v) = get("PARLEY_TYPING_THROTTLE_MS") {
-            s.typing_throttle = Duration::from_millis(parse("PARLEY_TYPING_THROTTLE_MS", &v)?);
-        }
-        s.validate()?;
-        Ok(s)
+        settings.validate()?;
+        Ok(settings)
     }
 
     /// True when the server would sign tokens with the public development secret.
     pub fn uses_development_secret(&self) -> bool {
-        self.jwt_secret.expose() == DEVELOPMENT_JWT_SECRET
+        self.auth.jwt_secret.expose() == DEVELOPMENT_JWT_SECRET
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
-            ("PARLEY_DB_POOL_SIZE", self.db_pool_size),
+            ("PARLEY_DB_POOL_SIZE", self.database.pool_size),
             (
                 "PARLEY_MAX_CONNECTIONS_PER_USER",
-                self.max_connections_per_user,
+                self.realtime.max_connections_per_user,
             ),
-            ("PARLEY_WS_OUTBOUND_QUEUE", self.ws_outbound_queue),
-            ("PARLEY_WS_BUFFER_BYTES", self.ws_buffer_bytes),
-            ("PARLEY_MAX_BODY_BYTES", self.max_body_bytes),
-            ("PARLEY_WS_MAX_FRAME_BYTES", self.ws_max_frame_bytes),
+            ("PARLEY_WS_OUTBOUND_QUEUE", self.realtime.outbound_queue),
+            ("PARLEY_WS_BUFFER_BYTES", self.realtime.buffer_bytes),
+            ("PARLEY_MAX_BODY_BYTES", self.server.max_body_bytes),
+            ("PARLEY_WS_MAX_FRAME_BYTES", self.realtime.max_frame_bytes),
         ];
         for (name, value) in positive {
             if value == 0 {
-                return Err(ConfigError {
-                    name,
-                    reason: "must be greater than zero".into(),
-                });
+                return Err(ConfigError::new(name, "must be greater than zero"));
             }
         }
         if self
+            .auth
             .internal_api_key
             .as_ref()
             .is_some_and(|k| k.expose().len() < 16)
         {
-            return Err(ConfigError {
-                name: "PARLEY_INTERNAL_API_KEY",
-                reason: "must be at least 16 bytes".into(),
-            });
+            return Err(ConfigError::new(
+                "PARLEY_INTERNAL_API_KEY",
+                "must be at least 16 bytes",
+            ));
         }
-        if self.jwt_secret.expose().len() < 16 {
-            return Err(ConfigError {
-                name: "PARLEY_JWT_SECRET",
-                reason: "must be at least 16 bytes".into(),
-            });
+        if self.auth.jwt_secret.expose().len() < 16 {
+            return Err(ConfigError::new(
+                "PARLEY_JWT_SECRET",
+                "must be at least 16 bytes",
+            ));
         }
         Ok(())
     }
 }
 
-/// An `on`/`off` setting.
-fn parse_switch(name: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim() {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        other => Err(ConfigError {
-            name,
-            reason: format!("expected on or off, got {other:?}"),
-        }),
+impl Knob {
+    /// How the file spells it: `section.key`.
+    fn file_name(&self) -> String {
+        format!("{}.{}", self.section, self.key)
     }
 }
 
-fn parse<T: FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
+fn refuse_unknown_keys(table: &toml::Table) -> Result<(), ConfigError> {
+    for (section, keys) in table {
+        let Some(keys) = keys.as_table() else {
+            return Err(ConfigError::new(section.as_str(), "expected a [section]"));
+        };
+        for key in keys.keys() {
+            if !KNOBS.iter().any(|k| k.section == section && k.key == key) {
+                return Err(ConfigError::new(
+                    format!("{section}.{key}"),
+                    "no such setting",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file value in the text form the environment would give it.
+fn file_value(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(n) => Some(n.to_string()),
+        toml::Value::Boolean(b) => Some(if *b { "on" } else { "off" }.to_owned()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .map(|items| items.join(",")),
+        _ => None,
+    }
+}
+
+fn set<T: FromStr>(field: &mut T, value: &str) -> Result<(), String>
 where
     T::Err: fmt::Display,
 {
-    value.trim().parse().map_err(|e: T::Err| ConfigError {
-        name,
-        reason: e.to_string(),
-    })
+    *field = value.parse().map_err(|e: T::Err| e.to_string())?;
+    Ok(())
+}
+
+fn millis(field: &mut Duration, value: &str) -> Result<(), String> {
+    *field = Duration::from_millis(
+        value
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string())?,
+    );
+    Ok(())
+}
+
+fn secs(field: &mut Duration, value: &str) -> Result<(), String> {
+    *field = Duration::from_secs(
+        value
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string())?,
+    );
+    Ok(())
+}
+
+/// An `on`/`off` setting.
+fn switch(field: &mut bool, value: &str) -> Result<(), String> {
+    *field = match value {
+        "on" => true,
+        "off" => false,
+        other => return Err(format!("expected on or off, got {other:?}")),
+    };
+    Ok(())
+}
+
+/// A comma-separated list, each item trimmed (and stripped of `trailing`).
+fn list(value: &str, trailing: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|item| item.trim().trim_end_matches(trailing).to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_sources(None, |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
     #[test]
     fn defaults_need_no_environment() {
-        let s = Settings::from_lookup(|_| None).unwrap();
-        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        let s = from_env(&[]).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
         assert!(s.uses_development_secret());
-        assert_eq!(s.actor_idle_timeout, Duration::from_secs(600));
+        assert_eq!(s.chat.actor_idle_timeout, Duration::from_secs(600));
     }
 
     #[test]
     fn environment_overrides_defaults() {
-        let s = Settings::from_lookup(|name| match name {
-            "PARLEY_LISTEN" => Some("0.0.0.0:9000".into()),
-            "PARLEY_JWT_SECRET" => Some("a-very-long-production-secret".into()),
-            "PARLEY_ACTOR_IDLE_SECS" => Some("5".into()),
-            _ => None,
-        })
+        let s = from_env(&[
+            ("PARLEY_LISTEN", "0.0.0.0:9000"),
+            ("PARLEY_JWT_SECRET", "a-very-long-production-secret"),
+            ("PARLEY_ACTOR_IDLE_SECS", "5"),
+        ])
         .unwrap();
-        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.server.listen.port(), 9000);
         assert!(!s.uses_development_secret());
-        assert_eq!(s.actor_idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.chat.actor_idle_timeout, Duration::from_secs(5));
     }
 
     #[test]
-    fn bad_values_are_refused_with_the_variable_name() {
-        let err = Settings::from_lookup(|name| {
-            (name == "PARLEY_DB_POOL_SIZE").then(|| "lots".to_string())
+    fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
+        let file = r#"
+            [server]
+            listen = "0.0.0.0:9100"
+            [realtime]
+            allowed_origins = ["https://app.example.com/", "https://admin.example.com"]
+            offline_grace_ms = 250
+            [chat]
+            group_commit = false
+        "#;
+        let s = Settings::from_sources(Some(file), |name| {
+            (name == "PARLEY_LISTEN").then(|| "127.0.0.1:9200".to_owned())
         })
-        .unwrap_err();
-        assert!(err.to_string().contains("PARLEY_DB_POOL_SIZE"));
+        .unwrap();
+        assert_eq!(s.server.listen.port(), 9200, "environment wins");
+        assert_eq!(
+            s.realtime.allowed_origins,
+            vec!["https://app.example.com", "https://admin.example.com"]
+        );
+        assert_eq!(s.realtime.offline_grace, Duration::from_millis(250));
+        assert!(!s.chat.group_commit);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_setting() {
         let err =
-            Settings::from_lookup(|name| (name == "PARLEY_JWT_SECRET").then(|| "short".into()))
-                .unwrap_err();
+            Settings::from_sources(Some("[server]\nlisten_on = \"x\""), |_| None).unwrap_err();
+        assert!(err.to_string().contains("server.listen_on"), "{err}");
+        let err =
+            Settings::from_sources(Some("[database]\npool_size = \"lots\""), |_| None).unwrap_err();
+        assert!(err.to_string().contains("database.pool_size"), "{err}");
+        let err = from_env(&[("PARLEY_DB_POOL_SIZE", "lots")]).unwrap_err();
+        assert!(err.to_string().contains("PARLEY_DB_POOL_SIZE"));
+        let err = from_env(&[("PARLEY_JWT_SECRET", "short")]).unwrap_err();
         assert!(err.to_string().contains("16 bytes"));
     }
 

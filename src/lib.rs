@@ -1,41 +1,46 @@
 //! Parley: a self-hosted realtime chat server for two-sided marketplaces.
 //!
-//! Module map:
-//! * [`config`] — typed settings: defaults overridden by `PARLEY_*` variables.
-//! * [`domain`] — pure types and rules (ids, message text, events, errors); no I/O.
+//! Module map, top to bottom (arrows point down only):
+//! * [`server`] — the one router that mounts both transports, and the OpenAPI document.
+//! * [`http`] — the REST transport, and what every HTTP transport shares:
+//!   [`http::AppState`], auth, the JSON error shape, the origin check, metrics.
+//! * [`ws`] — the realtime transport: WebSocket gateway and client protocol,
+//!   SSE and long-poll fallback (stands on `http`'s shared parts).
+//! * [`chat`] — the application layer: every use case and policy decision,
+//!   written once, and [`chat::dispatch`], the one route of every command
+//!   to a conversation's actor.
+//! * [`actors`] — conversation and user actors and their supervisors.
 //! * [`persistence`] — Postgres: pool, migrations, one module per aggregate.
-//! * [`actors`] — conversation and user actors, their supervisors, and
-//!   [`actors::ChatCore`], the one door HTTP and WebSocket handlers use for writes.
-//! * [`cluster`] — the event bus between conversation and user actors
-//!   (in-process now; Redis pub/sub across nodes later).
-//! * [`http`] — axum routers, auth, the JSON error shape, metrics, OpenAPI.
-//! * [`ws`] — the WebSocket gateway and its client protocol.
+//! * [`cluster`] — what must hold across nodes: the event bus (delivering to a
+//!   [`cluster::LocalSink`] the user side implements), presence, rate limits;
+//!   in-process now, Redis later. Depends on nothing above it.
+//! * [`domain`] — pure types and rules (ids, text, events, errors); no I/O,
+//!   no transport types.
+//! * [`config`] — typed settings in sections: defaults < file < `PARLEY_*`.
 //!
 //! [`Application::build`] wires it together and binds the listener (port 0 in
 //! tests); [`Application::run_until_stopped`] serves until SIGTERM or Ctrl-C.
 
 pub mod actors;
+pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod persistence;
+pub mod server;
 pub mod ws;
 
 use std::{future::Future, sync::Arc, sync::OnceLock};
 
-use dashmap::DashMap;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::{
-    actors::ChatCore,
+    chat::ChatCore,
     config::Settings,
     http::{AppState, auth::JwtKeys},
 };
-
-/// How many users' claims each node remembers as already upserted.
-const KNOWN_USERS_CAPACITY: usize = 100_000;
 
 /// Latency buckets (seconds) for every histogram: sub-millisecond to seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -73,25 +78,22 @@ impl Application {
                 "PARLEY_JWT_SECRET is not set: tokens are signed with the public development secret"
             );
         }
-        let pool = persistence::connect_pool(&settings)?;
+        let pool = persistence::connect_pool(&settings.database)?;
         let applied = persistence::migrations::run(&pool).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }
-        let chat = ChatCore::start(pool.clone(), &settings, clock).await?;
-        let listener = TcpListener::bind(settings.listen).await?;
+        let chat = ChatCore::start(pool, &settings, clock).await?;
+        let listener = TcpListener::bind(settings.server.listen).await?;
         let port = listener.local_addr()?.port();
         let (shutdown, shutdown_signal) = tokio::sync::watch::channel(false);
         let state = AppState {
             shutdown: shutdown_signal,
             realtime: http::RealtimeTracker::default(),
-            jwt: Arc::new(JwtKeys::new(&settings.jwt_secret)),
+            jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret)),
             settings: Arc::new(settings),
-            pool,
             chat,
             metrics: metrics_handle(),
-            known_users: Arc::new(DashMap::new()),
-            known_users_capacity: KNOWN_USERS_CAPACITY,
         };
         Ok(Self {
             listener,
@@ -106,7 +108,7 @@ impl Application {
         self.port
     }
 
-    /// The shared state (the tests use its pool and actor handles).
+    /// The shared state (the tests use its application handle).
     pub fn state(&self) -> &AppState {
         &self.state
     }
@@ -128,7 +130,7 @@ impl Application {
         let chat = self.state.chat.clone();
         let realtime = self.state.realtime.clone();
         let shutdown = self.shutdown;
-        let router = http::router(self.state);
+        let router = server::router(self.state);
         let signal = async move {
             stop.await;
             let _ = shutdown.send(true);

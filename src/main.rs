@@ -40,8 +40,10 @@ enum Command {
     },
 }
 
+/// Runs the command; a failure prints one readable line (with its causes)
+/// and exits with status 1.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PARLEY_LOG")
@@ -50,8 +52,18 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let settings = Settings::from_env()?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match run(cli.command.unwrap_or(Command::Serve)).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parley: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    match command {
         Command::Serve => {
             Application::build(settings)
                 .await?
@@ -59,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?
         }
         Command::Migrate => {
-            let pool = persistence::connect_pool(&settings)?;
+            let pool = persistence::connect_pool(&settings.database)?;
             let applied = persistence::migrations::run(&pool).await?;
             println!("{applied} migration(s) applied");
         }
@@ -75,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
                 "--role must be one of {:?}",
                 parley::persistence::users::ROLES
             );
-            let token = JwtKeys::new(&settings.jwt_secret).mint(
+            let token = JwtKeys::new(&settings.auth.jwt_secret).mint(
                 &user,
                 &name,
                 &role,

@@ -4,10 +4,16 @@
 //! only then publishes events. Typing is relayed, throttled and expired here
 //! and never persisted.
 //!
-//! It owns no truth: it is rebuilt from Postgres whenever it is spawned,
-//! passivates itself after an idle period, and a stale view (a `seq` already
-//! taken by another writer) makes it fail on purpose so that the supervisor
-//! drops it and the next use rebuilds it.
+//! It owns no truth: it is rebuilt from Postgres whenever it is spawned (in
+//! `post_start`, so the supervisor that spawns it never waits on the
+//! database; commands that arrive meanwhile wait in its mailbox), passivates
+//! itself after an idle period, and a stale view (a `seq` already taken by
+//! another writer) makes it fail on purpose so that the supervisor drops it
+//! and the next use rebuilds it. An id that names no conversation gets an
+//! actor that answers `not_found` and retires after [`MISSING_LINGER`].
+//!
+//! Commands arrive as [`Command`]s through the application layer's one
+//! dispatch (`chat::dispatch`); the timers are the actor's own messages.
 
 use std::{
     collections::HashMap,
@@ -23,15 +29,19 @@ use crate::{
     domain::{
         ChatError, ConversationId, UserId,
         event::{ServerEvent, UnreadUpdate},
-        model::{Message, MessageLinks, ReadState, RequestState},
+        model::{Message, MessageKind, MessageLinks, ReadState, RequestChange, RequestState},
         text,
     },
     persistence::{
         conversations::{self, ParticipantSnapshot},
         group_commit::GroupCommitter,
-        messages::{self, InsertOutcome, NewMessage, OwnedNewMessage},
+        messages::{self, InsertOutcome, NewMessage},
     },
 };
+
+/// How long an actor for an id that names no conversation stays, answering
+/// `not_found`, before it retires.
+pub const MISSING_LINGER: Duration = Duration::from_secs(1);
 
 /// What every conversation actor shares: the pool, the bus and its limits.
 pub struct ConversationDeps {
@@ -48,6 +58,7 @@ pub struct ConversationDeps {
 }
 
 /// A validated send: the body is already sanitised, the client id checked.
+#[derive(Clone, Debug)]
 pub struct SendCommand {
     pub sender: UserId,
     pub body: String,
@@ -66,31 +77,27 @@ pub struct SendOutcome {
     pub accepted_request: bool,
 }
 
-pub enum ConversationMsg {
-    Send(SendCommand, RpcReplyPort<Result<SendOutcome, ChatError>>),
+/// A command for one conversation: what the application layer asks of the
+/// conversation's actor, wherever it runs.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Send(SendCommand),
     /// Move `user`'s read pointer forward to `seq`.
     MarkRead {
         user: UserId,
         seq: i64,
-        reply: RpcReplyPort<Result<ReadState, ChatError>>,
     },
-    /// A participant started (or refreshed) or stopped typing. Fire and forget:
-    /// frames from non-participants and throttled repeats are dropped silently.
+    /// A participant started (or refreshed) or stopped typing. Throttled
+    /// repeats and signals across a block are dropped silently; a
+    /// non-participant gets `not_found`.
     Typing {
         user: UserId,
         started: bool,
-    },
-    /// The typing timeout of `user`'s start number `generation` ran out.
-    TypingExpired {
-        user: UserId,
-        generation: u64,
     },
     /// `user` accepts (true) or declines a message request.
     Respond {
         user: UserId,
         accept: bool,
-        /// Answered with the other participants (the requester, when declined).
-        reply: RpcReplyPort<Result<Vec<UserId>, ChatError>>,
     },
     /// A block between the participants was created or lifted.
     SetBlocked(bool),
@@ -98,6 +105,37 @@ pub enum ConversationMsg {
     SetArchived {
         user: UserId,
         archived: bool,
+    },
+}
+
+impl Command {
+    /// Whether the command is worth starting an actor for. The others only
+    /// update a live actor's view; a new actor reads them from the database.
+    pub fn needs_actor(&self) -> bool {
+        !matches!(self, Self::SetBlocked(_) | Self::SetArchived { .. })
+    }
+}
+
+/// The answer to a [`Command`].
+#[derive(Debug)]
+pub enum Reply {
+    Sent(SendOutcome),
+    Read(ReadState),
+    /// The request was answered; with the other participants (the requester).
+    Responded(Vec<UserId>),
+    /// Typing, block and archive changes: applied (or dropped, for typing).
+    Done,
+}
+
+/// Where a command's answer goes (`None`: nobody waits for it).
+pub type ReplyTo = Option<RpcReplyPort<Result<Reply, ChatError>>>;
+
+pub enum ConversationMsg {
+    Command(Command, ReplyTo),
+    /// The typing timeout of `user`'s start number `generation` ran out.
+    TypingExpired {
+        user: UserId,
+        generation: u64,
     },
     /// Periodic tick: stop if idle for longer than the configured timeout.
     IdleCheck,
@@ -109,9 +147,17 @@ pub struct ConversationActor {
 
 pub struct ConversationState {
     id: ConversationId,
+    last_used: Instant,
+    /// The conversation as loaded in `post_start`; `None` when the id names
+    /// no conversation.
+    live: Option<Live>,
+}
+
+/// The live view of an existing conversation.
+pub struct Live {
+    id: ConversationId,
     last_seq: i64,
     participants: Vec<ParticipantSnapshot>,
-    last_used: Instant,
     /// Registered as pre-accepted by its context: never a message request.
     pre_accepted: bool,
     /// A participant blocks another: sends are refused (`not_delivered`) and
@@ -125,7 +171,7 @@ pub struct ConversationState {
     typing_generation: u64,
 }
 
-impl ConversationState {
+impl Live {
     fn participant_mut(&mut self, user: &UserId) -> Option<&mut ParticipantSnapshot> {
         self.participants.iter_mut().find(|p| &p.user_id == user)
     }
@@ -145,12 +191,6 @@ impl ConversationState {
             .collect()
     }
 
-    fn not_found() -> ChatError {
-        ChatError::NotFound {
-            what: "conversation",
-        }
-    }
-
     fn unread_update(&self, p: &ParticipantSnapshot) -> UnreadUpdate {
         UnreadUpdate {
             conversation_id: self.id.0,
@@ -161,17 +201,23 @@ impl ConversationState {
     }
 }
 
+fn not_found() -> ChatError {
+    ChatError::NotFound {
+        what: "conversation",
+    }
+}
+
 /// Whether the actor must die after answering: its view of the database is stale.
 struct StaleView;
 
 impl ConversationActor {
     async fn send(
         &self,
-        state: &mut ConversationState,
+        state: &mut Live,
         cmd: &SendCommand,
     ) -> (Result<SendOutcome, ChatError>, Option<StaleView>) {
         if state.participant_mut(&cmd.sender).is_none() {
-            return (Err(ConversationState::not_found()), None);
+            return (Err(not_found()), None);
         }
         if state.blocked {
             return (Err(ChatError::not_delivered()), None);
@@ -198,9 +244,18 @@ impl ConversationActor {
             .any(|p| p.request_state == RequestState::Pending)
         {
             // Unless this is a retry of the one message the request allows.
-            if let Ok(Some(message)) =
-                messages::find_by_client_id(&self.deps.pool, &cmd.sender, &cmd.client_message_id)
-                    .await
+            // A failed lookup is a failure, never a refusal.
+            let earlier = match messages::find_by_client_id(
+                &self.deps.pool,
+                &cmd.sender,
+                &cmd.client_message_id,
+            )
+            .await
+            {
+                Ok(earlier) => earlier,
+                Err(e) => return (Err(e), None),
+            };
+            if let Some(message) = earlier
                 && message.conversation_id == state.id.0
             {
                 return (
@@ -225,13 +280,12 @@ impl ConversationActor {
             Ok(opens) => opens,
             Err(e) => return (Err(e), None),
         };
-        let accepts = state.participants.iter().any(|p| {
-            p.user_id == cmd.sender
-                && matches!(
-                    p.request_state,
-                    RequestState::Pending | RequestState::Declined
-                )
-        });
+        let sender_state = state
+            .participants
+            .iter()
+            .find(|p| p.user_id == cmd.sender)
+            .map_or(RequestState::None, |p| p.request_state);
+        let request_change = RequestChange::of_message(sender_state, opens_request);
         let urls = text::find_links(&cmd.body);
         let links = (!urls.is_empty()).then_some(MessageLinks {
             urls,
@@ -241,39 +295,37 @@ impl ConversationActor {
         let new = NewMessage {
             conversation: state.id,
             seq,
-            sender: &cmd.sender,
-            body: &cmd.body,
-            client_message_id: &cmd.client_message_id,
-            links: links.as_ref(),
-            opens_request,
+            sender: cmd.sender.clone(),
+            kind: MessageKind::Text,
+            body: cmd.body.clone(),
+            client_message_id: cmd.client_message_id.clone(),
+            links,
+            request_change,
         };
         let written = match &self.deps.writer {
-            Some(writer) => writer.insert(OwnedNewMessage::from(new)).await,
-            None => messages::insert(&self.deps.pool, &new).await,
+            Some(writer) => writer.insert(new).await,
+            None => messages::insert(&self.deps.pool, new).await,
         };
         match written {
             Ok(InsertOutcome::Inserted(message)) => {
                 state.last_seq = seq;
                 for p in &mut state.participants {
-                    if p.user_id == cmd.sender {
+                    let change = if p.user_id == cmd.sender {
                         p.last_read_seq = seq;
                         p.unread_count = 0;
                         p.last_read_at = Some(message.created_at);
-                        if accepts {
-                            p.request_state = RequestState::Accepted;
-                        }
+                        request_change.sender
                     } else {
                         p.unread_count += 1;
-                        if opens_request {
-                            p.request_state = RequestState::Pending;
-                        }
-                    }
+                        request_change.recipients
+                    };
+                    p.request_state = change.unwrap_or(p.request_state);
                 }
                 let outcome = SendOutcome {
                     message,
                     created: true,
                     opened_request: opens_request,
-                    accepted_request: accepts,
+                    accepted_request: request_change.accepts(),
                 };
                 (Ok(outcome), None)
             }
@@ -297,13 +349,13 @@ impl ConversationActor {
                             .into(),
                     }),
                     // Rows are never deleted, so this cannot happen; treat it as transient.
-                    Ok(None) => Err(ChatError::Unavailable("duplicate client id vanished".into())),
+                    Ok(None) => Err(ChatError::unavailable("duplicate client id vanished")),
                     Err(e) => Err(e),
                 };
                 (outcome, None)
             }
             Ok(InsertOutcome::SeqTaken) => (
-                Err(ChatError::Unavailable(format!(
+                Err(ChatError::unavailable(format!(
                     "seq {seq} of {} already taken",
                     state.id
                 ))),
@@ -318,7 +370,7 @@ impl ConversationActor {
     /// not already talk in another conversation.
     async fn opens_request(
         &self,
-        state: &ConversationState,
+        state: &Live,
         sender: &UserId,
         others: &[&ParticipantSnapshot],
     ) -> Result<bool, ChatError> {
@@ -339,14 +391,12 @@ impl ConversationActor {
     /// Accepts or declines the request made to `user`.
     async fn respond(
         &self,
-        state: &mut ConversationState,
+        state: &mut Live,
         user: &UserId,
         accept: bool,
     ) -> Result<Vec<UserId>, ChatError> {
         let id = state.id;
-        let participant = state
-            .participant_mut(user)
-            .ok_or_else(ConversationState::not_found)?;
+        let participant = state.participant_mut(user).ok_or_else(not_found)?;
         let allowed = match participant.request_state {
             RequestState::Pending => true,
             RequestState::Declined => accept,
@@ -387,7 +437,7 @@ impl ConversationActor {
     /// and the end of the sender's typing.
     fn publish_sent(
         &self,
-        state: &mut ConversationState,
+        state: &mut Live,
         outcome: &SendOutcome,
         sender: &UserId,
         sender_had_unread: bool,
@@ -422,15 +472,13 @@ impl ConversationActor {
 
     async fn mark_read(
         &self,
-        state: &mut ConversationState,
+        state: &mut Live,
         user: &UserId,
         seq: i64,
     ) -> Result<(ReadState, Option<Vec<UserId>>), ChatError> {
         let conversation_id = state.id;
         let last_seq = state.last_seq;
-        let participant = state
-            .participant_mut(user)
-            .ok_or_else(ConversationState::not_found)?;
+        let participant = state.participant_mut(user).ok_or_else(not_found)?;
         let target = seq.min(last_seq);
         let current = |p: &ParticipantSnapshot| ReadState {
             conversation_id: conversation_id.0,
@@ -452,16 +500,19 @@ impl ConversationActor {
     fn typing(
         &self,
         myself: &ActorRef<ConversationMsg>,
-        state: &mut ConversationState,
+        state: &mut Live,
         user: UserId,
         started: bool,
-    ) {
-        if state.blocked || !state.participants.iter().any(|p| p.user_id == user) {
-            return;
+    ) -> Result<(), ChatError> {
+        if !state.participants.iter().any(|p| p.user_id == user) {
+            return Err(not_found());
+        }
+        if state.blocked {
+            return Ok(());
         }
         if !started {
             self.stop_typing(state, &user);
-            return;
+            return Ok(());
         }
         state.typing_generation += 1;
         let generation = state.typing_generation;
@@ -478,7 +529,7 @@ impl ConversationActor {
             .get(&user)
             .is_some_and(|at| at.elapsed() < self.deps.typing_throttle);
         if throttled {
-            return;
+            return Ok(());
         }
         state.last_typing_relay.insert(user.clone(), Instant::now());
         metrics::counter!("parley_typing_relays_total", "state" => "started").increment(1);
@@ -489,9 +540,10 @@ impl ConversationActor {
         self.deps
             .bus
             .publish(&state.others(&user), event.to_frame());
+        Ok(())
     }
 
-    fn stop_typing(&self, state: &mut ConversationState, user: &UserId) {
+    fn stop_typing(&self, state: &mut Live, user: &UserId) {
         if state.typing.remove(user).is_none() {
             return;
         }
@@ -506,45 +558,24 @@ impl ConversationActor {
     }
 }
 
-impl Actor for ConversationActor {
-    type Msg = ConversationMsg;
-    type State = ConversationState;
-    type Arguments = ConversationId;
-
-    async fn pre_start(
+impl ConversationActor {
+    /// Runs one command against a live conversation and answers it; events
+    /// are published only after the answer. `Err` means the actor must die
+    /// (its view is stale).
+    async fn execute(
         &self,
-        myself: ActorRef<Self::Msg>,
-        id: ConversationId,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let snapshot = conversations::load_snapshot(&self.deps.pool, id)
-            .await?
-            .ok_or_else(ConversationState::not_found)?;
-        let tick =
-            (self.deps.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
-        myself.send_interval(tick, || ConversationMsg::IdleCheck);
-        Ok(ConversationState {
-            id,
-            last_seq: snapshot.last_seq,
-            participants: snapshot.participants,
-            last_used: Instant::now(),
-            pre_accepted: snapshot.pre_accepted,
-            blocked: snapshot.blocked,
-            typing: HashMap::new(),
-            last_typing_relay: HashMap::new(),
-            typing_generation: 0,
-        })
-    }
-
-    #[tracing::instrument(name = "conversation", skip_all, fields(id = %state.id))]
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
+        myself: &ActorRef<ConversationMsg>,
+        state: &mut Live,
+        command: Command,
+        reply: ReplyTo,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            ConversationMsg::Send(cmd, reply) => {
-                state.last_used = Instant::now();
+        let answer = |result: Result<Reply, ChatError>| {
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        };
+        match command {
+            Command::Send(cmd) => {
                 let sender_had_unread = state
                     .participant_mut(&cmd.sender)
                     .is_some_and(|p| p.unread_count > 0);
@@ -558,26 +589,25 @@ impl Actor for ConversationActor {
                     }),
                     _ => None,
                 };
-                let _ = reply.send(outcome);
+                answer(outcome.map(Reply::Sent));
                 if let Some(stored) = stored {
                     self.publish_sent(state, &stored, &cmd.sender, sender_had_unread);
                 }
                 if stale.is_some() {
-                    return Err(Box::new(ChatError::Internal(format!(
+                    return Err(Box::new(ChatError::internal(format!(
                         "conversation {} view is stale; rebuilding from the database",
                         state.id
                     ))));
                 }
             }
-            ConversationMsg::MarkRead { user, seq, reply } => {
-                state.last_used = Instant::now();
+            Command::MarkRead { user, seq } => {
                 let outcome = self.mark_read(state, &user, seq).await;
                 let (result, moved) = match outcome {
                     Ok((read, receipt_recipients)) => (Ok(read), receipt_recipients),
                     Err(e) => (Err(e), None),
                 };
                 let read = result.as_ref().ok().cloned();
-                let _ = reply.send(result);
+                answer(result.map(Reply::Read));
                 if let (Some(read), Some(receipt_recipients)) = (read, moved) {
                     let receipt = ServerEvent::ReadReceipt {
                         conversation_id: read.conversation_id,
@@ -593,38 +623,121 @@ impl Actor for ConversationActor {
                     }
                 }
             }
-            ConversationMsg::Typing { user, started } => {
-                state.last_used = Instant::now();
-                self.typing(&myself, state, user, started);
+            Command::Typing { user, started } => {
+                answer(
+                    self.typing(myself, state, user, started)
+                        .map(|()| Reply::Done),
+                );
             }
-            ConversationMsg::TypingExpired { user, generation } => {
-                if state.typing.get(&user) == Some(&generation) {
-                    self.stop_typing(state, &user);
-                }
+            Command::Respond { user, accept } => {
+                answer(
+                    self.respond(state, &user, accept)
+                        .await
+                        .map(Reply::Responded),
+                );
             }
-            ConversationMsg::Respond {
-                user,
-                accept,
-                reply,
-            } => {
-                state.last_used = Instant::now();
-                let _ = reply.send(self.respond(state, &user, accept).await);
-            }
-            ConversationMsg::SetArchived { user, archived } => {
+            Command::SetArchived { user, archived } => {
                 if let Some(p) = state.participant_mut(&user) {
                     p.archived = archived;
                 }
+                answer(Ok(Reply::Done));
             }
-            ConversationMsg::SetBlocked(blocked) => {
+            Command::SetBlocked(blocked) => {
                 state.blocked = blocked;
                 if blocked {
                     for user in state.typing.keys().cloned().collect::<Vec<_>>() {
                         self.stop_typing(state, &user);
                     }
                 }
+                answer(Ok(Reply::Done));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Actor for ConversationActor {
+    type Msg = ConversationMsg;
+    type State = ConversationState;
+    type Arguments = ConversationId;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        id: ConversationId,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let tick =
+            (self.deps.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+        myself.send_interval(tick, || ConversationMsg::IdleCheck);
+        Ok(ConversationState {
+            id,
+            last_used: Instant::now(),
+            live: None,
+        })
+    }
+
+    /// Loads the conversation. Runs in the actor's own task after the spawn
+    /// has returned, so neither the supervisor nor other conversations wait
+    /// for it; a failure here fails the actor and the caller's retry
+    /// rebuilds it.
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let id = state.id;
+        match conversations::load_snapshot(&self.deps.pool, id).await? {
+            Some(snapshot) => {
+                state.live = Some(Live {
+                    id,
+                    last_seq: snapshot.last_seq,
+                    participants: snapshot.participants,
+                    pre_accepted: snapshot.pre_accepted,
+                    blocked: snapshot.blocked,
+                    typing: HashMap::new(),
+                    last_typing_relay: HashMap::new(),
+                    typing_generation: 0,
+                })
+            }
+            None => {
+                myself.send_interval(MISSING_LINGER, || ConversationMsg::IdleCheck);
+            }
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "conversation", skip_all, fields(id = %state.id))]
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConversationMsg::Command(command, reply) => {
+                state.last_used = Instant::now();
+                match state.live.as_mut() {
+                    Some(live) => self.execute(&myself, live, command, reply).await?,
+                    None => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(not_found()));
+                        }
+                    }
+                }
+            }
+            ConversationMsg::TypingExpired { user, generation } => {
+                if let Some(live) = state.live.as_mut()
+                    && live.typing.get(&user) == Some(&generation)
+                {
+                    self.stop_typing(live, &user);
+                }
             }
             ConversationMsg::IdleCheck => {
-                if state.last_used.elapsed() >= self.deps.idle_timeout && state.typing.is_empty() {
+                let (limit, typing) = match &state.live {
+                    Some(live) => (self.deps.idle_timeout, !live.typing.is_empty()),
+                    None => (MISSING_LINGER, false),
+                };
+                if state.last_used.elapsed() >= limit && !typing {
                     myself.stop(Some("idle".into()));
                 }
             }

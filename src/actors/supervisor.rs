@@ -4,6 +4,9 @@
 //! request handlers read without any lock held across an await), and performs
 //! get-or-spawn inside its own handler, which ractor runs one message at a time:
 //! two concurrent first sends to one conversation therefore reach one actor.
+//! Supervisors only spawn and supervise: no handler of theirs does I/O or
+//! waits on a child (actors load their state in `post_start`, and a user
+//! actor retires by itself), so one slow conversation never holds up the node.
 //!
 //! Both override `handle_supervisor_evt` completely (ractor's default would stop
 //! the supervisor when any child ends): a child that stops or fails is removed
@@ -16,18 +19,14 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use ractor::{
     Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
-    concurrency::Duration,
 };
 
 use super::{
     conversation::{ConversationActor, ConversationDeps, ConversationMsg},
-    user::{
-        Attached, ConnectionId, EventId, Outbound, UserActor, UserArgs, UserDirectory, UserLimits,
-        UserMsg,
-    },
+    user::{Attached, EventId, Outbound, UserActor, UserArgs, UserDirectory, UserLimits, UserMsg},
 };
 use crate::{
-    cluster::presence::PresenceHub,
+    cluster::presence::{ConnectionId, PresenceHub},
     domain::{ChatError, ConversationId, UserId},
 };
 
@@ -42,6 +41,14 @@ fn forget<K: Eq + std::hash::Hash, M>(
     let before = directory.len();
     directory.retain(|_, actor| actor.get_id() != cell.get_id());
     directory.len() != before
+}
+
+/// A child that could not be started: retrying later may work.
+fn spawn_failed(kind: &str, e: SpawnErr) -> ChatError {
+    ChatError::Unavailable {
+        detail: format!("{kind} actor could not start"),
+        cause: Some(Box::new(e)),
+    }
 }
 
 fn is_alive<M>(actor: &ActorRef<M>) -> bool {
@@ -106,13 +113,7 @@ impl Actor for ConversationSupervisor {
                 self.directory.insert(id, actor.clone());
                 Ok(actor)
             }
-            Err(SpawnErr::StartupFailed(err)) => Err(match err.downcast::<ChatError>() {
-                Ok(chat) => *chat,
-                Err(other) => ChatError::Unavailable(format!("conversation actor start: {other}")),
-            }),
-            Err(other) => Err(ChatError::Internal(format!(
-                "conversation actor spawn: {other}"
-            ))),
+            Err(e) => Err(spawn_failed("conversation", e)),
         };
         let _ = reply.send(result);
         Ok(())
@@ -142,8 +143,6 @@ pub enum UserSupervisorMsg {
         resume_after: Option<EventId>,
         reply: RpcReplyPort<Result<Attached, ChatError>>,
     },
-    /// Sent by a user actor whose last connection closed.
-    Idle(UserId),
 }
 
 pub struct UserSupervisor {
@@ -154,8 +153,6 @@ pub struct UserSupervisor {
     pub presence: Arc<PresenceHub>,
     /// The bounds each user actor applies.
     pub limits: UserLimits,
-    /// Bound on the wait for a user actor to confirm it is idle.
-    pub call_timeout: Duration,
 }
 
 impl Actor for UserSupervisor {
@@ -173,70 +170,54 @@ impl Actor for UserSupervisor {
         message: Self::Msg,
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            UserSupervisorMsg::Attach {
-                user,
-                id,
-                outbound,
-                resume_after,
-                reply,
-            } => {
-                let existing = self
-                    .directory
-                    .get(&user)
-                    .map(|a| a.clone())
-                    .filter(is_alive);
-                let actor = match existing {
-                    Some(actor) => Ok(actor),
-                    None => {
-                        let args = UserArgs {
-                            user: user.clone(),
-                            supervisor: myself.clone(),
-                            pool: self.pool.clone(),
-                            presence: self.presence.clone(),
-                            limits: self.limits,
-                        };
-                        Actor::spawn_linked(None, UserActor, args, myself.get_cell())
-                            .await
-                            .map(|(actor, _)| {
-                                self.directory.insert(user, actor.clone());
-                                actor
-                            })
-                            .map_err(|e| ChatError::Internal(format!("user actor spawn: {e}")))
-                    }
+        let UserSupervisorMsg::Attach {
+            user,
+            id,
+            outbound,
+            resume_after,
+            reply,
+        } = message;
+        let existing = self
+            .directory
+            .get(&user)
+            .map(|a| a.clone())
+            .filter(is_alive);
+        let actor = match existing {
+            Some(actor) => Ok(actor),
+            None => {
+                let args = UserArgs {
+                    user: user.clone(),
+                    pool: self.pool.clone(),
+                    presence: self.presence.clone(),
+                    limits: self.limits,
                 };
-                // The actor answers the caller itself. Attach is queued before any
-                // later StopIfIdle from this supervisor, so the actor cannot
-                // retire with this connection on it.
-                match actor {
-                    Ok(actor) => {
-                        if let Err(ractor::MessagingErr::SendErr(UserMsg::Attach {
-                            reply, ..
-                        })) = actor.send_message(UserMsg::Attach {
-                            id,
-                            outbound,
-                            resume_after,
-                            reply,
-                        }) {
-                            let _ = reply
-                                .send(Err(ChatError::Unavailable("user actor stopped".into())));
-                        }
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+                Actor::spawn_linked(None, UserActor, args, myself.get_cell())
+                    .await
+                    .map(|(actor, _)| {
+                        self.directory.insert(user, actor.clone());
+                        actor
+                    })
+                    .map_err(|e| spawn_failed("user", e))
+            }
+        };
+        // The actor answers the caller itself. If it retires before it reads
+        // this (its grace period ran out just now), the caller's reply port
+        // is dropped and the caller retries against a new actor.
+        match actor {
+            Ok(actor) => {
+                if let Err(ractor::MessagingErr::SendErr(UserMsg::Attach { reply, .. })) = actor
+                    .send_message(UserMsg::Attach {
+                        id,
+                        outbound,
+                        resume_after,
+                        reply,
+                    })
+                {
+                    let _ = reply.send(Err(ChatError::unavailable("user actor retired")));
                 }
             }
-            UserSupervisorMsg::Idle(user) => {
-                let Some(actor) = self.directory.get(&user).map(|a| a.clone()) else {
-                    return Ok(());
-                };
-                let stopped = actor
-                    .call(UserMsg::StopIfIdle, Some(self.call_timeout))
-                    .await;
-                if matches!(stopped, Ok(ractor::rpc::CallResult::Success(true))) {
-                    forget(&self.directory, &actor.get_cell());
-                }
+            Err(e) => {
+                let _ = reply.send(Err(e));
             }
         }
         Ok(())

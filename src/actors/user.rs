@@ -11,7 +11,8 @@
 //!   without a gap (or is told to resync when the gap is too old);
 //! * decides the user's presence from its connections' heartbeats: online if
 //!   any fresh connection is in the foreground, away if all fresh ones are
-//!   hidden, offline when none is left after the grace period;
+//!   hidden, offline when none is left after the grace period, when the
+//!   actor also retires (stops itself; its supervisor forgets it);
 //! * keeps the unread count per conversation to put the badge total
 //!   (`totalUnread`) on every `conversation.updated`: loaded from Postgres at
 //!   start, then overwritten by the absolute values each [`UnreadUpdate`]
@@ -31,9 +32,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::supervisor::UserSupervisorMsg;
 use crate::{
-    cluster::presence::PresenceHub,
+    cluster::{
+        LocalSink,
+        presence::{ConnectionId, PresenceHub},
+    },
     domain::{
         ChatError, UserId,
         event::{ServerEvent, SharedFrame, UnreadUpdate},
@@ -46,8 +49,21 @@ use crate::{
 /// (which serialises get-or-spawn); read by the bus on every event.
 pub type UserDirectory = Arc<DashMap<UserId, ActorRef<UserMsg>>>;
 
-/// Identifies one realtime connection on this node.
-pub type ConnectionId = u64;
+/// The bus delivers to this node's users through their actors.
+impl LocalSink for DashMap<UserId, ActorRef<UserMsg>> {
+    fn deliver(&self, user: &UserId, frame: SharedFrame) {
+        if let Some(actor) = self.get(user) {
+            // A send error means the actor is retiring: it has no sockets left.
+            let _ = actor.send_message(UserMsg::Deliver(frame));
+        }
+    }
+
+    fn deliver_unread(&self, user: &UserId, update: UnreadUpdate) {
+        if let Some(actor) = self.get(user) {
+            let _ = actor.send_message(UserMsg::Unread(update));
+        }
+    }
+}
 
 /// Position of an event in a user's stream on this node: the node's epoch
 /// (new at every start) and a counter. Text form `<epoch>-<n>` (SSE `id:`).
@@ -120,14 +136,11 @@ pub enum UserMsg {
     PresenceTick,
     /// The grace period after the last connection closed has passed.
     GraceOver,
-    /// Asked by the supervisor: stop if no connection is left, and say whether it did.
-    StopIfIdle(RpcReplyPort<bool>),
 }
 
 /// What a user actor is started with.
 pub struct UserArgs {
     pub user: UserId,
-    pub supervisor: ActorRef<UserSupervisorMsg>,
     pub pool: Pool,
     pub presence: Arc<PresenceHub>,
     pub limits: UserLimits,
@@ -161,7 +174,6 @@ struct Connection {
 pub struct UserState {
     user: UserId,
     limits: UserLimits,
-    supervisor: ActorRef<UserSupervisorMsg>,
     presence: Arc<PresenceHub>,
     connections: Vec<Connection>,
     /// When the last connection closed (the grace period runs from here).
@@ -346,7 +358,6 @@ impl Actor for UserActor {
         Ok(UserState {
             user: args.user,
             limits: args.limits,
-            supervisor: args.supervisor,
             presence: args.presence,
             connections: Vec::new(),
             empty_since: None,
@@ -436,15 +447,6 @@ impl Actor for UserActor {
                     .is_some_and(|since| since.elapsed() >= state.limits.offline_grace);
                 if state.connections.is_empty() && over {
                     state.refresh_presence(true);
-                    let _ = state
-                        .supervisor
-                        .send_message(UserSupervisorMsg::Idle(state.user.clone()));
-                }
-            }
-            UserMsg::StopIfIdle(reply) => {
-                let idle = state.connections.is_empty();
-                let _ = reply.send(idle);
-                if idle {
                     myself.stop(Some("no connections".into()));
                 }
             }

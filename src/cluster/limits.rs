@@ -3,14 +3,14 @@
 //! same trait with Redis so that limits hold across nodes.
 //!
 //! Every refusal is also remembered as an abuse signal: a user who keeps
-//! hitting the limits lands in the moderation queue (see `actors::ChatCore`).
+//! hitting the limits lands in the moderation queue (see `chat::safety`).
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 
-use crate::{config::Settings, domain::UserId};
+use crate::{config::RateLimits, domain::UserId};
 
 /// What is being limited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -19,8 +19,6 @@ pub enum LimitKind {
     Messages,
     /// Conversations started.
     NewConversations,
-    /// Attachments uploaded (when attachments arrive).
-    Uploads,
     /// Reads: lists, history pages, syncs, presence look-ups.
     Reads,
 }
@@ -30,7 +28,6 @@ impl LimitKind {
         match self {
             Self::Messages => "messages",
             Self::NewConversations => "new_conversations",
-            Self::Uploads => "uploads",
             Self::Reads => "reads",
         }
     }
@@ -49,11 +46,10 @@ pub struct LocalLimiter {
 
 /// The limits from the settings (or none at all when they are switched off
 /// for a load test).
-pub fn from_settings(settings: &Settings) -> Arc<dyn RateLimiter> {
-    if !settings.rate_limits.enabled {
+pub fn from_config(l: &RateLimits) -> Arc<dyn RateLimiter> {
+    if !l.enabled {
         return Arc::new(Unlimited);
     }
-    let l = &settings.rate_limits;
     let quota = |n: u32, per: fn(NonZeroU32) -> Quota| NonZeroU32::new(n).map(per);
     let mut limiters = Vec::new();
     for (kind, q) in [
@@ -64,10 +60,6 @@ pub fn from_settings(settings: &Settings) -> Arc<dyn RateLimiter> {
         (
             LimitKind::NewConversations,
             quota(l.conversations_per_hour, Quota::per_hour),
-        ),
-        (
-            LimitKind::Uploads,
-            quota(l.uploads_per_hour, Quota::per_hour),
         ),
         (
             LimitKind::Reads,
@@ -130,9 +122,11 @@ mod tests {
 
     #[test]
     fn the_limit_allows_the_quota_then_says_when_to_retry() {
-        let mut settings = Settings::default();
-        settings.rate_limits.messages_per_hour = 3;
-        let limiter = from_settings(&settings);
+        let limits = RateLimits {
+            messages_per_hour: 3,
+            ..RateLimits::default()
+        };
+        let limiter = from_config(&limits);
         let user = UserId::parse("u").unwrap();
         for _ in 0..3 {
             assert!(limiter.check(&user, LimitKind::Messages).is_ok());
@@ -151,10 +145,12 @@ mod tests {
 
     #[test]
     fn limits_can_be_switched_off() {
-        let mut settings = Settings::default();
-        settings.rate_limits.enabled = false;
-        settings.rate_limits.messages_per_hour = 1;
-        let limiter = from_settings(&settings);
+        let limits = RateLimits {
+            enabled: false,
+            messages_per_hour: 1,
+            ..RateLimits::default()
+        };
+        let limiter = from_config(&limits);
         let user = UserId::parse("u").unwrap();
         for _ in 0..10 {
             assert!(limiter.check(&user, LimitKind::Messages).is_ok());

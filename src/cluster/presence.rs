@@ -13,14 +13,14 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
 use super::EventBus;
-use crate::{
-    actors::user::ConnectionId,
-    domain::{
-        UserId,
-        event::ServerEvent,
-        model::{Presence, PresenceStatus},
-    },
+use crate::domain::{
+    UserId,
+    event::ServerEvent,
+    model::{Presence, PresenceStatus},
 };
+
+/// Identifies one realtime connection on this node.
+pub type ConnectionId = u64;
 
 /// Most users one connection may watch.
 pub const MAX_SUBSCRIPTIONS: usize = 200;

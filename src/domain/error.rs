@@ -1,6 +1,12 @@
 //! The error vocabulary of the chat core. HTTP maps each variant to a status and
 //! a stable snake_case code (`http::error`); the WebSocket sends the same code
 //! in an `error` frame, so clients handle one set of codes.
+//!
+//! Failures of a dependency keep their cause as the error's `source`, so the
+//! log shows the whole chain while the client sees a generic message.
+
+/// The cause of an unavailable or internal error (a database or I/O error).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What can go wrong inside the chat core, from the caller's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +33,19 @@ pub enum ChatError {
     },
     /// A dependency (database, actor) did not answer in time or failed in a
     /// way a retry may fix. The detail is for the log, never for the client.
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
+    #[error("service unavailable: {detail}")]
+    Unavailable {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// A bug or an unexpected failure; the detail is logged, not returned.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {detail}")]
+    Internal {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
 impl ChatError {
@@ -56,6 +70,39 @@ impl ChatError {
         Self::forbidden("not_delivered", "Message could not be delivered.")
     }
 
+    /// A dependency did not answer in time, or failed in a way a retry may fix.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::Unavailable {
+            detail: detail.into(),
+            cause: None,
+        }
+    }
+
+    /// A bug or an unexpected state.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::Internal {
+            detail: detail.into(),
+            cause: None,
+        }
+    }
+
+    /// The error and its causes, outermost first, for the log.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
+    /// Whether this is a failure on the server's side (5xx), not the caller's.
+    pub fn is_server_failure(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Internal { .. })
+    }
+
     /// Over a rate limit; retry after `retry_after`.
     pub fn rate_limited(what: &str, retry_after: std::time::Duration) -> Self {
         Self::Limited {
@@ -73,17 +120,37 @@ impl ChatError {
             | Self::Limited { code, .. }
             | Self::Forbidden { code, .. } => code,
             Self::NotFound { .. } => "not_found",
-            Self::Unavailable(_) => "unavailable",
-            Self::Internal(_) => "internal",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Internal { .. } => "internal",
         }
     }
 
     /// The message that may be shown to the client: internals are never exposed.
     pub fn public_message(&self) -> String {
         match self {
-            Self::Unavailable(_) => "The service is busy; retry shortly.".to_string(),
-            Self::Internal(_) => "Something went wrong on our side.".to_string(),
+            Self::Unavailable { .. } => "The service is busy; retry shortly.".to_string(),
+            Self::Internal { .. } => "Something went wrong on our side.".to_string(),
             other => other.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_stay_attached_and_private() {
+        let io = std::io::Error::other("connection reset");
+        let err = ChatError::Unavailable {
+            detail: "database".into(),
+            cause: Some(Box::new(io)),
+        };
+        assert_eq!(
+            err.chain(),
+            "service unavailable: database: connection reset"
+        );
+        assert!(!err.public_message().contains("reset"));
+        assert!(err.is_server_failure());
     }
 }

@@ -4,14 +4,45 @@
 //! An event is serialised once into a [`SharedFrame`], whose clones share one
 //! buffer, so fanning it out to many connections copies no bytes.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::model::Message;
 
-/// A serialised event, cheap to clone (reference-counted bytes).
-pub type SharedFrame = axum::extract::ws::Utf8Bytes;
+/// A serialised event: JSON text in one reference-counted buffer, so clones
+/// (one per recipient connection) share it. Transports turn it into their own
+/// frame type without copying ([`SharedFrame::into_bytes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedFrame(Arc<str>);
+
+impl SharedFrame {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The same buffer as `bytes::Bytes` (UTF-8 JSON), without a copy.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(FrameBytes(self.0))
+    }
+}
+
+impl From<String> for SharedFrame {
+    fn from(json: String) -> Self {
+        Self(json.into())
+    }
+}
+
+/// Lends a frame's text to `bytes::Bytes` as bytes.
+struct FrameBytes(Arc<str>);
+
+impl AsRef<[u8]> for FrameBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
 
 /// Version of the envelope and of every event's `data` shape.
 pub const EVENT_VERSION: u8 = 1;

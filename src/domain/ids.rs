@@ -5,10 +5,23 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
 
-use super::ChatError;
+use super::{
+    ChatError,
+    text::{Padding, TextField},
+};
 
 /// Longest user id accepted from a token or a request.
 pub const MAX_USER_ID_CHARS: usize = 128;
+
+/// What a user id may be: 1–128 printable characters, no surrounding spaces.
+const USER_ID: TextField = TextField {
+    code: "invalid_user_id",
+    message: "a user id is 1-128 printable characters without surrounding spaces",
+    max_chars: MAX_USER_ID_CHARS,
+    required: true,
+    multiline: false,
+    padding: Padding::Refuse,
+};
 
 /// The host platform's id of a user: 1–128 printable characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -17,18 +30,7 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(raw: &str) -> Result<Self, ChatError> {
-        let len = raw.chars().count();
-        if len == 0
-            || len > MAX_USER_ID_CHARS
-            || raw.chars().any(char::is_control)
-            || raw.trim() != raw
-        {
-            return Err(ChatError::invalid(
-                "invalid_user_id",
-                "a user id is 1-128 printable characters without surrounding spaces",
-            ));
-        }
-        Ok(Self(raw.to_owned()))
+        USER_ID.check(raw).map(|id| Self(id.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

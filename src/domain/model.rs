@@ -7,12 +7,28 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{ChatError, UserId};
+use super::{
+    ChatError, UserId,
+    text::{Padding, TextField},
+};
 
-/// Longest context type, context id, title and subtitle, in characters.
-const MAX_CONTEXT_TYPE_CHARS: usize = 64;
-const MAX_CONTEXT_ID_CHARS: usize = 128;
-const MAX_CONTEXT_LABEL_CHARS: usize = 200;
+/// A context's type (1-64 characters), id (1-128) and title or subtitle (1-200).
+const CONTEXT_FIELD: TextField = TextField {
+    code: "invalid_context",
+    message: "context needs a type (1-64 chars) and an id (1-128 chars); title and subtitle are at most 200 chars",
+    max_chars: 200,
+    required: true,
+    multiline: false,
+    padding: Padding::Keep,
+};
+const CONTEXT_TYPE: TextField = TextField {
+    max_chars: 64,
+    ..CONTEXT_FIELD
+};
+const CONTEXT_ID: TextField = TextField {
+    max_chars: 128,
+    ..CONTEXT_FIELD
+};
 
 /// The two users of a direct conversation, in a canonical order so that
 /// (alice, bob) and (bob, alice) name the same conversation.
@@ -52,23 +68,10 @@ pub struct ConversationContext {
 
 impl ConversationContext {
     pub fn validate(&self) -> Result<(), ChatError> {
-        let field_ok = |v: &str, max: usize| {
-            let n = v.chars().count();
-            n > 0 && n <= max && !v.chars().any(char::is_control)
-        };
-        let label_ok = |v: &Option<String>| {
-            v.as_deref()
-                .is_none_or(|s| field_ok(s, MAX_CONTEXT_LABEL_CHARS))
-        };
-        if !field_ok(&self.kind, MAX_CONTEXT_TYPE_CHARS)
-            || !field_ok(&self.id, MAX_CONTEXT_ID_CHARS)
-            || !label_ok(&self.title)
-            || !label_ok(&self.subtitle)
-        {
-            return Err(ChatError::invalid(
-                "invalid_context",
-                "context needs a type (1-64 chars) and an id (1-128 chars); title and subtitle are at most 200 chars",
-            ));
+        CONTEXT_TYPE.check(&self.kind)?;
+        CONTEXT_ID.check(&self.id)?;
+        for label in [&self.title, &self.subtitle].into_iter().flatten() {
+            CONTEXT_FIELD.check(label)?;
         }
         Ok(())
     }
@@ -101,6 +104,68 @@ impl RequestState {
             "accepted" => Self::Accepted,
             "declined" => Self::Declined,
             _ => Self::None,
+        }
+    }
+}
+
+/// What storing a message does to the request states of a conversation
+/// (`None`: unchanged). The one statement of the rule, applied by the
+/// conversation actor to its state and by the write to the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestChange {
+    pub sender: Option<RequestState>,
+    pub recipients: Option<RequestState>,
+}
+
+impl RequestChange {
+    /// A message that opens a request makes every recipient `pending`; the
+    /// sender's message in a request made to them (pending or declined)
+    /// accepts it.
+    pub fn of_message(sender_state: RequestState, opens_request: bool) -> Self {
+        Self {
+            sender: matches!(sender_state, RequestState::Pending | RequestState::Declined)
+                .then_some(RequestState::Accepted),
+            recipients: opens_request.then_some(RequestState::Pending),
+        }
+    }
+
+    /// Whether the message accepted a request made to its sender.
+    pub fn accepts(self) -> bool {
+        self.sender == Some(RequestState::Accepted)
+    }
+}
+
+/// What a message is. Only text exists so far; images, files and system
+/// messages arrive with later features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+        }
+    }
+}
+
+/// One page of a list: `{items, nextCursor, hasMore}` (DESIGN.md §4). Pass
+/// `nextCursor` back to continue; there is more exactly when it is set.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    pub fn new(items: Vec<T>, next_cursor: Option<String>) -> Self {
+        Self {
+            has_more: next_cursor.is_some(),
+            items,
+            next_cursor,
         }
     }
 }
@@ -231,6 +296,20 @@ impl PresenceStatus {
             Self::Offline => "offline",
         }
     }
+
+    /// The status a heartbeat reports (WebSocket `presence.ping`, REST
+    /// `POST /users/me/presence`): `online` (the default) or `away` (the tab
+    /// is hidden). Returns whether the client is away.
+    pub fn heartbeat_is_away(status: Option<&str>) -> Result<bool, ChatError> {
+        match status {
+            None | Some("online") => Ok(false),
+            Some("away") => Ok(true),
+            Some(_) => Err(ChatError::invalid(
+                "invalid_status",
+                "status must be online or away",
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +329,31 @@ mod tests {
         assert_eq!(
             DirectPair::new(uid("x"), uid("x")).unwrap_err().code(),
             "self_conversation"
+        );
+    }
+
+    #[test]
+    fn a_reply_accepts_and_a_first_message_to_a_stranger_asks() {
+        let opened = RequestChange::of_message(RequestState::None, true);
+        assert_eq!(opened.recipients, Some(RequestState::Pending));
+        assert_eq!(opened.sender, None);
+        for asked in [RequestState::Pending, RequestState::Declined] {
+            let reply = RequestChange::of_message(asked, false);
+            assert!(reply.accepts());
+            assert_eq!(reply.recipients, None);
+        }
+        assert!(!RequestChange::of_message(RequestState::Accepted, false).accepts());
+    }
+
+    #[test]
+    fn heartbeats_are_online_or_away() {
+        assert!(!PresenceStatus::heartbeat_is_away(None).unwrap());
+        assert!(PresenceStatus::heartbeat_is_away(Some("away")).unwrap());
+        assert_eq!(
+            PresenceStatus::heartbeat_is_away(Some("busy"))
+                .unwrap_err()
+                .code(),
+            "invalid_status"
         );
     }
 

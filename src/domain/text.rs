@@ -44,16 +44,69 @@ pub fn sanitize_body(raw: &str) -> Result<String, ChatError> {
     Ok(trimmed.to_owned())
 }
 
+/// What a short text field (an id, a name, a note) may hold. Every field
+/// other than a message body is checked by [`TextField::check`], with its own
+/// bounds and the error its callers expect.
+#[derive(Clone, Copy, Debug)]
+pub struct TextField {
+    /// The error code when the value is refused, and its message.
+    pub code: &'static str,
+    pub message: &'static str,
+    /// Longest value, in characters (after trimming, where it trims).
+    pub max_chars: usize,
+    /// Whether an empty value is refused.
+    pub required: bool,
+    /// Whether newlines and tabs are allowed (other control characters never are).
+    pub multiline: bool,
+    /// What to do with whitespace around the value.
+    pub padding: Padding,
+}
+
+/// Whitespace around a field's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// Kept as given.
+    Keep,
+    /// Removed before checking (and from the returned value).
+    Trim,
+    /// Refused: identifiers must be exact.
+    Refuse,
+}
+
+impl TextField {
+    /// The checked value (trimmed when the field trims), or the field's error.
+    pub fn check<'a>(&self, raw: &'a str) -> Result<&'a str, ChatError> {
+        let value = match self.padding {
+            Padding::Trim => raw.trim(),
+            Padding::Keep | Padding::Refuse => raw,
+        };
+        let len = value.chars().count();
+        let allowed = |c: char| !c.is_control() || (self.multiline && (c == '\n' || c == '\t'));
+        let ok = (len > 0 || !self.required)
+            && len <= self.max_chars
+            && value.chars().all(allowed)
+            && (self.padding != Padding::Refuse || value.trim() == value);
+        if ok {
+            Ok(value)
+        } else {
+            Err(ChatError::invalid(self.code, self.message))
+        }
+    }
+}
+
+/// A client message id: 1–128 printable characters.
+const CLIENT_MESSAGE_ID: TextField = TextField {
+    code: "invalid_client_message_id",
+    message: "clientMessageId must be 1-128 printable characters",
+    max_chars: MAX_CLIENT_MESSAGE_ID_CHARS,
+    required: true,
+    multiline: false,
+    padding: Padding::Keep,
+};
+
 /// Validates a client message id: 1–128 printable characters.
 pub fn validate_client_message_id(raw: &str) -> Result<(), ChatError> {
-    let len = raw.chars().count();
-    if len == 0 || len > MAX_CLIENT_MESSAGE_ID_CHARS || raw.chars().any(char::is_control) {
-        return Err(ChatError::invalid(
-            "invalid_client_message_id",
-            "clientMessageId must be 1-128 printable characters",
-        ));
-    }
-    Ok(())
+    CLIENT_MESSAGE_ID.check(raw).map(drop)
 }
 
 /// Most links recorded per message.
@@ -188,6 +241,35 @@ mod tests {
         );
         assert!(find_links("e.g. 5.6 version 1.2.3 ok... end.").is_empty());
         assert_eq!(find_links(&"a.io ".repeat(50)).len(), MAX_LINKS);
+    }
+
+    #[test]
+    fn text_fields_apply_their_own_options() {
+        let note = TextField {
+            code: "invalid_note",
+            message: "bad note",
+            max_chars: 5,
+            required: false,
+            multiline: true,
+            padding: Padding::Trim,
+        };
+        assert_eq!(note.check("  a\nb\t ").unwrap(), "a\nb");
+        assert_eq!(note.check("").unwrap(), "");
+        assert_eq!(note.check("123456").unwrap_err().code(), "invalid_note");
+        assert!(note.check("bell\u{7}").is_err());
+        let single = TextField {
+            multiline: false,
+            ..note
+        };
+        assert!(single.check("a\nb").is_err());
+        let exact = TextField {
+            padding: Padding::Refuse,
+            required: true,
+            ..single
+        };
+        assert!(exact.check(" a").is_err());
+        assert!(exact.check("").is_err());
+        assert_eq!(exact.check("abc").unwrap(), "abc");
     }
 
     #[test]

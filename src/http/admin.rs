@@ -4,7 +4,7 @@
 
 use axum::{
     extract::{FromRequestParts, State},
-    http::{StatusCode, request::Parts},
+    http::request::Parts,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -14,23 +14,18 @@ use super::{
     AppState,
     auth::AuthUser,
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
-    page_limit,
 };
 use crate::{
-    domain::{ChatError, ConversationId, UserId, event::ServerEvent, model::Message},
+    chat::moderation::ActionInput,
+    domain::{
+        ConversationId, UserId,
+        model::{Message, Page},
+    },
     persistence::{
-        KeysetCursor,
-        audit::{self, AuditFilter, AuditRow},
-        messages,
-        reports::{self, ModerationAction, ReportView},
+        audit::{AuditFilter, AuditRow},
+        reports::ReportView,
     },
 };
-
-/// Default and largest admin page.
-const ADMIN_DEFAULT_LIMIT: i64 = 50;
-const ADMIN_MAX_LIMIT: i64 = 200;
-/// Longest moderator note or redaction reason, in characters.
-const MAX_NOTE_CHARS: usize = 2_000;
 
 /// The authenticated caller, who must be an admin.
 pub struct AdminUser(pub AuthUser);
@@ -49,25 +44,12 @@ impl FromRequestParts<AppState> for AdminUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
-        if user.0.role != "admin" {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "moderation is for admins only",
-            ));
+        if let Err(refused) = state.chat.ensure_admin(&user.0) {
+            tracing::info!(user = %user.id(), path = parts.uri.path(), "refused: not an admin");
+            return Err(refused.into());
         }
         Ok(Self(user))
     }
-}
-
-fn note_ok(note: &str) -> Result<(), ChatError> {
-    if note.chars().count() > MAX_NOTE_CHARS || note.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ChatError::invalid(
-            "invalid_note",
-            "notes are at most 2,000 printable characters",
-        ));
-    }
-    Ok(())
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -79,54 +61,24 @@ pub struct ReportsQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReportPage {
-    pub items: Vec<ReportView>,
-    pub next_cursor: Option<String>,
-    pub has_more: bool,
-}
-
 /// The moderation queue, newest first.
 #[utoipa::path(get, path = "/admin/chat/reports", tag = "moderation", params(ReportsQuery),
-    responses((status = 200, body = ReportPage), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Page<ReportView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_reports(
     State(state): State<AppState>,
     _admin: AdminUser,
     ApiQuery(query): ApiQuery<ReportsQuery>,
-) -> Result<ApiJson<ReportPage>, ApiError> {
-    let status = query.status.as_deref().unwrap_or("open");
-    if !["open", "actioned", "dismissed"].contains(&status) {
-        return Err(ChatError::invalid(
-            "invalid_status",
-            "status must be open, actioned or dismissed",
+) -> Result<ApiJson<Page<ReportView>>, ApiError> {
+    let page = state
+        .chat
+        .report_queue(
+            query.status.as_deref(),
+            query.cursor.as_deref(),
+            query.limit,
         )
-        .into());
-    }
-    let before = query
-        .cursor
-        .as_deref()
-        .map(KeysetCursor::decode)
-        .transpose()?;
-    let limit = page_limit(query.limit, ADMIN_DEFAULT_LIMIT, ADMIN_MAX_LIMIT)?;
-    let (items, has_more) = reports::list(&state.pool, status, before, limit).await?;
-    let next_cursor = has_more
-        .then(|| {
-            items.last().map(|r| {
-                KeysetCursor {
-                    at: r.created_at,
-                    id: r.id,
-                }
-                .encode()
-            })
-        })
-        .flatten();
-    Ok(ApiJson(ReportPage {
-        items,
-        next_cursor,
-        has_more,
-    }))
+        .await?;
+    Ok(ApiJson(page))
 }
 
 /// One report with its frozen evidence (this read is audited).
@@ -140,10 +92,9 @@ pub async fn get_report(
     admin: AdminUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<ApiJson<ReportView>, ApiError> {
-    reports::get(&state.pool, id, admin.id())
-        .await?
-        .map(ApiJson)
-        .ok_or_else(ApiError::not_found)
+    Ok(ApiJson(
+        state.chat.report_for_moderator(admin.id(), id).await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -178,44 +129,12 @@ pub async fn act(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(request): ApiJson<ActionRequest>,
 ) -> Result<ApiJson<ActionResult>, ApiError> {
-    note_ok(&request.note)?;
-    let action = match (request.action.as_str(), request.duration_hours) {
-        ("warn", _) => ModerationAction::Warn,
-        ("suspend", Some(hours)) if (1..=8760).contains(&hours) => {
-            ModerationAction::Suspend { hours }
-        }
-        ("suspend", _) => {
-            return Err(ChatError::invalid(
-                "invalid_duration",
-                "suspend needs durationHours between 1 and 8760",
-            )
-            .into());
-        }
-        ("ban", _) => ModerationAction::Ban,
-        ("dismiss", _) => ModerationAction::Dismiss,
-        _ => {
-            return Err(ChatError::invalid(
-                "invalid_action",
-                "action must be warn, suspend, ban or dismiss",
-            )
-            .into());
-        }
+    let input = ActionInput {
+        action: &request.action,
+        duration_hours: request.duration_hours,
+        note: &request.note,
     };
-    let safety = state.chat.safety();
-    let target = reports::act(
-        &state.pool,
-        id,
-        admin.id(),
-        action,
-        &request.note,
-        safety.clock().now(),
-    )
-    .await?
-    .ok_or_else(ApiError::not_found)?;
-    safety.sanction_changed(&target);
-    if action == ModerationAction::Warn {
-        safety.warn(&target, &request.note);
-    }
+    let (action, target) = state.chat.act_on_report(admin.id(), id, input).await?;
     Ok(ApiJson(ActionResult {
         report_id: id,
         action: action.name(),
@@ -242,15 +161,9 @@ pub async fn redact(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(request): ApiJson<RedactRequest>,
 ) -> Result<ApiJson<Message>, ApiError> {
-    note_ok(&request.reason)?;
-    let (message, participants) =
-        messages::redact(&state.pool, id, admin.id(), request.reason.trim())
-            .await?
-            .ok_or_else(ApiError::not_found)?;
-    state
-        .chat
-        .publish(&participants, ServerEvent::MessageUpdated(message.clone()));
-    Ok(ApiJson(message))
+    Ok(ApiJson(
+        state.chat.redact(admin.id(), id, &request.reason).await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -277,8 +190,10 @@ pub async fn conversation_messages(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<AdminHistoryQuery>,
 ) -> Result<ApiJson<AdminMessages>, ApiError> {
-    let limit = page_limit(query.limit, ADMIN_DEFAULT_LIMIT, ADMIN_MAX_LIMIT)?;
-    let items = messages::admin_page(&state.pool, ConversationId(id), admin.id(), limit).await?;
+    let items = state
+        .chat
+        .conversation_for_moderator(admin.id(), ConversationId(id), query.limit)
+        .await?;
     Ok(ApiJson(AdminMessages { items }))
 }
 
@@ -293,45 +208,23 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditPage {
-    pub items: Vec<AuditRow>,
-    pub next_cursor: Option<String>,
-    pub has_more: bool,
-}
-
 /// The audit log, newest first, filtered by actor, target and action.
 #[utoipa::path(get, path = "/admin/chat/audit", tag = "moderation", params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Page<AuditRow>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn audit_log(
     State(state): State<AppState>,
     _admin: AdminUser,
     ApiQuery(query): ApiQuery<AuditQuery>,
-) -> Result<ApiJson<AuditPage>, ApiError> {
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ChatError::invalid("invalid_cursor", "the cursor is not one this server issued")
-            })
-        })
-        .transpose()?;
-    let limit = page_limit(query.limit, ADMIN_DEFAULT_LIMIT, ADMIN_MAX_LIMIT)?;
+) -> Result<ApiJson<Page<AuditRow>>, ApiError> {
     let filter = AuditFilter {
         actor: query.actor.as_deref(),
         target: query.target.as_deref(),
         action: query.action.as_deref(),
     };
-    let (items, has_more) = audit::list(&state.pool, &filter, before, limit).await?;
-    let next_cursor = has_more
-        .then(|| items.last().map(|r| r.id.to_string()))
-        .flatten();
-    Ok(ApiJson(AuditPage {
-        items,
-        next_cursor,
-        has_more,
-    }))
+    let page = state
+        .chat
+        .audit_log(&filter, query.cursor.as_deref(), query.limit)
+        .await?;
+    Ok(ApiJson(page))
 }

@@ -1,7 +1,10 @@
 //! Authentication: HS256 JWTs carrying `sub`, `name`, `role`, optional `email`
 //! and a required `exp`. [`AuthUser`] extracts and verifies the token from
-//! `Authorization: Bearer …` (or `?token=` on the WebSocket upgrade) and
-//! upserts the user row the first time a given set of claims is seen.
+//! `Authorization: Bearer …` (or `?token=` on the realtime endpoints `/ws`,
+//! `/events` and `/events/poll`, where browsers cannot set headers) and signs
+//! the user in (`chat::ChatCore::sign_in` upserts the row the first time a
+//! given set of claims is seen). Every refusal is logged once at `info`,
+//! with its reason and never the token.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,7 +16,7 @@ use super::{AppState, error::ApiError};
 use crate::{
     config::Secret,
     domain::{ChatError, UserId},
-    persistence::users::{self, UserProfile},
+    persistence::users::UserProfile,
 };
 
 /// Seconds of clock skew tolerated when checking `exp`.
@@ -118,32 +121,17 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)
-            .or_else(|| query_token(parts))
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let profile = state.jwt.verify(&token)?;
-        remember_user(state, &profile).await?;
+        let path = parts.uri.path();
+        let Some(token) = bearer_token(parts).or_else(|| query_token(parts)) else {
+            tracing::info!(path, "refused: no bearer token");
+            return Err(ApiError::unauthorized("missing bearer token"));
+        };
+        let profile = state.jwt.verify(&token).inspect_err(|refused| {
+            tracing::info!(path, reason = refused.message(), "refused: bad token");
+        })?;
+        state.chat.sign_in(&profile).await?;
         Ok(Self(profile))
     }
-}
-
-/// Upserts the user row unless these exact claims were already stored by this node.
-async fn remember_user(state: &AppState, profile: &UserProfile) -> Result<(), ApiError> {
-    if state
-        .known_users
-        .get(&profile.id)
-        .is_some_and(|known| *known == *profile)
-    {
-        return Ok(());
-    }
-    users::upsert(&state.pool, profile).await?;
-    if state.known_users.len() >= state.known_users_capacity {
-        state.known_users.clear();
-    }
-    state
-        .known_users
-        .insert(profile.id.clone(), profile.clone());
-    Ok(())
 }
 
 fn bearer_token(parts: &Parts) -> Option<String> {

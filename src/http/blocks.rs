@@ -11,10 +11,7 @@ use super::{
     auth::AuthUser,
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
-use crate::{
-    domain::{ChatError, UserId, model::UserSummary},
-    persistence::{blocks, users},
-};
+use crate::domain::model::UserSummary;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -44,30 +41,7 @@ pub async fn create(
     caller: AuthUser,
     ApiJson(request): ApiJson<BlockRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let target = UserId::parse(&request.user_id)?;
-    block(&state, caller.id(), &target).await
-}
-
-/// Blocks `target` for `blocker` and tells the live parts of the system;
-/// shared with reporting (which can block in the same request).
-pub async fn block(
-    state: &AppState,
-    blocker: &UserId,
-    target: &UserId,
-) -> Result<StatusCode, ApiError> {
-    if target == blocker {
-        return Err(ChatError::invalid("self_block", "you cannot block yourself").into());
-    }
-    if users::find(&state.pool, target).await?.is_none() {
-        return Err(ChatError::NotFound { what: "user" }.into());
-    }
-    let created = blocks::block(&state.pool, blocker, target).await?;
-    if created {
-        state
-            .chat
-            .block_changed(blocker, target, true, &state.pool)
-            .await?;
-    }
+    let created = state.chat.block(caller.id(), &request.user_id).await?;
     Ok(if created {
         StatusCode::CREATED
     } else {
@@ -85,13 +59,7 @@ pub async fn remove(
     caller: AuthUser,
     ApiPath(user_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let target = UserId::parse(&user_id).map_err(|_| ApiError::not_found())?;
-    if blocks::unblock(&state.pool, caller.id(), &target).await? {
-        state
-            .chat
-            .block_changed(caller.id(), &target, false, &state.pool)
-            .await?;
-    }
+    state.chat.unblock(caller.id(), &user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -103,7 +71,9 @@ pub async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
 ) -> Result<ApiJson<BlockList>, ApiError> {
-    let items = blocks::list(&state.pool, caller.id())
+    let items = state
+        .chat
+        .blocked_users(caller.id())
         .await?
         .into_iter()
         .map(|(user, created_at)| BlockView { user, created_at })

@@ -1,31 +1,21 @@
 //! `/chat/conversations`: find-or-create, list (the inbox), and fetch one.
 
 use axum::{extract::State, http::StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState,
     auth::AuthUser,
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
-    page_limit,
 };
 use crate::{
-    cluster::limits::LimitKind,
     domain::{
-        ChatError, ConversationId, UserId,
-        model::{Conversation, ConversationContext, DirectPair},
+        ConversationId,
+        model::{Conversation, ConversationContext, Page},
     },
-    persistence::{
-        KeysetCursor, contexts,
-        conversations::{self, InboxFilter, ParticipantFlag},
-        users,
-    },
+    persistence::conversations::ParticipantFlag,
 };
-
-/// Default and largest page of the inbox.
-const INBOX_DEFAULT_LIMIT: i64 = 20;
-const INBOX_MAX_LIMIT: i64 = 100;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -49,14 +39,6 @@ pub struct ListConversationsQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConversationPage {
-    pub items: Vec<Conversation>,
-    pub next_cursor: Option<String>,
-    pub has_more: bool,
-}
-
 /// Find or create the direct conversation with `participantId` in `context`.
 #[utoipa::path(
     post, path = "/chat/conversations", tag = "conversations",
@@ -75,44 +57,10 @@ pub async fn create(
     caller: AuthUser,
     ApiJson(request): ApiJson<CreateConversationRequest>,
 ) -> Result<(StatusCode, ApiJson<Conversation>), ApiError> {
-    let participant = UserId::parse(&request.participant_id)?;
-    let pair = DirectPair::new(caller.id().clone(), participant.clone())?;
-    let context = match &request.context {
-        Some(context) => Some(registered_context(&state, context, &pair).await?),
-        None if state.settings.require_context_for.contains(&caller.0.role) => {
-            return Err(ChatError::forbidden(
-                "context_required",
-                "you can start a conversation only about an application or booking (a context)",
-            )
-            .into());
-        }
-        None => None,
-    };
-    if users::find(&state.pool, &participant).await?.is_none() {
-        return Err(ChatError::NotFound {
-            what: "participant",
-        }
-        .into());
-    }
-    // Finding is free; only starting a new conversation is limited and
-    // refused to suspended users.
-    let (id, created) = match conversations::find_direct(&state.pool, &pair, context.as_ref())
-        .await?
-    {
-        Some(existing) => (existing, false),
-        None => {
-            state.chat.safety().check_may_post(caller.id()).await?;
-            state
-                .chat
-                .safety()
-                .check_limit(caller.id(), LimitKind::NewConversations)?;
-            conversations::find_or_create_direct(&state.pool, caller.id(), &pair, context.as_ref())
-                .await?
-        }
-    };
-    let view = conversations::view_for_user(&state.pool, id, caller.id())
-        .await?
-        .ok_or_else(|| ChatError::Internal(format!("conversation {id} vanished after creation")))?;
+    let (view, created) = state
+        .chat
+        .open_direct(&caller.0, &request.participant_id, request.context.as_ref())
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -121,41 +69,11 @@ pub async fn create(
     Ok((status, ApiJson(view)))
 }
 
-/// The registered context a creation request names, if both participants
-/// may talk in it (403 otherwise); its title and subtitle are the banner,
-/// whatever the request carried.
-async fn registered_context(
-    state: &AppState,
-    requested: &ConversationContext,
-    pair: &DirectPair,
-) -> Result<ConversationContext, ApiError> {
-    requested.validate()?;
-    let registered = contexts::find(&state.pool, &requested.kind, &requested.id).await?;
-    let allowed = registered.as_ref().is_some_and(|r| {
-        [&pair.low, &pair.high]
-            .iter()
-            .all(|user| r.allowed_user_ids.iter().any(|id| id == user.as_str()))
-    });
-    match registered {
-        Some(r) if allowed => Ok(ConversationContext {
-            kind: r.kind,
-            id: r.id,
-            title: r.title,
-            subtitle: r.subtitle,
-        }),
-        _ => Err(ChatError::forbidden(
-            "context_not_allowed",
-            "that context is not registered for both of you",
-        )
-        .into()),
-    }
-}
-
 /// The caller's conversations, most recent activity first.
 #[utoipa::path(
     get, path = "/chat/conversations", tag = "conversations",
     params(ListConversationsQuery),
-    responses((status = 200, body = ConversationPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = Page<Conversation>), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 #[tracing::instrument(skip_all, fields(user = %caller.id()))]
@@ -163,36 +81,17 @@ pub async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
     ApiQuery(query): ApiQuery<ListConversationsQuery>,
-) -> Result<ApiJson<ConversationPage>, ApiError> {
-    state
+) -> Result<ApiJson<Page<Conversation>>, ApiError> {
+    let page = state
         .chat
-        .safety()
-        .check_limit(caller.id(), LimitKind::Reads)?;
-    let filter = match query.filter.as_deref() {
-        None | Some("inbox") => InboxFilter::Inbox,
-        Some("unread") => InboxFilter::Unread,
-        Some("requests") => InboxFilter::Requests,
-        Some("archived") => InboxFilter::Archived,
-        Some(_) => {
-            return Err(ChatError::invalid(
-                "invalid_filter",
-                "filter must be one of: inbox, unread, requests, archived",
-            )
-            .into());
-        }
-    };
-    let cursor = query
-        .cursor
-        .as_deref()
-        .map(KeysetCursor::decode)
-        .transpose()?;
-    let limit = page_limit(query.limit, INBOX_DEFAULT_LIMIT, INBOX_MAX_LIMIT)?;
-    let page = conversations::inbox(&state.pool, caller.id(), filter, cursor, limit).await?;
-    Ok(ApiJson(ConversationPage {
-        has_more: page.next_cursor.is_some(),
-        next_cursor: page.next_cursor.map(|c| c.encode()),
-        items: page.items,
-    }))
+        .inbox(
+            caller.id(),
+            query.filter.as_deref(),
+            query.cursor.as_deref(),
+            query.limit,
+        )
+        .await?;
+    Ok(ApiJson(page))
 }
 
 /// One conversation the caller takes part in (404 otherwise).
@@ -208,27 +107,8 @@ pub async fn get_one(
     caller: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Conversation>, ApiError> {
-    state
-        .chat
-        .safety()
-        .check_limit(caller.id(), LimitKind::Reads)?;
     let id = ConversationId::parse(&id)?;
-    conversations::view_for_user(&state.pool, id, caller.id())
-        .await?
-        .map(ApiJson)
-        .ok_or_else(ApiError::not_found)
-}
-
-/// The caller's view after a change, or 404.
-async fn view(
-    state: &AppState,
-    id: ConversationId,
-    caller: &AuthUser,
-) -> Result<ApiJson<Conversation>, ApiError> {
-    conversations::view_for_user(&state.pool, id, caller.id())
-        .await?
-        .map(ApiJson)
-        .ok_or_else(ApiError::not_found)
+    Ok(ApiJson(state.chat.conversation(caller.id(), id).await?))
 }
 
 async fn answer_request(
@@ -238,8 +118,9 @@ async fn answer_request(
     accept: bool,
 ) -> Result<ApiJson<Conversation>, ApiError> {
     let id = ConversationId::parse(&id)?;
-    state.chat.respond(id, caller.id(), accept).await?;
-    view(&state, id, &caller).await
+    Ok(ApiJson(
+        state.chat.answer_request(caller.id(), id, accept).await?,
+    ))
 }
 
 /// Accept a message request made to the caller (replying accepts too).
@@ -278,11 +159,9 @@ async fn flag(
     on: bool,
 ) -> Result<ApiJson<Conversation>, ApiError> {
     let id = ConversationId::parse(&id)?;
-    state
-        .chat
-        .set_flag(&state.pool, id, caller.id(), flag, on)
-        .await?;
-    view(&state, id, &caller).await
+    Ok(ApiJson(
+        state.chat.set_flag(caller.id(), id, flag, on).await?,
+    ))
 }
 
 /// Mute: no notifications for new messages (they still arrive and count as unread).

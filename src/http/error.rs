@@ -59,6 +59,11 @@ impl ApiError {
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "not found")
     }
+
+    /// The message the client is shown.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<ChatError> for ApiError {
@@ -69,12 +74,12 @@ impl From<ChatError> for ApiError {
             ChatError::Conflict { .. } => StatusCode::CONFLICT,
             ChatError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ChatError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ChatError::Unavailable(detail) => {
-                tracing::warn!(%detail, "answering 503");
+            ChatError::Unavailable { .. } => {
+                tracing::warn!(error = %err.chain(), "answering 503");
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ChatError::Internal(detail) => {
-                tracing::error!(%detail, "answering 500");
+            ChatError::Internal { .. } => {
+                tracing::error!(error = %err.chain(), "answering 500");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

@@ -5,7 +5,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{AppState, error::ApiJson};
-use crate::persistence;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -29,10 +28,7 @@ pub async fn healthz() -> ApiJson<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, ApiJson<Health>) {
-    let db_ok = match persistence::client(&state.pool).await {
-        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-        Err(_) => false,
-    };
+    let db_ok = state.chat.database_ready().await;
     let (status, word) = if db_ok {
         (StatusCode::OK, "ok")
     } else {

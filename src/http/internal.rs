@@ -13,16 +13,7 @@ use super::{
     AppState,
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
-use crate::{
-    domain::{ChatError, UserId, model::ConversationContext},
-    persistence::{
-        contexts::{self, RegisteredContext},
-        users::{self, UserProfile},
-    },
-};
-
-/// Most users one context may name.
-const MAX_ALLOWED_USERS: usize = 1_000;
+use crate::persistence::{contexts::RegisteredContext, users::UserProfile};
 
 /// Proof that the request carries the configured API key.
 pub struct PlatformKey;
@@ -34,7 +25,8 @@ impl FromRequestParts<AppState> for PlatformKey {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(expected) = &state.settings.internal_api_key else {
+        let Some(expected) = &state.settings.auth.internal_api_key else {
+            tracing::info!("refused: the server-to-server API is disabled");
             return Err(ApiError::unauthorized(
                 "the server-to-server API is disabled (PARLEY_INTERNAL_API_KEY is not set)",
             ));
@@ -47,6 +39,10 @@ impl FromRequestParts<AppState> for PlatformKey {
         if constant_time_eq(given, expected.expose().as_bytes()) {
             Ok(Self)
         } else {
+            tracing::info!(
+                path = parts.uri.path(),
+                "refused: missing or wrong X-Api-Key"
+            );
             Err(ApiError::unauthorized("missing or wrong X-Api-Key"))
         }
     }
@@ -94,23 +90,6 @@ pub async fn put_context(
     ApiPath((kind, id)): ApiPath<(String, String)>,
     ApiJson(request): ApiJson<ContextRegistration>,
 ) -> Result<(StatusCode, ApiJson<ContextView>), ApiError> {
-    ConversationContext {
-        kind: kind.clone(),
-        id: id.clone(),
-        title: request.title.clone(),
-        subtitle: request.subtitle.clone(),
-    }
-    .validate()?;
-    if request.allowed_user_ids.len() > MAX_ALLOWED_USERS {
-        return Err(ChatError::invalid(
-            "too_many_users",
-            format!("at most {MAX_ALLOWED_USERS} allowed users"),
-        )
-        .into());
-    }
-    for user in &request.allowed_user_ids {
-        UserId::parse(user)?;
-    }
     let registered = RegisteredContext {
         kind,
         id,
@@ -119,7 +98,7 @@ pub async fn put_context(
         pre_accepted: request.pre_accepted,
         allowed_user_ids: request.allowed_user_ids,
     };
-    let created = contexts::upsert(&state.pool, &registered).await?;
+    let created = state.chat.register_context(&registered).await?;
     let view = ContextView {
         kind: registered.kind,
         id: registered.id,
@@ -161,8 +140,6 @@ pub async fn put_user(
     ApiJson(request): ApiJson<UserRegistration>,
 ) -> Result<StatusCode, ApiError> {
     let profile = UserProfile::new(&id, &request.name, request.role, request.email)?;
-    users::upsert_verified(&state.pool, &profile, request.verified).await?;
-    // Token claims seen later refresh the row again; forget the cached copy.
-    state.known_users.remove(&profile.id);
+    state.chat.register_user(&profile, request.verified).await?;
     Ok(StatusCode::NO_CONTENT)
 }

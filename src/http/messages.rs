@@ -2,30 +2,18 @@
 //! Writes go through the conversation's actor; reads come straight from Postgres.
 
 use axum::{extract::State, http::StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState,
     auth::AuthUser,
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
-    page_limit,
 };
-use crate::{
-    cluster::limits::LimitKind,
-    domain::{
-        ChatError, ConversationId,
-        model::{Message, ReadState},
-    },
-    persistence::{
-        conversations,
-        messages::{self, PageDirection},
-    },
+use crate::domain::{
+    ConversationId,
+    model::{Message, Page, ReadState},
 };
-
-/// Default and largest page of history.
-const HISTORY_DEFAULT_LIMIT: i64 = 50;
-const HISTORY_MAX_LIMIT: i64 = 100;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -46,17 +34,6 @@ pub struct HistoryQuery {
     pub before: Option<i64>,
     /// Page size, 1-100 (default 50; larger values are capped at 100).
     pub limit: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MessagePage {
-    /// Always in ascending `seq` order.
-    pub items: Vec<Message>,
-    /// The `seq` to pass as the same parameter (`after`, or `before` for the
-    /// newest page and `before` pages) to continue in this direction.
-    pub next_cursor: Option<String>,
-    pub has_more: bool,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -100,11 +77,13 @@ pub async fn send(
     Ok((status, ApiJson(outcome.message)))
 }
 
-/// A page of messages by `seq`.
+/// A page of messages by `seq`, always in ascending `seq` order. `nextCursor`
+/// is the `seq` to pass as the same parameter (`after`, or `before` for the
+/// newest page and `before` pages) to continue in that direction.
 #[utoipa::path(
     get, path = "/chat/conversations/{id}/messages", tag = "messages",
     params(("id" = String, Path, description = "Conversation id"), HistoryQuery),
-    responses((status = 200, body = MessagePage), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = Page<Message>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 #[tracing::instrument(skip_all, fields(user = %caller.id()))]
@@ -113,53 +92,13 @@ pub async fn history(
     caller: AuthUser,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
-) -> Result<ApiJson<MessagePage>, ApiError> {
-    state
-        .chat
-        .safety()
-        .check_limit(caller.id(), LimitKind::Reads)?;
+) -> Result<ApiJson<Page<Message>>, ApiError> {
     let id = ConversationId::parse(&id)?;
-    let direction = match (query.after, query.before) {
-        (None, None) => PageDirection::Latest,
-        (Some(after), None) if after >= 0 => PageDirection::After(after),
-        (None, Some(before)) if before >= 0 => PageDirection::Before(before),
-        (Some(_), Some(_)) => {
-            return Err(ChatError::invalid(
-                "invalid_query",
-                "use either after or before, not both",
-            )
-            .into());
-        }
-        _ => {
-            return Err(ChatError::invalid(
-                "invalid_query",
-                "after and before must be zero or positive",
-            )
-            .into());
-        }
-    };
-    let limit = page_limit(query.limit, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
-    if matches!(direction, PageDirection::After(_)) {
-        // Catching up after a gap or a reconnect (the client algorithm in the README).
-        metrics::counter!("parley_resync_requests_total", "kind" => "history_after").increment(1);
-    }
-    if !conversations::is_participant(&state.pool, id, caller.id()).await? {
-        return Err(ApiError::not_found());
-    }
-    let page = messages::page(&state.pool, id, direction, limit).await?;
-    let edge = match direction {
-        PageDirection::After(_) => page.items.last(),
-        _ => page.items.first(),
-    };
-    let next_cursor = page
-        .has_more
-        .then(|| edge.map(|m| m.seq.to_string()))
-        .flatten();
-    Ok(ApiJson(MessagePage {
-        has_more: page.has_more,
-        next_cursor,
-        items: page.items,
-    }))
+    let page = state
+        .chat
+        .history(caller.id(), id, query.after, query.before, query.limit)
+        .await?;
+    Ok(ApiJson(page))
 }
 
 /// Move the caller's read pointer forward (never back).

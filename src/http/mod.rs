@@ -1,6 +1,10 @@
-//! The HTTP surface: one axum router per resource, the shared [`AppState`],
-//! auth, the JSON error shape, request metrics and the OpenAPI document.
-//! REST is the source of truth; the WebSocket (`crate::ws`) only adds speed.
+//! The REST transport: one module of handlers per resource, and what every
+//! transport over HTTP shares — the [`AppState`], auth, the JSON error
+//! shape, the browser origin check and request metrics. Handlers translate
+//! a request into a call of the application layer (`crate::chat`) and its
+//! answer into JSON; they hold no rules and no SQL. REST is the source of
+//! truth; the WebSocket (`crate::ws`) only adds speed. Both are mounted on
+//! one router by `crate::server`; this module never imports `ws`.
 
 pub mod admin;
 pub mod auth;
@@ -10,7 +14,6 @@ pub mod error;
 pub mod health;
 pub mod internal;
 pub mod messages;
-pub mod openapi;
 pub mod reports;
 pub mod sync;
 pub mod users;
@@ -18,37 +21,23 @@ pub mod users;
 use std::{sync::Arc, time::Instant};
 
 use axum::{
-    Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{MatchedPath, Request},
     http::StatusCode,
-    middleware::{self, Next},
+    middleware::Next,
     response::Response,
-    routing::{get, post},
 };
-use dashmap::DashMap;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use self::{auth::JwtKeys, error::ApiError};
-use crate::{
-    actors::ChatCore,
-    config::Settings,
-    domain::{ChatError, UserId},
-    persistence::users::UserProfile,
-};
+use crate::{chat::ChatCore, config::Settings};
 
 /// Everything a request handler may use; cheap to clone (all handles).
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
-    pub pool: deadpool_postgres::Pool,
     pub chat: ChatCore,
     pub jwt: Arc<JwtKeys>,
     pub metrics: PrometheusHandle,
-    /// Claims already upserted by this node, so a user row is written on first
-    /// sight (or when the claims change), not on every request. Cleared when it
-    /// reaches `known_users_capacity`, which bounds its memory.
-    pub known_users: Arc<DashMap<UserId, UserProfile>>,
-    pub known_users_capacity: usize,
     /// Flips to true when the server starts shutting down; realtime
     /// connections watch it to say "going away".
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -101,9 +90,17 @@ impl Drop for RealtimeGuard {
 /// allowed; otherwise it must be in the allow-list, or match the `Host` the
 /// request was sent to when no list is configured. Refused: 403 `origin_not_allowed`.
 pub fn check_origin(settings: &Settings, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    if origin_allowed(settings, headers) {
+    if origin_allowed(&settings.realtime.allowed_origins, headers) {
         Ok(())
     } else {
+        let origin = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or_default();
+        tracing::info!(
+            origin,
+            "refused: origin not allowed for realtime connections"
+        );
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
@@ -112,7 +109,7 @@ pub fn check_origin(settings: &Settings, headers: &axum::http::HeaderMap) -> Res
     }
 }
 
-fn origin_allowed(settings: &Settings, headers: &axum::http::HeaderMap) -> bool {
+fn origin_allowed(allowed_origins: &[String], headers: &axum::http::HeaderMap) -> bool {
     let Some(origin) = headers
         .get(axum::http::header::ORIGIN)
         .and_then(|o| o.to_str().ok())
@@ -120,112 +117,23 @@ fn origin_allowed(settings: &Settings, headers: &axum::http::HeaderMap) -> bool 
         return true;
     };
     let origin = origin.trim_end_matches('/');
-    if settings.allowed_origins.is_empty() {
+    if allowed_origins.is_empty() {
         let host = headers
             .get(axum::http::header::HOST)
             .and_then(|h| h.to_str().ok());
         let origin_host = origin.split_once("://").map(|(_, rest)| rest);
         return host.is_some() && origin_host == host;
     }
-    settings
-        .allowed_origins
+    allowed_origins
         .iter()
         .any(|allowed| allowed == "*" || allowed == origin)
 }
 
-/// The whole application router.
-pub fn router(state: AppState) -> Router {
-    let max_body = state.settings.max_body_bytes;
-    Router::new()
-        .route(
-            "/chat/conversations",
-            post(conversations::create).get(conversations::list),
-        )
-        .route("/chat/conversations/{id}", get(conversations::get_one))
-        .route(
-            "/chat/conversations/{id}/messages",
-            post(messages::send).get(messages::history),
-        )
-        .route("/chat/conversations/{id}/read", post(messages::read))
-        .route("/chat/conversations/{id}/typing", post(sync::typing))
-        .route(
-            "/chat/conversations/{id}/accept",
-            post(conversations::accept),
-        )
-        .route(
-            "/chat/conversations/{id}/decline",
-            post(conversations::decline),
-        )
-        .route(
-            "/chat/conversations/{id}/mute",
-            post(conversations::mute).delete(conversations::unmute),
-        )
-        .route(
-            "/chat/conversations/{id}/archive",
-            post(conversations::archive).delete(conversations::unarchive),
-        )
-        .route("/chat/sync", get(sync::sync))
-        .route(
-            "/users/me/settings",
-            get(users::get_settings).patch(users::patch_settings),
-        )
-        .route(
-            "/internal/contexts/{kind}/{id}",
-            axum::routing::put(internal::put_context),
-        )
-        .route(
-            "/internal/users/{id}",
-            axum::routing::put(internal::put_user),
-        )
-        .route("/chat/blocks", post(blocks::create).get(blocks::list))
-        .route("/chat/reports", post(reports::create))
-        .route("/admin/chat/reports", get(admin::list_reports))
-        .route("/admin/chat/reports/{id}", get(admin::get_report))
-        .route("/admin/chat/reports/{id}/action", post(admin::act))
-        .route("/admin/chat/messages/{id}/redact", post(admin::redact))
-        .route(
-            "/admin/chat/conversations/{id}/messages",
-            get(admin::conversation_messages),
-        )
-        .route("/admin/chat/audit", get(admin::audit_log))
-        .route(
-            "/chat/blocks/{user_id}",
-            axum::routing::delete(blocks::remove),
-        )
-        .route("/users/me/presence", post(users::heartbeat))
-        .route("/users/{id}/presence", get(users::presence))
-        .route("/events", get(crate::ws::fallback::sse))
-        .route("/events/poll", get(crate::ws::fallback::poll))
-        .route("/ws", get(crate::ws::upgrade))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::document))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(track_requests))
-        .with_state(state)
-}
-
-/// Page size from a `limit` parameter: the default when absent, 422 below 1,
-/// capped at `max`.
-pub fn page_limit(requested: Option<i64>, default: i64, max: i64) -> Result<i64, ChatError> {
-    match requested {
-        None => Ok(default),
-        Some(n) if n >= 1 => Ok(n.min(max)),
-        Some(_) => Err(ChatError::invalid(
-            "invalid_limit",
-            format!("limit must be between 1 and {max}"),
-        )),
-    }
-}
-
-async fn not_found() -> ApiError {
+pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-async fn method_not_allowed() -> ApiError {
+pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -235,7 +143,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Counts requests and their latency by route pattern (never the raw URL, so
 /// ids do not explode the label space) and status.
-async fn track_requests(request: Request, next: Next) -> Response {
+pub async fn track_requests(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()

@@ -10,18 +10,9 @@ use uuid::Uuid;
 use super::{
     AppState,
     auth::AuthUser,
-    blocks,
     error::{ApiError, ApiJson, ErrorBody},
 };
-use crate::{
-    domain::{ChatError, ConversationId, UserId},
-    persistence::{conversations, reports, users},
-};
-
-/// Report categories users may choose.
-pub const CATEGORIES: [&str; 5] = ["spam", "harassment", "scam", "inappropriate", "other"];
-/// Longest report description, in characters.
-const MAX_DESCRIPTION_CHARS: usize = 2_000;
+use crate::chat::moderation::ReportInput;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -59,73 +50,15 @@ pub async fn create(
     caller: AuthUser,
     ApiJson(request): ApiJson<ReportRequest>,
 ) -> Result<(StatusCode, ApiJson<ReportReceipt>), ApiError> {
-    let reported = UserId::parse(&request.reported_user_id)?;
-    if &reported == caller.id() {
-        return Err(ChatError::invalid("self_report", "you cannot report yourself").into());
-    }
-    if !CATEGORIES.contains(&request.category.as_str()) {
-        return Err(ChatError::invalid(
-            "invalid_category",
-            "category must be spam, harassment, scam, inappropriate or other",
-        )
-        .into());
-    }
-    let description = request.description.trim();
-    if description.chars().count() > MAX_DESCRIPTION_CHARS
-        || description
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(ChatError::invalid(
-            "invalid_description",
-            "the description is at most 2,000 printable characters",
-        )
-        .into());
-    }
-    if users::find(&state.pool, &reported).await?.is_none() {
-        return Err(ChatError::NotFound { what: "user" }.into());
-    }
-    if request.message_id.is_some() && request.conversation_id.is_none() {
-        return Err(ChatError::invalid(
-            "conversation_required",
-            "a reported message needs its conversationId",
-        )
-        .into());
-    }
-    if let Some(conversation) = request.conversation_id.map(ConversationId) {
-        if !conversations::is_participant(&state.pool, conversation, caller.id()).await? {
-            return Err(ApiError::not_found());
-        }
-        if !conversations::is_participant(&state.pool, conversation, &reported).await? {
-            return Err(ChatError::invalid(
-                "not_in_conversation",
-                "the reported user is not in that conversation",
-            )
-            .into());
-        }
-        if let Some(message) = request.message_id
-            && !conversations::has_message(&state.pool, conversation, message).await?
-        {
-            return Err(ApiError::not_found());
-        }
-    }
-    let id = reports::create(
-        &state.pool,
-        &reports::NewReport {
-            reporter: caller.id(),
-            reported: &reported,
-            conversation: request.conversation_id,
-            message: request.message_id,
-            category: &request.category,
-            description,
-            evidence_messages: state.chat.safety().evidence_messages(),
-        },
-    )
-    .await?;
-    state.chat.safety().reported(&reported);
-    if request.block {
-        blocks::block(&state, caller.id(), &reported).await?;
-    }
+    let input = ReportInput {
+        reported_user_id: &request.reported_user_id,
+        conversation_id: request.conversation_id,
+        message_id: request.message_id,
+        category: &request.category,
+        description: &request.description,
+        block: request.block,
+    };
+    let id = state.chat.report(caller.id(), input).await?;
     Ok((
         StatusCode::CREATED,
         ApiJson(ReportReceipt {

@@ -9,17 +9,8 @@ use super::{
     AppState,
     auth::AuthUser,
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
-    page_limit,
 };
-use crate::{
-    cluster::limits::LimitKind,
-    domain::{ChatError, ConversationId, model::Conversation},
-    persistence::conversations::{self, SyncCursor},
-};
-
-/// Default and largest number of conversations in one sync answer.
-const SYNC_DEFAULT_LIMIT: i64 = 500;
-const SYNC_MAX_LIMIT: i64 = 500;
+use crate::domain::{ChatError, ConversationId, model::Conversation};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -52,14 +43,10 @@ pub async fn sync(
     caller: AuthUser,
     ApiQuery(query): ApiQuery<SyncQuery>,
 ) -> Result<ApiJson<SyncPage>, ApiError> {
-    state
+    let page = state
         .chat
-        .safety()
-        .check_limit(caller.id(), LimitKind::Reads)?;
-    let since = query.since.as_deref().map(SyncCursor::decode).transpose()?;
-    let limit = page_limit(query.limit, SYNC_DEFAULT_LIMIT, SYNC_MAX_LIMIT)?;
-    metrics::counter!("parley_resync_requests_total", "kind" => "sync").increment(1);
-    let page = conversations::changed_since(&state.pool, caller.id(), since, limit).await?;
+        .sync(caller.id(), query.since.as_deref(), query.limit)
+        .await?;
     Ok(ApiJson(SyncPage {
         items: page.items,
         cursor: page.cursor.encode(),
@@ -97,9 +84,6 @@ pub async fn typing(
             );
         }
     };
-    if !conversations::is_participant(&state.pool, id, caller.id()).await? {
-        return Err(ApiError::not_found());
-    }
-    state.chat.typing(id, caller.id(), started).await;
+    state.chat.typing(id, caller.id(), started).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,14 +11,7 @@ use super::{
     auth::AuthUser,
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
-use crate::{
-    cluster::limits::LimitKind,
-    domain::{ChatError, UserId, model::Presence},
-    persistence::{
-        conversations,
-        users::{self, UserSettings},
-    },
-};
+use crate::{domain::model::Presence, persistence::users::UserSettings};
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -50,9 +43,7 @@ pub async fn get_settings(
     State(state): State<AppState>,
     caller: AuthUser,
 ) -> Result<ApiJson<SettingsView>, ApiError> {
-    Ok(ApiJson(
-        users::settings(&state.pool, caller.id()).await?.into(),
-    ))
+    Ok(ApiJson(state.chat.settings(caller.id()).await?.into()))
 }
 
 /// Change some of the caller's settings.
@@ -65,7 +56,10 @@ pub async fn patch_settings(
     caller: AuthUser,
     ApiJson(patch): ApiJson<SettingsPatch>,
 ) -> Result<ApiJson<SettingsView>, ApiError> {
-    let updated = users::update_settings(&state.pool, caller.id(), patch.read_receipts).await?;
+    let updated = state
+        .chat
+        .update_settings(caller.id(), patch.read_receipts)
+        .await?;
     Ok(ApiJson(updated.into()))
 }
 
@@ -80,19 +74,7 @@ pub async fn presence(
     caller: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Presence>, ApiError> {
-    state
-        .chat
-        .safety()
-        .check_limit(caller.id(), LimitKind::Reads)?;
-    let user = UserId::parse(&id).map_err(|_| ApiError::not_found())?;
-    let visible = &user == caller.id()
-        || !conversations::contacts_among(&state.pool, caller.id(), std::slice::from_ref(&user))
-            .await?
-            .is_empty();
-    if !visible {
-        return Err(ApiError::not_found());
-    }
-    Ok(ApiJson(state.chat.presence().get(&user)))
+    Ok(ApiJson(state.chat.presence_of(caller.id(), &id).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -112,15 +94,8 @@ pub async fn heartbeat(
     caller: AuthUser,
     ApiJson(ping): ApiJson<PresencePing>,
 ) -> Result<StatusCode, ApiError> {
-    let away = match ping.status.as_str() {
-        "online" => false,
-        "away" => true,
-        _ => {
-            return Err(
-                ChatError::invalid("invalid_status", "status must be online or away").into(),
-            );
-        }
-    };
-    state.chat.heartbeat(caller.id(), None, away);
+    state
+        .chat
+        .heartbeat(caller.id(), None, Some(&ping.status))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -178,9 +178,9 @@ pub async fn find_or_create_direct(
     }
     tx.rollback().await?;
     // Same connection: holding one while waiting for a second can exhaust the pool.
-    let existing = find_direct_on(&db, pair, context).await?.ok_or_else(|| {
-        ChatError::Internal("conversation vanished after a conflicting insert".into())
-    })?;
+    let existing = find_direct_on(&db, pair, context)
+        .await?
+        .ok_or_else(|| ChatError::internal("conversation vanished after a conflicting insert"))?;
     Ok((existing, false))
 }
 

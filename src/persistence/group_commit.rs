@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
     client,
-    messages::{self, InsertOutcome, OwnedNewMessage},
+    messages::{self, InsertOutcome, NewMessage},
 };
 use crate::domain::ChatError;
 
@@ -35,7 +35,7 @@ type Reply = oneshot::Sender<Result<InsertOutcome, ChatError>>;
 /// Handle to the group-commit writer; cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommitter {
-    queue: mpsc::Sender<(OwnedNewMessage, Reply)>,
+    queue: mpsc::Sender<(NewMessage, Reply)>,
 }
 
 impl GroupCommitter {
@@ -47,19 +47,19 @@ impl GroupCommitter {
     }
 
     /// Writes one message as part of the next batch; resolves after its commit.
-    pub async fn insert(&self, message: OwnedNewMessage) -> Result<InsertOutcome, ChatError> {
+    pub async fn insert(&self, message: NewMessage) -> Result<InsertOutcome, ChatError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((message, reply))
             .await
-            .map_err(|_| ChatError::Unavailable("message writer stopped".into()))?;
+            .map_err(|_| ChatError::unavailable("message writer stopped"))?;
         answer
             .await
-            .map_err(|_| ChatError::Unavailable("message writer dropped a write".into()))?
+            .map_err(|_| ChatError::unavailable("message writer dropped a write"))?
     }
 }
 
-async fn run(pool: Pool, mut jobs: mpsc::Receiver<(OwnedNewMessage, Reply)>) {
+async fn run(pool: Pool, mut jobs: mpsc::Receiver<(NewMessage, Reply)>) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
     while let Some(first) = jobs.recv().await {
         // Wait for a free slot first: while waiting, more writes queue up and
@@ -82,7 +82,7 @@ async fn run(pool: Pool, mut jobs: mpsc::Receiver<(OwnedNewMessage, Reply)>) {
     }
 }
 
-async fn write_batch(pool: &Pool, batch: Vec<(OwnedNewMessage, Reply)>) {
+async fn write_batch(pool: &Pool, batch: Vec<(NewMessage, Reply)>) {
     metrics::histogram!("parley_group_commit_batch_size").record(batch.len() as f64);
     if batch.len() > 1 {
         match try_together(pool, &batch).await {
@@ -98,7 +98,7 @@ async fn write_batch(pool: &Pool, batch: Vec<(OwnedNewMessage, Reply)>) {
         }
     }
     for (message, reply) in batch {
-        let _ = reply.send(messages::insert(pool, &message.borrowed()).await);
+        let _ = reply.send(messages::insert(pool, message).await);
     }
 }
 
@@ -106,9 +106,16 @@ async fn write_batch(pool: &Pool, batch: Vec<(OwnedNewMessage, Reply)>) {
 /// executor set-up); all or nothing.
 async fn try_together(
     pool: &Pool,
-    batch: &[(OwnedNewMessage, Reply)],
+    batch: &[(NewMessage, Reply)],
 ) -> Result<Vec<InsertOutcome>, ChatError> {
     let db = client(pool).await?;
-    let messages: Vec<OwnedNewMessage> = batch.iter().map(|(m, _)| m.clone()).collect();
-    messages::insert_batch(&db, &messages).await
+    let messages: Vec<NewMessage> = batch.iter().map(|(m, _)| m.clone()).collect();
+    messages::insert_batch(&db, &messages)
+        .await
+        .map_err(|e| match e {
+            messages::BatchError::SeqTaken => {
+                ChatError::unavailable("a seq of the batch was taken")
+            }
+            messages::BatchError::Failed(e) => e,
+        })
 }

@@ -1,9 +1,10 @@
 //! The `messages` table and the write-through of a send.
 //!
-//! A send is one SQL statement (so one implicit transaction and one round trip):
-//! it inserts the message, advances the conversation's `last_seq`, bumps the
-//! other participants' unread counts and moves the sender's own read pointer to
-//! the new message. The two unique constraints do the rest: a repeated
+//! A send is one SQL statement (so one implicit transaction and one round trip),
+//! the same for one message and for a group-commit batch: it inserts the
+//! message, advances the conversation's `last_seq`, bumps the other
+//! participants' unread counts, moves the sender's own read pointer to the new
+//! message and applies the request-state change the actor decided. The two unique constraints do the rest: a repeated
 //! `(sender, clientMessageId)` inserts nothing, and a taken
 //! `(conversation, seq)` means another writer owns the conversation.
 
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use super::{audit, client, timed, violated_constraint};
 use crate::domain::{
     ChatError, ConversationId, UserId,
-    model::{Message, MessageLinks, REDACTED_BODY},
+    model::{Message, MessageKind, MessageLinks, REDACTED_BODY, RequestChange, RequestState},
 };
 
 /// Columns of a message, in the order [`message_from_row`] reads them.
@@ -51,54 +52,34 @@ fn original_from_row(row: &Row, at: usize) -> Message {
     }
 }
 
-/// A message about to be written at a position the actor has chosen.
-pub struct NewMessage<'a> {
-    pub conversation: ConversationId,
-    pub seq: i64,
-    pub sender: &'a UserId,
-    pub body: &'a str,
-    pub client_message_id: &'a str,
-    pub links: Option<&'a MessageLinks>,
-    /// This message opens a message request: the other participants become `pending`.
-    pub opens_request: bool,
-}
-
-/// A [`NewMessage`] that owns its data, to travel to the group committer.
+/// A message about to be written at a position the actor has chosen, with
+/// what it changes in the conversation's request states.
 #[derive(Clone)]
-pub struct OwnedNewMessage {
+pub struct NewMessage {
     pub conversation: ConversationId,
     pub seq: i64,
     pub sender: UserId,
+    pub kind: MessageKind,
     pub body: String,
     pub client_message_id: String,
     pub links: Option<MessageLinks>,
-    pub opens_request: bool,
+    pub request_change: RequestChange,
 }
 
-impl From<NewMessage<'_>> for OwnedNewMessage {
-    fn from(m: NewMessage<'_>) -> Self {
-        Self {
-            conversation: m.conversation,
-            seq: m.seq,
-            sender: m.sender.clone(),
-            body: m.body.to_owned(),
-            client_message_id: m.client_message_id.to_owned(),
-            links: m.links.cloned(),
-            opens_request: m.opens_request,
-        }
-    }
-}
-
-impl OwnedNewMessage {
-    pub fn borrowed(&self) -> NewMessage<'_> {
-        NewMessage {
-            conversation: self.conversation,
+impl NewMessage {
+    /// The message as stored under `id` at `created_at`.
+    fn stored(&self, id: Uuid, created_at: DateTime<Utc>) -> Message {
+        Message {
+            id,
+            conversation_id: self.conversation.0,
             seq: self.seq,
-            sender: &self.sender,
-            body: &self.body,
-            client_message_id: &self.client_message_id,
-            links: self.links.as_ref(),
-            opens_request: self.opens_request,
+            sender_id: self.sender.to_string(),
+            kind: self.kind.as_str().to_owned(),
+            body: self.body.clone(),
+            client_message_id: self.client_message_id.clone(),
+            created_at,
+            links: self.links.clone(),
+            redacted: false,
         }
     }
 }
@@ -114,97 +95,67 @@ pub enum InsertOutcome {
     SeqTaken,
 }
 
-/// Writes a message and its side effects atomically.
-pub async fn insert(pool: &Pool, new: &NewMessage<'_>) -> Result<InsertOutcome, ChatError> {
+/// Writes one message and its side effects atomically (a batch of one).
+pub async fn insert(pool: &Pool, new: NewMessage) -> Result<InsertOutcome, ChatError> {
     let db = client(pool).await?;
-    let stmt = db
-        .prepare_cached(
-            "WITH ins AS (
-                 INSERT INTO messages (id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata)
-                 VALUES ($1, $2, $3, $4, 'text', $5, $6, $8)
-                 ON CONFLICT (sender_id, client_message_id) DO NOTHING
-                 RETURNING created_at
-             ), conv AS (
-                 UPDATE conversations SET last_seq = $3, last_message_at = ins.created_at
-                 FROM ins WHERE conversations.id = $2
-             ), parts AS (
-                 UPDATE conversation_participants p SET
-                     unread_count = CASE WHEN p.user_id = $4 THEN 0 ELSE p.unread_count + 1 END,
-                     last_read_seq = CASE WHEN p.user_id = $4 THEN $3 ELSE p.last_read_seq END,
-                     last_read_at = CASE WHEN p.user_id = $4 THEN ins.created_at ELSE p.last_read_at END,
-                     activity_at = ins.created_at,
-                     changed_tx = pg_current_xact_id()::text::bigint,
-                     -- A first message to a stranger makes them pending; replying accepts.
-                     request_state = CASE
-                         WHEN p.user_id <> $4 AND $7 THEN 'pending'
-                         WHEN p.user_id = $4 AND p.request_state IN ('pending', 'declined') THEN 'accepted'
-                         ELSE p.request_state END
-                 FROM ins WHERE p.conversation_id = $2
-             )
-             SELECT created_at FROM ins",
-        )
-        .await?;
-    let id = Uuid::now_v7();
-    let result = timed(
-        "messages.insert",
-        db.query_opt(
-            &stmt,
-            &[
-                &id,
-                &new.conversation.0,
-                &new.seq,
-                &new.sender.as_str(),
-                &new.body,
-                &new.client_message_id,
-                &new.opens_request,
-                &MessageLinks::to_metadata(new.links),
-            ],
-        ),
-    )
-    .await;
-    match result {
-        Ok(Some(row)) => Ok(InsertOutcome::Inserted(Message {
-            id,
-            conversation_id: new.conversation.0,
-            seq: new.seq,
-            sender_id: new.sender.to_string(),
-            kind: "text".to_string(),
-            body: new.body.to_string(),
-            client_message_id: new.client_message_id.to_string(),
-            created_at: row.get::<_, DateTime<Utc>>(0),
-            links: new.links.cloned(),
-            redacted: false,
-        })),
-        Ok(None) => Ok(InsertOutcome::DuplicateClientId),
-        Err(e) if violated_constraint(&e) == Some("messages_conversation_seq_key") => {
-            Ok(InsertOutcome::SeqTaken)
-        }
-        Err(e) => Err(e.into()),
+    match insert_batch(&db, std::slice::from_ref(&new)).await {
+        Ok(mut outcomes) => outcomes
+            .pop()
+            .ok_or_else(|| ChatError::internal("a batch of one came back empty")),
+        Err(BatchError::SeqTaken) => Ok(InsertOutcome::SeqTaken),
+        Err(BatchError::Failed(e)) => Err(e),
     }
 }
 
-/// Writes a whole group-commit batch as one statement (executor set-up is
-/// paid once, not per message). A repeated `clientMessageId` inserts nothing
-/// and comes back as [`InsertOutcome::DuplicateClientId`]; any other failure
-/// (a taken `seq`) fails the whole statement and the caller retries one by one.
-/// The batch must not hold two messages of one conversation.
+/// Why a batch wrote nothing.
+pub enum BatchError {
+    /// One of its `seq`s was taken by another writer.
+    SeqTaken,
+    Failed(ChatError),
+}
+
+impl From<ChatError> for BatchError {
+    fn from(e: ChatError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for BatchError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if violated_constraint(&e) == Some("messages_conversation_seq_key") {
+            Self::SeqTaken
+        } else {
+            Self::Failed(e.into())
+        }
+    }
+}
+
+/// Writes messages as one statement (executor set-up is paid once, not per
+/// message): each message, the conversation's `last_seq`, every
+/// participant's unread count and activity, the sender's read pointer, and
+/// the request states the message changes. A repeated `clientMessageId`
+/// inserts nothing and comes back as [`InsertOutcome::DuplicateClientId`];
+/// a taken `seq` fails the whole statement. The batch must not hold two
+/// messages of one conversation.
 pub async fn insert_batch(
     db: &impl GenericClient,
-    batch: &[OwnedNewMessage],
-) -> Result<Vec<InsertOutcome>, ChatError> {
+    batch: &[NewMessage],
+) -> Result<Vec<InsertOutcome>, BatchError> {
     let stmt = db
         .prepare_cached(
             "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                                      $7::jsonb[], $8::boolean[])
-                     AS t(id, conversation_id, seq, sender_id, body, client_message_id, metadata, opens_request)
+                                      $7::text[], $8::jsonb[], $9::text[], $10::text[])
+                     AS t(id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata,
+                          sender_request_state, recipient_request_state)
              ), ins AS (
                  INSERT INTO messages (id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata)
-                 SELECT id, conversation_id, seq, sender_id, 'text', body, client_message_id, metadata FROM input
+                 SELECT id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata FROM input
                  ON CONFLICT (sender_id, client_message_id) DO NOTHING
                  RETURNING id, conversation_id, seq, sender_id, created_at
              ), written AS (
-                 SELECT ins.*, input.opens_request FROM ins JOIN input USING (id)
+                 SELECT ins.*, input.sender_request_state, input.recipient_request_state
+                 FROM ins JOIN input USING (id)
              ), conv AS (
                  UPDATE conversations c SET last_seq = w.seq, last_message_at = w.created_at
                  FROM written w WHERE c.id = w.conversation_id
@@ -215,10 +166,9 @@ pub async fn insert_batch(
                      last_read_at = CASE WHEN p.user_id = w.sender_id THEN w.created_at ELSE p.last_read_at END,
                      activity_at = w.created_at,
                      changed_tx = pg_current_xact_id()::text::bigint,
-                     request_state = CASE
-                         WHEN p.user_id <> w.sender_id AND w.opens_request THEN 'pending'
-                         WHEN p.user_id = w.sender_id AND p.request_state IN ('pending', 'declined') THEN 'accepted'
-                         ELSE p.request_state END
+                     request_state = CASE WHEN p.user_id = w.sender_id
+                         THEN COALESCE(w.sender_request_state, p.request_state)
+                         ELSE COALESCE(w.recipient_request_state, p.request_state) END
                  FROM written w WHERE p.conversation_id = w.conversation_id
              )
              SELECT id, created_at FROM written",
@@ -228,13 +178,22 @@ pub async fn insert_batch(
     let conversations: Vec<Uuid> = batch.iter().map(|m| m.conversation.0).collect();
     let seqs: Vec<i64> = batch.iter().map(|m| m.seq).collect();
     let senders: Vec<&str> = batch.iter().map(|m| m.sender.as_str()).collect();
+    let kinds: Vec<&str> = batch.iter().map(|m| m.kind.as_str()).collect();
     let bodies: Vec<&str> = batch.iter().map(|m| m.body.as_str()).collect();
     let client_ids: Vec<&str> = batch.iter().map(|m| m.client_message_id.as_str()).collect();
     let metadata: Vec<serde_json::Value> = batch
         .iter()
         .map(|m| MessageLinks::to_metadata(m.links.as_ref()))
         .collect();
-    let opens: Vec<bool> = batch.iter().map(|m| m.opens_request).collect();
+    let state = |s: Option<RequestState>| s.map(RequestState::as_str);
+    let sender_states: Vec<Option<&str>> = batch
+        .iter()
+        .map(|m| state(m.request_change.sender))
+        .collect();
+    let recipient_states: Vec<Option<&str>> = batch
+        .iter()
+        .map(|m| state(m.request_change.recipients))
+        .collect();
     let rows = timed(
         "messages.insert_batch",
         db.query(
@@ -244,10 +203,12 @@ pub async fn insert_batch(
                 &conversations,
                 &seqs,
                 &senders,
+                &kinds,
                 &bodies,
                 &client_ids,
                 &metadata,
-                &opens,
+                &sender_states,
+                &recipient_states,
             ],
         ),
     )
@@ -258,18 +219,7 @@ pub async fn insert_batch(
         .iter()
         .zip(ids)
         .map(|(m, id)| match created.get(&id) {
-            Some(created_at) => InsertOutcome::Inserted(Message {
-                id,
-                conversation_id: m.conversation.0,
-                seq: m.seq,
-                sender_id: m.sender.to_string(),
-                kind: "text".to_string(),
-                body: m.body.clone(),
-                client_message_id: m.client_message_id.clone(),
-                created_at: *created_at,
-                links: m.links.clone(),
-                redacted: false,
-            }),
+            Some(created_at) => InsertOutcome::Inserted(m.stored(id, *created_at)),
             None => InsertOutcome::DuplicateClientId,
         })
         .collect())

@@ -19,16 +19,16 @@ use std::{future::Future, str::FromStr, time::Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-use crate::{config::Settings, domain::ChatError};
+use crate::{config::DatabaseSettings, domain::ChatError};
 
 /// Builds the pool. Connections are made lazily; each has a server-side
 /// `statement_timeout` equal to the configured database timeout, and waiting
 /// for a free connection is bounded by the same timeout.
-pub fn connect_pool(settings: &Settings) -> anyhow::Result<Pool> {
-    let mut pg = tokio_postgres::Config::from_str(settings.database_url.expose())?;
-    let timeout_ms = settings.db_timeout.as_millis();
+pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let mut pg = tokio_postgres::Config::from_str(settings.url.expose())?;
+    let timeout_ms = settings.timeout.as_millis();
     pg.options(format!("-c statement_timeout={timeout_ms}"));
-    pg.connect_timeout(settings.db_timeout);
+    pg.connect_timeout(settings.timeout);
     if pg.get_application_name().is_none() {
         pg.application_name("parley");
     }
@@ -40,10 +40,10 @@ pub fn connect_pool(settings: &Settings) -> anyhow::Result<Pool> {
         },
     );
     let pool = Pool::builder(manager)
-        .max_size(settings.db_pool_size)
-        .wait_timeout(Some(settings.db_timeout))
-        .create_timeout(Some(settings.db_timeout))
-        .recycle_timeout(Some(settings.db_timeout))
+        .max_size(settings.pool_size)
+        .wait_timeout(Some(settings.timeout))
+        .create_timeout(Some(settings.timeout))
+        .recycle_timeout(Some(settings.timeout))
         .runtime(Runtime::Tokio1)
         .build()?;
     Ok(pool)
@@ -77,9 +77,18 @@ impl KeysetCursor {
 
 /// Gets a pooled connection; failing to get one in time is a 503, not a 500.
 pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, ChatError> {
-    pool.get()
-        .await
-        .map_err(|e| ChatError::Unavailable(format!("database pool: {e}")))
+    pool.get().await.map_err(|e| ChatError::Unavailable {
+        detail: "no database connection in time".into(),
+        cause: Some(Box::new(e)),
+    })
+}
+
+/// Whether the database answers a trivial query now (readiness).
+pub async fn ping(pool: &Pool) -> bool {
+    match client(pool).await {
+        Ok(db) => db.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// Runs one database operation and records its latency under `op`.
@@ -117,10 +126,17 @@ impl From<tokio_postgres::Error> for ChatError {
                 ]
                 .contains(c)
             });
+        let cause: Option<crate::domain::error::Cause> = Some(Box::new(err));
         if retryable {
-            ChatError::Unavailable(format!("database: {err}"))
+            ChatError::Unavailable {
+                detail: "database".into(),
+                cause,
+            }
         } else {
-            ChatError::Internal(format!("database: {err}"))
+            ChatError::Internal {
+                detail: "database".into(),
+                cause,
+            }
         }
     }
 }

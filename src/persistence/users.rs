@@ -4,13 +4,24 @@
 use deadpool_postgres::Pool;
 
 use super::{client, timed};
-use crate::domain::{ChatError, UserId, model::UserSummary};
+use crate::domain::{
+    ChatError, UserId,
+    model::UserSummary,
+    text::{Padding, TextField},
+};
 
 /// Roles a user may have (DESIGN.md §3).
 pub const ROLES: [&str; 4] = ["recruiter", "company", "candidate", "admin"];
 
-/// Longest display name, in characters.
-const MAX_NAME_CHARS: usize = 200;
+/// A display name: 1-200 printable characters, trimmed.
+const NAME: TextField = TextField {
+    code: "invalid_name",
+    message: "name must be 1-200 printable characters",
+    max_chars: 200,
+    required: true,
+    multiline: false,
+    padding: Padding::Trim,
+};
 /// Longest email kept; longer (or empty) ones are dropped.
 const MAX_EMAIL_BYTES: usize = 320;
 
@@ -39,16 +50,7 @@ impl UserProfile {
                 "role must be one of recruiter, company, candidate, admin",
             ));
         }
-        let name = name.trim();
-        if name.is_empty()
-            || name.chars().count() > MAX_NAME_CHARS
-            || name.chars().any(char::is_control)
-        {
-            return Err(ChatError::invalid(
-                "invalid_name",
-                "name must be 1-200 printable characters",
-            ));
-        }
+        let name = NAME.check(name)?;
         Ok(Self {
             id,
             name: name.to_owned(),

@@ -25,25 +25,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage};
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{
-    Registration,
-    protocol::{self, ClientFrame, FrameError},
-};
+use super::protocol::{self, ClientFrame, FrameError};
 use crate::{
-    actors::{
+    chat::{
         ChatCore,
-        user::{ConnectionId, Outgoing},
+        users::{Attachment, Outgoing},
     },
-    cluster::presence::MAX_SUBSCRIPTIONS,
     domain::{
         ChatError, ConversationId, UserId,
         event::{ServerEvent, SharedFrame},
     },
-    persistence::conversations,
 };
 
 /// Close code (private range) telling the client to reconnect and resync over REST.
@@ -61,7 +56,6 @@ const MAX_TYPING_PER_CONNECTION: usize = 32;
 /// What the loop needs besides the socket.
 pub struct ConnectionContext {
     pub chat: ChatCore,
-    pub pool: deadpool_postgres::Pool,
     pub user: UserId,
     pub outbound_queue: usize,
     pub ping_interval: Duration,
@@ -72,7 +66,7 @@ pub struct ConnectionContext {
 /// One attached connection, as the reader sees it.
 struct Session<'a> {
     ctx: &'a ConnectionContext,
-    id: ConnectionId,
+    attachment: &'a Attachment,
     /// Conversations this connection said it is typing in, so that a
     /// disconnect stops every indicator it started.
     typing: Mutex<HashSet<ConversationId>>,
@@ -96,8 +90,12 @@ where
     // The reader answers through a weak handle, so that when the user actor
     // drops the only strong sender the writer sees the queue close.
     let answers = outbound.downgrade();
-    let registration = match ctx.chat.attach_connection(&ctx.user, outbound, None).await {
-        Ok((id, attached)) => Registration::new(&ctx.chat, id, attached, "websocket"),
+    let attachment = match ctx
+        .chat
+        .attach(&ctx.user, outbound, None, "websocket")
+        .await
+    {
+        Ok(attachment) => attachment,
         Err(e) if e.code() == "too_many_connections" => {
             let _ = sink
                 .send(close(
@@ -108,14 +106,14 @@ where
             return;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "could not attach connection");
+            tracing::warn!(error = %e.chain(), "could not attach connection");
             let _ = sink.send(close(CLOSE_INTERNAL, "server busy, retry")).await;
             return;
         }
     };
     let session = Session {
         ctx: &ctx,
-        id: registration.id,
+        attachment: &attachment,
         typing: Mutex::new(HashSet::new()),
     };
     let last_heard = Arc::new(AtomicU64::new(0));
@@ -153,9 +151,16 @@ where
         .map(|mut set| set.drain().collect())
         .unwrap_or_default();
     for conversation in still_typing {
-        ctx.chat.typing(conversation, &ctx.user, false).await;
+        // Best effort: the conversation may be gone, or the user no longer in it.
+        let _ = ctx.chat.typing(conversation, &ctx.user, false).await;
     }
-    drop(registration);
+    drop(attachment);
+}
+
+/// An event as a WebSocket text frame, sharing the event's buffer.
+fn text(frame: SharedFrame) -> WsMessage {
+    // A frame is JSON text, so the UTF-8 check cannot fail.
+    WsMessage::Text(Utf8Bytes::try_from(frame.into_bytes()).unwrap_or_default())
 }
 
 fn close(code: u16, reason: &'static str) -> WsMessage {
@@ -203,7 +208,7 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
             biased;
             frame = frames.recv() => match frame {
                 Some(outgoing) => {
-                    if !send_bounded(&mut sink, WsMessage::Text(outgoing.frame), limit).await {
+                    if !send_bounded(&mut sink, text(outgoing.frame), limit).await {
                         return;
                     }
                     metrics::counter!("parley_frames_out_total", "transport" => "websocket").increment(1);
@@ -216,7 +221,7 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
             },
             Some(goodbye) = closing.recv() => {
                 while let Ok(outgoing) = frames.try_recv() {
-                    if !send_bounded(&mut sink, WsMessage::Text(outgoing.frame), limit).await {
+                    if !send_bounded(&mut sink, text(outgoing.frame), limit).await {
                         return;
                     }
                 }
@@ -336,43 +341,54 @@ async fn handle_frame(session: &Session<'_>, text: &str) -> (&'static str, Vec<S
             )
         }
         ClientFrame::Typing(signal, started) => {
-            // Typing is best effort: unknown conversations are ignored, never answered.
-            if let Ok(id) = ConversationId::parse(&signal.conversation_id) {
-                let relay = session.typing.lock().is_ok_and(|mut set| {
-                    if !started {
-                        set.remove(&id);
-                        true
-                    } else if set.len() < MAX_TYPING_PER_CONNECTION || set.contains(&id) {
-                        set.insert(id);
-                        true
-                    } else {
-                        false
-                    }
-                });
-                if relay {
-                    ctx.chat.typing(id, &ctx.user, started).await;
-                }
-            }
-            (
-                if started {
-                    "typing.started"
+            let kind = if started {
+                "typing.started"
+            } else {
+                "typing.stopped"
+            };
+            let id = match ConversationId::parse(&signal.conversation_id) {
+                Ok(id) => id,
+                Err(e) => return (kind, vec![chat_error(e, None)]),
+            };
+            let relay = session.typing.lock().is_ok_and(|mut set| {
+                if !started {
+                    set.remove(&id);
+                    true
+                } else if set.len() < MAX_TYPING_PER_CONNECTION || set.contains(&id) {
+                    set.insert(id);
+                    true
                 } else {
-                    "typing.stopped"
-                },
-                Vec::new(),
-            )
-        }
-        ClientFrame::PresencePing(ping) => {
-            let away = match ping.status.as_deref() {
-                None | Some("online") => false,
-                Some("away") => true,
-                Some(_) => {
-                    let e = ChatError::invalid("invalid_status", "status must be online or away");
-                    return ("presence.ping", vec![chat_error(e, None)]);
+                    false
+                }
+            });
+            if !relay {
+                return (kind, Vec::new());
+            }
+            // Success is silent; a conversation the user is not in is `not_found`.
+            let answer = match ctx.chat.typing(id, &ctx.user, started).await {
+                Ok(()) => Vec::new(),
+                Err(e) => {
+                    if let Ok(mut set) = session.typing.lock() {
+                        set.remove(&id);
+                    }
+                    vec![chat_error(e, None)]
                 }
             };
-            ctx.chat.heartbeat(&ctx.user, Some(session.id), away);
-            ("presence.ping", Vec::new())
+            (kind, answer)
+        }
+        ClientFrame::PresencePing(ping) => {
+            let beat = ctx.chat.heartbeat(
+                &ctx.user,
+                Some(session.attachment.id),
+                ping.status.as_deref(),
+            );
+            (
+                "presence.ping",
+                beat.err()
+                    .map(|e| chat_error(e, None))
+                    .into_iter()
+                    .collect(),
+            )
         }
         ClientFrame::PresenceSubscribe(subscribe) => (
             "presence.subscribe",
@@ -386,29 +402,15 @@ async fn handle_frame(session: &Session<'_>, text: &str) -> (&'static str, Vec<S
 /// and answers with their current presence.
 async fn presence_subscribe(session: &Session<'_>, ids: Vec<String>) -> Vec<SharedFrame> {
     let ctx = session.ctx;
-    if ids.len() > MAX_SUBSCRIPTIONS {
-        let e = ChatError::invalid(
-            "too_many_subscriptions",
-            format!("at most {MAX_SUBSCRIPTIONS} users per subscription"),
-        );
-        return vec![chat_error(e, None)];
-    }
-    let candidates: Result<Vec<UserId>, ChatError> =
-        ids.iter().map(|id| UserId::parse(id)).collect();
-    let allowed = match candidates {
-        Ok(candidates) => conversations::contacts_among(&ctx.pool, &ctx.user, &candidates).await,
-        Err(e) => Err(e),
-    };
-    match allowed {
-        Ok(allowed) => {
-            let presence = ctx.chat.presence();
-            let current = allowed
-                .iter()
-                .map(|user| ServerEvent::PresenceUpdated(presence.get(user)).to_frame())
-                .collect();
-            presence.subscribe(session.id, &ctx.user, allowed);
-            current
-        }
+    match ctx
+        .chat
+        .subscribe_presence(session.attachment, &ctx.user, &ids)
+        .await
+    {
+        Ok(current) => current
+            .into_iter()
+            .map(|presence| ServerEvent::PresenceUpdated(presence).to_frame())
+            .collect(),
         Err(e) => vec![chat_error(e, None)],
     }
 }
@@ -423,8 +425,8 @@ fn frame_error(e: FrameError) -> SharedFrame {
 }
 
 fn chat_error(e: ChatError, client_message_id: Option<String>) -> SharedFrame {
-    if matches!(e, ChatError::Internal(_) | ChatError::Unavailable(_)) {
-        tracing::warn!(error = %e, "websocket request failed");
+    if e.is_server_failure() {
+        tracing::warn!(error = %e.chain(), "websocket request failed");
     }
     ServerEvent::Error {
         code: e.code().to_owned(),

@@ -22,9 +22,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
-use super::Registration;
 use crate::{
-    actors::user::{EventId, Outgoing},
+    chat::users::{Attachment, EventId, Outgoing},
     domain::ChatError,
     http::{
         AppState, RealtimeGuard,
@@ -67,28 +66,14 @@ async fn attach(
     caller: &AuthUser,
     resume: Option<EventId>,
     transport: &'static str,
-) -> Result<
-    (
-        Registration,
-        EventId,
-        mpsc::Receiver<Outgoing>,
-        RealtimeGuard,
-    ),
-    ApiError,
-> {
+) -> Result<(Attachment, mpsc::Receiver<Outgoing>, RealtimeGuard), ApiError> {
     let guard = state.realtime.enter();
-    let (outbound, frames) = mpsc::channel(state.settings.ws_outbound_queue);
-    let (id, attached) = state
+    let (outbound, frames) = mpsc::channel(state.settings.realtime.outbound_queue);
+    let attachment = state
         .chat
-        .attach_connection(caller.id(), outbound, resume)
+        .attach(caller.id(), outbound, resume, transport)
         .await?;
-    let head = attached.head;
-    Ok((
-        Registration::new(&state.chat, id, attached, transport),
-        head,
-        frames,
-        guard,
-    ))
+    Ok((attachment, frames, guard))
 }
 
 /// The user's events as Server-Sent Events; each has an `id:` to resume from.
@@ -111,7 +96,7 @@ pub async fn sse(
     if last_seen.is_some() {
         metrics::counter!("parley_resync_requests_total", "kind" => "sse_resume").increment(1);
     }
-    let (registration, _, frames, guard) =
+    let (registration, frames, guard) =
         attach(&state, &caller, resume_point(last_seen.as_deref()), "sse").await?;
     let shutdown = state.shutdown.clone();
     // The registration and guard live as long as the stream; when the user
@@ -162,7 +147,8 @@ pub async fn poll(
         }
     };
     let resume = resume_point(query.cursor.as_deref());
-    let (registration, head, mut frames, _guard) = attach(&state, &caller, resume, "poll").await?;
+    let (registration, mut frames, _guard) = attach(&state, &caller, resume, "poll").await?;
+    let head = registration.head;
     let mut shutdown = state.shutdown.clone();
     let mut events = Vec::new();
     tokio::select! {

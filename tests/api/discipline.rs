@@ -72,7 +72,8 @@ async fn cross_site_origins_are_refused() {
     );
 
     let listed =
-        spawn_app_with(|s| s.allowed_origins = vec!["https://app.example.com".into()]).await;
+        spawn_app_with(|s| s.realtime.allowed_origins = vec!["https://app.example.com".into()])
+            .await;
     let carol = listed.user("candidate").await;
     assert!(
         listed

@@ -85,7 +85,7 @@ async fn missing_malformed_forged_and_expired_tokens_are_401() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_413_and_store_nothing() {
-    let app = spawn_app_with(|s| s.max_body_bytes = 16 * 1024).await;
+    let app = spawn_app_with(|s| s.server.max_body_bytes = 16 * 1024).await;
     let alice = app.user("recruiter").await;
     let bob = app.user("candidate").await;
     let id = app.conversation(&alice, &bob).await;

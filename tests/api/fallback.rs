@@ -13,7 +13,7 @@ fn subscribe(ids: &[&str]) -> Value {
 
 #[tokio::test]
 async fn presence_goes_online_away_offline_and_only_subscribers_are_told() {
-    let app = spawn_app_with(|s| s.offline_grace = Duration::from_millis(100)).await;
+    let app = spawn_app_with(|s| s.realtime.offline_grace = Duration::from_millis(100)).await;
     let alice = app.user("recruiter").await;
     let bob = app.user("candidate").await;
     let dave = app.user("company").await;
@@ -81,7 +81,7 @@ async fn presence_goes_online_away_offline_and_only_subscribers_are_told() {
 
 #[tokio::test]
 async fn a_connection_without_heartbeats_stops_counting_as_online() {
-    let app = spawn_app_with(|s| s.presence_timeout = Duration::from_millis(300)).await;
+    let app = spawn_app_with(|s| s.realtime.presence_timeout = Duration::from_millis(300)).await;
     let alice = app.user("recruiter").await;
     let bob = app.user("candidate").await;
     app.conversation(&alice, &bob).await;

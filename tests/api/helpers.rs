@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use parley::{
-    Application, actors::ChatCore, config::Secret, config::Settings, http::auth::JwtKeys,
+    Application,
+    chat::ChatCore,
+    config::{Secret, Settings},
+    http::auth::JwtKeys,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -25,19 +28,15 @@ pub fn database_url() -> String {
 
 /// Settings for a test server: port 0, the test database, a known secret.
 pub fn test_settings() -> Settings {
-    Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: Secret::new(database_url()),
-        jwt_secret: Secret::new(JWT_SECRET),
-        internal_api_key: Some(Secret::new(INTERNAL_API_KEY)),
-        // Tests send hundreds of messages; the rate-limit tests switch them back on.
-        rate_limits: parley::config::RateLimits {
-            enabled: false,
-            ..Default::default()
-        },
-        db_pool_size: 8,
-        ..Settings::default()
-    }
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.database.url = Secret::new(database_url());
+    settings.database.pool_size = 8;
+    settings.auth.jwt_secret = Secret::new(JWT_SECRET);
+    settings.auth.internal_api_key = Some(Secret::new(INTERNAL_API_KEY));
+    // Tests send hundreds of messages; the rate-limit tests switch them back on.
+    settings.limits.enabled = false;
+    settings
 }
 
 pub struct TestApp {
@@ -66,11 +65,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     adjust(&mut settings);
     let clock = parley::domain::clock::ManualClock::default();
+    // The tests' own connections, to look at and disturb the database.
+    let pool = parley::persistence::connect_pool(&settings.database).expect("test pool");
     let app = Application::build_with_clock(settings, std::sync::Arc::new(clock.clone()))
         .await
         .expect("application builds");
     let port = app.port();
-    let pool = app.state().pool.clone();
     let chat = app.state().chat.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {

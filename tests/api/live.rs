@@ -24,7 +24,7 @@ fn typing(kind: &str, conversation: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn typing_reaches_the_other_participant_and_stops_by_itself() {
-    let app = spawn_app_with(|s| s.typing_timeout = Duration::from_millis(300)).await;
+    let app = spawn_app_with(|s| s.realtime.typing_timeout = Duration::from_millis(300)).await;
     let alice = app.user("recruiter").await;
     let bob = app.user("candidate").await;
     let id = app.conversation(&alice, &bob).await;

@@ -281,9 +281,9 @@ async fn a_suspension_stops_sending_until_it_expires_and_warnings_reach_the_user
 #[tokio::test]
 async fn limits_answer_429_with_retry_after_and_repeat_offenders_are_queued() {
     let app = spawn_app_with(|s| {
-        s.rate_limits.enabled = true;
-        s.rate_limits.messages_per_hour = 3;
-        s.rate_limits.conversations_per_hour = 3;
+        s.limits.enabled = true;
+        s.limits.messages_per_hour = 3;
+        s.limits.conversations_per_hour = 3;
     })
     .await;
     let admin = app.user("admin").await;

@@ -180,8 +180,8 @@ async fn the_upgrade_requires_a_valid_token() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_with_resync_without_hurting_a_healthy_one() {
     let app = crate::helpers::spawn_app_with(|s| {
-        s.ws_outbound_queue = 4;
-        s.ws_ping_interval = Duration::from_secs(30);
+        s.realtime.outbound_queue = 4;
+        s.realtime.ping_interval = Duration::from_secs(30);
     })
     .await;
     let alice = app.user("recruiter").await;
@@ -224,7 +224,8 @@ async fn a_client_that_stops_reading_is_cut_off_with_resync_without_hurting_a_he
 #[tokio::test]
 async fn a_peer_that_stops_answering_pings_is_reaped() {
     let app =
-        crate::helpers::spawn_app_with(|s| s.ws_ping_interval = Duration::from_millis(100)).await;
+        crate::helpers::spawn_app_with(|s| s.realtime.ping_interval = Duration::from_millis(100))
+            .await;
     let bob = app.user("candidate").await;
     let mut silent = app.ws(&bob).await;
     // Not reading means not answering pings (the client library answers while it reads).

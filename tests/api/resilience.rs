@@ -54,7 +54,7 @@ async fn an_actor_that_fails_is_rebuilt_from_postgres_and_the_next_send_works() 
 
 #[tokio::test]
 async fn a_stuck_write_answers_503_in_bounded_time_and_the_retry_is_safe() {
-    let app = spawn_app_with(|s| s.actor_call_timeout = Duration::from_millis(300)).await;
+    let app = spawn_app_with(|s| s.chat.actor_call_timeout = Duration::from_millis(300)).await;
     let alice = app.user("recruiter").await;
     let bob = app.user("candidate").await;
     let id = app.conversation(&alice, &bob).await;
@@ -94,7 +94,7 @@ async fn a_stuck_write_answers_503_in_bounded_time_and_the_retry_is_safe() {
 
 #[tokio::test]
 async fn idle_actors_are_passivated_and_rebuilt_on_next_use() {
-    let app = spawn_app_with(|s| s.actor_idle_timeout = Duration::from_millis(200)).await;
+    let app = spawn_app_with(|s| s.chat.actor_idle_timeout = Duration::from_millis(200)).await;
     let alice = app.user("recruiter").await;
     let bob = app.user("candidate").await;
     let id = app.conversation(&alice, &bob).await;

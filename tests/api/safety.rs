@@ -344,7 +344,8 @@ async fn people_who_already_talk_or_were_connected_by_the_platform_send_freely()
 #[tokio::test]
 async fn contexts_must_be_registered_for_both_and_can_be_required_by_role() {
     let app =
-        crate::helpers::spawn_app_with(|s| s.require_context_for = vec!["candidate".into()]).await;
+        crate::helpers::spawn_app_with(|s| s.chat.require_context_for = vec!["candidate".into()])
+            .await;
     let recruiter = app.user("recruiter").await;
     let candidate = app.user("candidate").await;
     let outsider = app.user("candidate").await;

@@ -7,10 +7,10 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{
-    admin, blocks, conversations, error, health, internal, messages, reports, sync, users,
+use crate::{
+    domain::model,
+    http::{admin, blocks, conversations, error, health, internal, messages, reports, sync, users},
 };
-use crate::domain::model;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,14 +28,14 @@ use crate::domain::model;
     ),
     components(schemas(
         model::Conversation, model::ConversationContext, model::Message, model::MessageLinks, model::ReadState, model::UserSummary,
-        conversations::CreateConversationRequest, conversations::ConversationPage,
-        messages::SendMessageRequest, messages::MessagePage, messages::ReadRequest,
+        conversations::CreateConversationRequest,
+        messages::SendMessageRequest, messages::ReadRequest,
         sync::SyncPage, sync::TypingRequest, users::SettingsView, users::SettingsPatch, users::PresencePing,
         blocks::BlockRequest, blocks::BlockView, blocks::BlockList,
         internal::ContextRegistration, internal::ContextView, internal::UserRegistration,
         reports::ReportRequest, reports::ReportReceipt, crate::persistence::reports::ReportView,
-        admin::ReportPage, admin::ActionRequest, admin::ActionResult, admin::RedactRequest, admin::AdminMessages,
-        admin::AuditPage, crate::persistence::audit::AuditRow,
+        admin::ActionRequest, admin::ActionResult, admin::RedactRequest, admin::AdminMessages,
+        crate::persistence::audit::AuditRow,
         model::Presence, model::PresenceStatus,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),

@@ -1,0 +1,157 @@
+//! Messages: send, history, the read pointer, and typing signals.
+
+use super::{ChatCore, page_limit, unexpected};
+use crate::{
+    actors::conversation::{Command, Reply, SendCommand, SendOutcome},
+    cluster::limits::LimitKind,
+    domain::{
+        ChatError, ConversationId, UserId,
+        model::{Message, Page, ReadState},
+        text,
+    },
+    persistence::{
+        conversations,
+        messages::{self, PageDirection},
+    },
+};
+
+/// Default and largest page of history.
+const HISTORY_DEFAULT_LIMIT: i64 = 50;
+const HISTORY_MAX_LIMIT: i64 = 100;
+
+impl ChatCore {
+    /// Sends a message: checks the body, the sender's standing and rate,
+    /// then lets the conversation's actor store it. `created` is false for
+    /// an idempotent repeat.
+    pub async fn send(
+        &self,
+        conversation: ConversationId,
+        sender: &UserId,
+        body: &str,
+        client_message_id: &str,
+    ) -> Result<SendOutcome, ChatError> {
+        text::validate_client_message_id(client_message_id)?;
+        let body = text::sanitize_body(body)?;
+        self.safety.check_may_post(sender).await?;
+        self.safety.check_limit(sender, LimitKind::Messages).await?;
+        let command = Command::Send(SendCommand {
+            sender: sender.clone(),
+            body,
+            client_message_id: client_message_id.to_owned(),
+        });
+        let outcome = match self.dispatcher.dispatch(conversation, command).await {
+            Ok(Reply::Sent(outcome)) => Ok(outcome),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(e),
+        };
+        match &outcome {
+            Ok(o) if o.created => metrics::counter!("parley_messages_sent_total").increment(1),
+            Ok(_) => metrics::counter!("parley_messages_deduplicated_total").increment(1),
+            Err(e) => {
+                metrics::counter!("parley_send_failures_total", "reason" => e.code()).increment(1)
+            }
+        }
+        if let Ok(o) = &outcome
+            && o.opened_request
+        {
+            let links = o.message.links.as_ref().map_or(0, |l| l.urls.len());
+            self.safety
+                .request_sent(sender, conversation.0, links)
+                .await;
+        }
+        outcome
+    }
+
+    /// A page of a conversation's messages by `seq`, always in ascending
+    /// order: the newest, those `after` a seq (catching up), or those
+    /// `before` one (scrolling back). Only participants may read.
+    pub async fn history(
+        &self,
+        caller: &UserId,
+        id: ConversationId,
+        after: Option<i64>,
+        before: Option<i64>,
+        limit: Option<i64>,
+    ) -> Result<Page<Message>, ChatError> {
+        self.safety.check_limit(caller, LimitKind::Reads).await?;
+        let direction = match (after, before) {
+            (None, None) => PageDirection::Latest,
+            (Some(after), None) if after >= 0 => PageDirection::After(after),
+            (None, Some(before)) if before >= 0 => PageDirection::Before(before),
+            (Some(_), Some(_)) => {
+                return Err(ChatError::invalid(
+                    "invalid_query",
+                    "use either after or before, not both",
+                ));
+            }
+            _ => {
+                return Err(ChatError::invalid(
+                    "invalid_query",
+                    "after and before must be zero or positive",
+                ));
+            }
+        };
+        let limit = page_limit(limit, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
+        if matches!(direction, PageDirection::After(_)) {
+            // Catching up after a gap or a reconnect (the client algorithm in the README).
+            metrics::counter!("parley_resync_requests_total", "kind" => "history_after")
+                .increment(1);
+        }
+        if !conversations::is_participant(&self.pool, id, caller).await? {
+            return Err(ChatError::NotFound {
+                what: "conversation",
+            });
+        }
+        let page = messages::page(&self.pool, id, direction, limit).await?;
+        let edge = match direction {
+            PageDirection::After(_) => page.items.last(),
+            _ => page.items.first(),
+        };
+        let next_cursor = page
+            .has_more
+            .then(|| edge.map(|m| m.seq.to_string()))
+            .flatten();
+        Ok(Page::new(page.items, next_cursor))
+    }
+
+    /// Moves `user`'s read pointer forward to `seq` (clamped to the last message).
+    pub async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: &UserId,
+        seq: i64,
+    ) -> Result<ReadState, ChatError> {
+        if seq < 0 {
+            return Err(ChatError::invalid(
+                "invalid_seq",
+                "seq must be zero or positive",
+            ));
+        }
+        let command = Command::MarkRead {
+            user: user.clone(),
+            seq,
+        };
+        match self.dispatcher.dispatch(conversation, command).await? {
+            Reply::Read(read) => Ok(read),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Relays a typing signal to the other participants (throttled; nothing
+    /// crosses a block). `not_found` unless `user` takes part.
+    pub async fn typing(
+        &self,
+        conversation: ConversationId,
+        user: &UserId,
+        started: bool,
+    ) -> Result<(), ChatError> {
+        let command = Command::Typing {
+            user: user.clone(),
+            started,
+        };
+        self.dispatcher
+            .dispatch(conversation, command)
+            .await
+            .map(drop)
+    }
+}

@@ -1,0 +1,198 @@
+//! The application layer: every use case of Parley and every policy
+//! decision, each written once. Transports (`http`, `ws`, and later the job
+//! consumers) translate their input, call a method of [`ChatCore`], and
+//! translate the answer; they hold no rules and no SQL.
+//!
+//! * [`conversations`] — open, list, read one, answer requests, mute/archive, sync.
+//! * [`messages`] — send, history, read pointer, typing.
+//! * [`users`] — sign-in from token claims, settings, presence, heartbeats,
+//!   realtime connections and presence subscriptions.
+//! * [`safety`] — rate limits, sanctions, automated abuse signals.
+//! * [`moderation`] — blocks, reports, the admin queue, redaction, audit.
+//! * [`platform`] — the host platform's server-to-server calls.
+//! * [`dispatch`] — the one route of every command to a conversation's actor.
+
+pub mod conversations;
+pub mod dispatch;
+pub mod messages;
+pub mod moderation;
+pub mod platform;
+pub mod safety;
+pub mod users;
+
+use std::{
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use deadpool_postgres::Pool;
+use ractor::{Actor, ActorRef};
+
+use self::{dispatch::Dispatcher, safety::Safety};
+use crate::{
+    actors::{
+        conversation::{ConversationDeps, Reply},
+        supervisor::{
+            ConversationDirectory, ConversationSupervisor, UserSupervisor, UserSupervisorMsg,
+        },
+        user::{UserDirectory, UserLimits},
+    },
+    cluster::{
+        EventBus, LocalBus, limits,
+        presence::{LocalPresence, PresenceHub},
+    },
+    config::Settings,
+    domain::{ChatError, UserId, clock::Clock, event::ServerEvent},
+    persistence::{self, users::UserProfile},
+};
+
+/// How many users' claims each node remembers as already upserted.
+const KNOWN_USERS_CAPACITY: usize = 100_000;
+
+/// Handle to the application; cheap to clone into request handlers.
+#[derive(Clone)]
+pub struct ChatCore {
+    pool: Pool,
+    dispatcher: Dispatcher,
+    users: UserDirectory,
+    user_supervisor: ActorRef<UserSupervisorMsg>,
+    call_timeout: Duration,
+    next_connection_id: Arc<AtomicU64>,
+    presence: Arc<PresenceHub>,
+    /// The bus, for events that come from no conversation (blocks, moderation).
+    bus: Arc<dyn EventBus>,
+    safety: Arc<Safety>,
+    /// Roles that may only start conversations inside a registered context.
+    require_context_for: Arc<[String]>,
+    /// Claims already upserted by this node, so a user row is written on first
+    /// sight (or when the claims change), not on every request. Cleared when
+    /// it reaches [`KNOWN_USERS_CAPACITY`], which bounds its memory.
+    known_users: Arc<DashMap<UserId, UserProfile>>,
+}
+
+/// A number that differs between runs of this node, so event ids from before a
+/// restart are recognised as stale.
+fn node_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// An actor answered a command with a reply of another kind: a bug.
+fn unexpected(reply: Reply) -> ChatError {
+    ChatError::internal(format!("unexpected actor reply {reply:?}"))
+}
+
+impl ChatCore {
+    /// Starts the supervisors. The bus, presence and limits are in-process.
+    pub async fn start(
+        pool: Pool,
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let call_timeout = settings.chat.actor_call_timeout;
+        let users: UserDirectory = Arc::new(DashMap::new());
+        let bus: Arc<dyn EventBus> = LocalBus::new(users.clone());
+        let presence = PresenceHub::new(Arc::new(LocalPresence::default()), bus.clone());
+        let safety = Arc::new(Safety::new(
+            pool.clone(),
+            clock,
+            limits::from_config(&settings.limits),
+            settings.chat.report_evidence_messages,
+        ));
+        let conversations: ConversationDirectory = Arc::new(DashMap::new());
+        let realtime = &settings.realtime;
+        let deps = Arc::new(ConversationDeps {
+            pool: pool.clone(),
+            bus: bus.clone(),
+            idle_timeout: settings.chat.actor_idle_timeout,
+            typing_timeout: realtime.typing_timeout,
+            typing_throttle: realtime.typing_throttle,
+            writer: settings
+                .chat
+                .group_commit
+                .then(|| persistence::group_commit::GroupCommitter::start(pool.clone())),
+        });
+        let (conversation_supervisor, _) = Actor::spawn(
+            None,
+            ConversationSupervisor {
+                deps,
+                directory: conversations.clone(),
+            },
+            (),
+        )
+        .await?;
+        let (user_supervisor, _) = Actor::spawn(
+            None,
+            UserSupervisor {
+                directory: users.clone(),
+                pool: pool.clone(),
+                presence: presence.clone(),
+                limits: UserLimits {
+                    max_connections: realtime.max_connections_per_user,
+                    presence_timeout: realtime.presence_timeout,
+                    offline_grace: realtime.offline_grace,
+                    replay_events: realtime.replay_events,
+                    epoch: node_epoch(),
+                },
+            },
+            (),
+        )
+        .await?;
+        Ok(Self {
+            pool,
+            dispatcher: Dispatcher::new(conversations, conversation_supervisor, call_timeout),
+            users,
+            user_supervisor,
+            call_timeout,
+            next_connection_id: Arc::new(AtomicU64::new(1)),
+            presence,
+            bus,
+            safety,
+            require_context_for: settings.chat.require_context_for.clone().into(),
+            known_users: Arc::new(DashMap::new()),
+        })
+    }
+
+    /// Number of live conversation actors and user actors on this node.
+    pub fn live_actor_counts(&self) -> (usize, usize) {
+        (self.dispatcher.live(), self.users.len())
+    }
+
+    /// Whether the conversation currently has a live actor on this node.
+    pub fn is_live(&self, conversation: crate::domain::ConversationId) -> bool {
+        self.dispatcher.is_live(conversation)
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn database_ready(&self) -> bool {
+        persistence::ping(&self.pool).await
+    }
+
+    /// Publishes an event that comes from no conversation actor.
+    fn publish(&self, recipients: &[UserId], event: ServerEvent) {
+        self.bus.publish(recipients, event.to_frame());
+    }
+
+    /// Stops every actor on shutdown: conversation actors first process the
+    /// commands already in their mailboxes (bounded by `grace`).
+    pub async fn stop(&self, grace: Duration) {
+        self.dispatcher.stop(grace).await;
+        self.user_supervisor.stop_children(None);
+        self.user_supervisor.stop(None);
+    }
+}
+
+/// Page size from a `limit` parameter: the default when absent, 422 below 1,
+/// capped at `max`.
+fn page_limit(requested: Option<i64>, default: i64, max: i64) -> Result<i64, ChatError> {
+    match requested {
+        None => Ok(default),
+        Some(n) if n >= 1 => Ok(n.min(max)),
+        Some(_) => Err(ChatError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {max}"),
+        )),
+    }
+}

@@ -1,0 +1,194 @@
+//! Users: sign-in from token claims, settings, presence and heartbeats, and
+//! realtime connections with their presence subscriptions.
+
+use ractor::ActorRef;
+
+use super::{
+    ChatCore, KNOWN_USERS_CAPACITY,
+    dispatch::{Attempt, call},
+};
+pub use crate::actors::user::{EventId, Outbound, Outgoing};
+use crate::{
+    actors::{
+        supervisor::UserSupervisorMsg,
+        user::{Attached, UserMsg},
+    },
+    cluster::{
+        limits::LimitKind,
+        presence::{ConnectionId, MAX_SUBSCRIPTIONS, PresenceHub},
+    },
+    domain::{
+        ChatError, UserId,
+        model::{Presence, PresenceStatus},
+    },
+    persistence::{
+        conversations,
+        users::{self, UserProfile, UserSettings},
+    },
+};
+
+use std::sync::{Arc, atomic::Ordering};
+
+/// A realtime connection's registration with its user's actor. Dropping it
+/// detaches the connection, drops its presence subscriptions and keeps the
+/// `parley_connections_open` gauge right, however the connection ends.
+pub struct Attachment {
+    pub id: ConnectionId,
+    /// The newest event of the user's stream when the connection attached
+    /// (where a long-poll client resumes from if nothing arrives).
+    pub head: EventId,
+    actor: ActorRef<UserMsg>,
+    presence: Arc<PresenceHub>,
+    transport: &'static str,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let _ = self.actor.send_message(UserMsg::Detach(self.id));
+        self.presence.unsubscribe(self.id);
+        metrics::gauge!("parley_connections_open", "transport" => self.transport).decrement(1.0);
+    }
+}
+
+impl ChatCore {
+    /// Records the user a verified token describes: the row is upserted the
+    /// first time this node sees these exact claims.
+    pub async fn sign_in(&self, profile: &UserProfile) -> Result<(), ChatError> {
+        if self
+            .known_users
+            .get(&profile.id)
+            .is_some_and(|known| *known == *profile)
+        {
+            return Ok(());
+        }
+        users::upsert(&self.pool, profile).await?;
+        if self.known_users.len() >= KNOWN_USERS_CAPACITY {
+            self.known_users.clear();
+        }
+        self.known_users.insert(profile.id.clone(), profile.clone());
+        Ok(())
+    }
+
+    /// Whether `user` may use the moderation tools (role `admin`).
+    pub fn ensure_admin(&self, user: &UserProfile) -> Result<(), ChatError> {
+        if user.role == "admin" {
+            Ok(())
+        } else {
+            Err(ChatError::forbidden(
+                "forbidden",
+                "moderation is for admins only",
+            ))
+        }
+    }
+
+    /// The caller's settings.
+    pub async fn settings(&self, caller: &UserId) -> Result<UserSettings, ChatError> {
+        users::settings(&self.pool, caller).await
+    }
+
+    /// Changes the settings given (`None` leaves one as it is).
+    pub async fn update_settings(
+        &self,
+        caller: &UserId,
+        read_receipts: Option<bool>,
+    ) -> Result<UserSettings, ChatError> {
+        users::update_settings(&self.pool, caller, read_receipts).await
+    }
+
+    /// `user`'s presence as the caller may see it: `not_found` unless they
+    /// are in contact (or it is the caller), so nobody learns of strangers.
+    pub async fn presence_of(&self, caller: &UserId, user: &str) -> Result<Presence, ChatError> {
+        self.safety.check_limit(caller, LimitKind::Reads).await?;
+        let not_found = || ChatError::NotFound { what: "user" };
+        let user = UserId::parse(user).map_err(|_| not_found())?;
+        let visible = &user == caller
+            || !conversations::contacts_among(&self.pool, caller, std::slice::from_ref(&user))
+                .await?
+                .is_empty();
+        if !visible {
+            return Err(not_found());
+        }
+        Ok(self.presence.get(&user))
+    }
+
+    /// A presence heartbeat for `user`'s connections on this node (all of
+    /// them when `connection` is `None`, as the REST fallback does), with the
+    /// status the client reports (`online`, the default, or `away`).
+    pub fn heartbeat(
+        &self,
+        user: &UserId,
+        connection: Option<ConnectionId>,
+        status: Option<&str>,
+    ) -> Result<(), ChatError> {
+        let away = PresenceStatus::heartbeat_is_away(status)?;
+        if let Some(actor) = self.users.get(user) {
+            let _ = actor.send_message(UserMsg::Heartbeat { connection, away });
+        }
+        Ok(())
+    }
+
+    /// Registers a realtime connection of `user` over `transport`; events for
+    /// the user go into `outbound`, starting with those after `resume_after`
+    /// when given. Refused (`too_many_connections`) over the per-user limit.
+    pub async fn attach(
+        &self,
+        user: &UserId,
+        outbound: Outbound,
+        resume_after: Option<EventId>,
+        transport: &'static str,
+    ) -> Result<Attachment, ChatError> {
+        let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        // A user actor retiring at this very moment drops the request: retry once.
+        for _ in 0..2 {
+            let outbound = outbound.clone();
+            let attempt = call(&self.user_supervisor, self.call_timeout, |reply| {
+                UserSupervisorMsg::Attach {
+                    user: user.clone(),
+                    id,
+                    outbound,
+                    resume_after,
+                    reply,
+                }
+            })
+            .await;
+            if let Attempt::Done(result) = attempt {
+                let Attached { actor, head } = result?;
+                metrics::gauge!("parley_connections_open", "transport" => transport).increment(1.0);
+                metrics::counter!("parley_connects_total", "transport" => transport).increment(1);
+                return Ok(Attachment {
+                    id,
+                    head,
+                    actor,
+                    presence: self.presence.clone(),
+                    transport,
+                });
+            }
+        }
+        Err(ChatError::unavailable("user actor kept retiring"))
+    }
+
+    /// Makes `connection` watch exactly the users in `ids` that are in
+    /// contact with the caller (others are silently left out) and returns
+    /// their current presence.
+    pub async fn subscribe_presence(
+        &self,
+        connection: &Attachment,
+        caller: &UserId,
+        ids: &[String],
+    ) -> Result<Vec<Presence>, ChatError> {
+        if ids.len() > MAX_SUBSCRIPTIONS {
+            return Err(ChatError::invalid(
+                "too_many_subscriptions",
+                format!("at most {MAX_SUBSCRIPTIONS} users per subscription"),
+            ));
+        }
+        let candidates = ids
+            .iter()
+            .map(|id| UserId::parse(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let allowed = conversations::contacts_among(&self.pool, caller, &candidates).await?;
+        let current = allowed.iter().map(|user| self.presence.get(user)).collect();
+        self.presence.subscribe(connection.id, caller, allowed);
+        Ok(current)
+    }
+}

@@ -1,0 +1,87 @@
+//! The whole HTTP surface on one router: the REST handlers of [`crate::http`],
+//! the realtime endpoints of [`crate::ws`], operations (health, metrics) and
+//! the OpenAPI document. Sitting above both transports, it is the only place
+//! that knows them both.
+
+pub mod openapi;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
+    routing::{delete, get, post, put},
+};
+
+use crate::{
+    http::{
+        self, AppState, admin, blocks, conversations, health, internal, messages, reports, sync,
+        users,
+    },
+    ws,
+};
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.server.max_body_bytes;
+    Router::new()
+        .route(
+            "/chat/conversations",
+            post(conversations::create).get(conversations::list),
+        )
+        .route("/chat/conversations/{id}", get(conversations::get_one))
+        .route(
+            "/chat/conversations/{id}/messages",
+            post(messages::send).get(messages::history),
+        )
+        .route("/chat/conversations/{id}/read", post(messages::read))
+        .route("/chat/conversations/{id}/typing", post(sync::typing))
+        .route(
+            "/chat/conversations/{id}/accept",
+            post(conversations::accept),
+        )
+        .route(
+            "/chat/conversations/{id}/decline",
+            post(conversations::decline),
+        )
+        .route(
+            "/chat/conversations/{id}/mute",
+            post(conversations::mute).delete(conversations::unmute),
+        )
+        .route(
+            "/chat/conversations/{id}/archive",
+            post(conversations::archive).delete(conversations::unarchive),
+        )
+        .route("/chat/sync", get(sync::sync))
+        .route(
+            "/users/me/settings",
+            get(users::get_settings).patch(users::patch_settings),
+        )
+        .route("/internal/contexts/{kind}/{id}", put(internal::put_context))
+        .route("/internal/users/{id}", put(internal::put_user))
+        .route("/chat/blocks", post(blocks::create).get(blocks::list))
+        .route("/chat/blocks/{user_id}", delete(blocks::remove))
+        .route("/chat/reports", post(reports::create))
+        .route("/admin/chat/reports", get(admin::list_reports))
+        .route("/admin/chat/reports/{id}", get(admin::get_report))
+        .route("/admin/chat/reports/{id}/action", post(admin::act))
+        .route("/admin/chat/messages/{id}/redact", post(admin::redact))
+        .route(
+            "/admin/chat/conversations/{id}/messages",
+            get(admin::conversation_messages),
+        )
+        .route("/admin/chat/audit", get(admin::audit_log))
+        .route("/users/me/presence", post(users::heartbeat))
+        .route("/users/{id}/presence", get(users::presence))
+        .route("/events", get(ws::fallback::sse))
+        .route("/events/poll", get(ws::fallback::poll))
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(http::track_requests))
+        .with_state(state)
+}
