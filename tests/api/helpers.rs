@@ -88,6 +88,42 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// A test server with a database of its own (created here, migrated by the
+/// server), for tests that must lock whole tables without disturbing the
+/// others. Drop it with [`drop_database`] at the end.
+pub async fn spawn_app_on_own_database(adjust: impl FnOnce(&mut Settings)) -> (TestApp, String) {
+    let name = unique("parley_test_own").replace('-', "_");
+    let (admin, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connects to the test database");
+    tokio::spawn(connection);
+    admin
+        .simple_query(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creates a database");
+    let url = database_url();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
+    let own_url = format!("{base}/{name}");
+    let app = spawn_app_with(|s| {
+        s.database.url = Secret::new(own_url);
+        adjust(s);
+    })
+    .await;
+    (app, name)
+}
+
+/// Drops a database made by [`spawn_app_on_own_database`].
+pub async fn drop_database(name: &str) {
+    let (admin, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connects to the test database");
+    tokio::spawn(connection);
+    admin
+        .simple_query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("drops the database");
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", Uuid::now_v7().simple())
 }

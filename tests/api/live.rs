@@ -112,6 +112,37 @@ async fn typing_over_rest_and_from_outsiders() {
 }
 
 #[tokio::test]
+async fn typing_over_the_socket_is_refused_outside_your_own_conversations() {
+    let app = spawn_app().await;
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let mallory = app.user("candidate").await;
+    let id = app.conversation(&alice, &bob).await;
+    let mut bob_ws = app.ws(&bob).await;
+    let mut mallory_ws = app.ws(&mallory).await;
+
+    // As over REST: someone else's conversation, or no conversation at all, is not found.
+    mallory_ws.send_json(typing("typing.started", &id)).await;
+    let refused = mallory_ws.next_event().await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["data"]["code"], "not_found");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    mallory_ws
+        .send_json(typing("typing.started", &unknown))
+        .await;
+    assert_eq!(mallory_ws.next_event().await["data"]["code"], "not_found");
+    bob_ws.assert_silent(Duration::from_millis(300)).await;
+
+    // A participant's signal is relayed and not answered.
+    let mut alice_ws = app.ws(&alice).await;
+    alice_ws.send_json(typing("typing.started", &id)).await;
+    let relayed = bob_ws.next_event().await;
+    assert_eq!(relayed["type"], "typing.started");
+    assert_eq!(relayed["data"]["userId"], alice.id.as_str());
+    alice_ws.assert_silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
 async fn read_receipts_flow_only_when_both_sides_share_them() {
     let app = spawn_app().await;
     let alice = app.user("recruiter").await;

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{error_code, spawn_app, spawn_app_with, unique};
+use crate::helpers::{
+    drop_database, error_code, spawn_app, spawn_app_on_own_database, spawn_app_with, unique,
+};
 
 #[tokio::test]
 async fn an_actor_that_fails_is_rebuilt_from_postgres_and_the_next_send_works() {
@@ -90,6 +92,44 @@ async fn a_stuck_write_answers_503_in_bounded_time_and_the_retry_is_safe() {
     );
     let stored = app.stored_messages(&id).await;
     assert_eq!(stored, 1);
+}
+
+#[tokio::test]
+async fn a_storage_failure_is_a_503_never_a_policy_refusal() {
+    let (app, database) = spawn_app_on_own_database(|s| {
+        s.database.timeout = Duration::from_millis(500);
+    })
+    .await;
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let id = app.stranger_conversation(&alice, &bob).await;
+    app.send(&alice, &id, "hello, a message request").await;
+
+    // A second message of a pending request is refused unless it repeats the
+    // first; finding out needs the messages table, which is now locked.
+    let mut locker = app.pool.get().await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (status, body) = app.send_raw(&alice, &id, "again", "second-1").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "{body}"
+    );
+    lock.rollback().await.unwrap();
+
+    // With the database back, the same send gets the real answer.
+    let (status, body) = app.send_raw(&alice, &id, "again", "second-1").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::FORBIDDEN, "request_pending")
+    );
+    assert_eq!(app.stored_messages(&id).await, 1);
+    drop(locker);
+    app.shutdown().await;
+    drop_database(&database).await;
 }
 
 #[tokio::test]
