@@ -96,10 +96,7 @@ pub async fn list(
 pub async fn between(pool: &Pool, a: &UserId, b: &UserId) -> Result<bool, ChatError> {
     let db = client(pool).await?;
     let stmt = db
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM user_blocks
-             WHERE (blocker_id = $1 AND blocked_id = $2) OR (blocker_id = $2 AND blocked_id = $1))",
-        )
+        .prepare_cached(concat!("SELECT ", blocked_between!("$1", "$2")))
         .await?;
     Ok(timed(
         "blocks.between",

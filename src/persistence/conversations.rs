@@ -15,18 +15,16 @@ use crate::domain::{
 
 /// Columns of a conversation as seen by participant `p` (with the other user
 /// `o` and the last message `m`), in the order [`view_from_row`] reads them.
-const VIEW_COLUMNS: &str = "c.id, c.kind, c.context_type, c.context_id,
+const VIEW_COLUMNS: &str = concat!("c.id, c.kind, c.context_type, c.context_id,
     COALESCE(ctx.title, c.context_title), COALESCE(ctx.subtitle, c.context_subtitle), c.last_seq, c.last_message_at, c.created_at,
     p.unread_count, p.last_read_seq, p.activity_at,
     o.id, o.display_name, o.role,
     m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at, m.metadata, m.redacted_at IS NOT NULL,
     CASE WHEN COALESCE((me.settings->>'readReceipts')::boolean, false)
           AND COALESCE((o.settings->>'readReceipts')::boolean, false)
-          AND NOT EXISTS (SELECT 1 FROM user_blocks b
-                          WHERE (b.blocker_id = me.id AND b.blocked_id = o.id)
-                             OR (b.blocker_id = o.id AND b.blocked_id = me.id))
+          AND NOT ", blocked_between!("me.id", "o.id"), "
          THEN op.last_read_seq END,
-    p.request_state, p.muted_at IS NOT NULL, p.archived_at IS NOT NULL";
+    p.request_state, p.muted_at IS NOT NULL, p.archived_at IS NOT NULL");
 
 /// Joins for [`VIEW_COLUMNS`]; `me` is the caller, `op` the other's participant row.
 const VIEW_FROM: &str = "conversation_participants p
@@ -398,14 +396,13 @@ pub async fn contacts_among(
     }
     let db = client(pool).await?;
     let stmt = db
-        .prepare_cached(
+        .prepare_cached(concat!(
             "SELECT DISTINCT other.user_id FROM conversation_participants mine
              JOIN conversation_participants other ON other.conversation_id = mine.conversation_id
              WHERE mine.user_id = $1 AND other.user_id = ANY($2) AND other.user_id <> $1
-               AND NOT EXISTS (SELECT 1 FROM user_blocks b
-                               WHERE (b.blocker_id = $1 AND b.blocked_id = other.user_id)
-                                  OR (b.blocker_id = other.user_id AND b.blocked_id = $1))",
-        )
+               AND NOT ",
+            blocked_between!("$1", "other.user_id")
+        ))
         .await?;
     let ids: Vec<&str> = candidates.iter().map(UserId::as_str).collect();
     let rows = timed(
@@ -600,13 +597,13 @@ pub async fn load_snapshot(
     let db = client(pool).await?;
     let conv = db
         .prepare_cached(
-            "SELECT GREATEST(c.last_seq, COALESCE((SELECT max(seq) FROM messages WHERE conversation_id = c.id), 0)),
+            concat!("SELECT GREATEST(c.last_seq, COALESCE((SELECT max(seq) FROM messages WHERE conversation_id = c.id), 0)),
                     c.pre_accepted OR COALESCE((SELECT ctx.pre_accepted FROM contexts ctx
                  WHERE ctx.context_type = c.context_type AND ctx.context_id = c.context_id), false), EXISTS (
-                 SELECT 1 FROM user_blocks b
-                 JOIN conversation_participants p1 ON p1.user_id = b.blocker_id AND p1.conversation_id = c.id
-                 JOIN conversation_participants p2 ON p2.user_id = b.blocked_id AND p2.conversation_id = c.id)
-             FROM conversations c WHERE c.id = $1",
+                 SELECT 1 FROM conversation_participants p1
+                 JOIN conversation_participants p2 ON p2.conversation_id = p1.conversation_id AND p2.user_id > p1.user_id
+                 WHERE p1.conversation_id = c.id AND ", blocked_between!("p1.user_id", "p2.user_id"), ")
+             FROM conversations c WHERE c.id = $1"),
         )
         .await?;
     let Some(row) = timed("conversations.snapshot", db.query_opt(&conv, &[&id.0])).await? else {

@@ -320,7 +320,7 @@ pub async fn mark_read(
     let db = client(pool).await?;
     let stmt = db
         .prepare_cached(
-            "WITH upd AS (
+            concat!("WITH upd AS (
                  UPDATE conversation_participants p SET
                      last_read_seq = GREATEST(p.last_read_seq, $3),
                      last_read_at = CASE WHEN $3 > p.last_read_seq THEN now() ELSE p.last_read_at END,
@@ -336,11 +336,9 @@ pub async fn mark_read(
                     THEN ARRAY(SELECT op.user_id FROM conversation_participants op JOIN users u ON u.id = op.user_id
                                WHERE op.conversation_id = $1 AND op.user_id <> $2
                                  AND COALESCE((u.settings->>'readReceipts')::boolean, false)
-                                 AND NOT EXISTS (SELECT 1 FROM user_blocks b
-                                                 WHERE (b.blocker_id = $2 AND b.blocked_id = op.user_id)
-                                                    OR (b.blocker_id = op.user_id AND b.blocked_id = $2)))
+                                 AND NOT ", blocked_between!("$2", "op.user_id"), ")
                     ELSE ARRAY[]::text[] END
-             FROM upd",
+             FROM upd"),
         )
         .await?;
     let row = timed(

@@ -4,6 +4,29 @@
 //! connection. Each query's latency lands in the `parley_db_query_seconds`
 //! histogram, labelled by operation.
 
+/// The one statement of "a block stands between two users, in either
+/// direction", as a SQL condition on two user-id expressions. It is spliced
+/// into each query's text (not a SQL function, which the planner could not
+/// inline: it holds a sub-query), so every query that hides something across
+/// a block — read receipts, presence contacts, the actor's snapshot — asks
+/// the same question the same way. Defined before the submodules, so they
+/// all see it.
+macro_rules! blocked_between {
+    ($a:literal, $b:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM user_blocks b WHERE (b.blocker_id = ",
+            $a,
+            " AND b.blocked_id = ",
+            $b,
+            ") OR (b.blocker_id = ",
+            $b,
+            " AND b.blocked_id = ",
+            $a,
+            "))"
+        )
+    };
+}
+
 pub mod audit;
 pub mod blocks;
 pub mod contexts;
