@@ -37,7 +37,7 @@ apt_install() {
 
 require_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
-    log "cargo is missing: install the Rust toolchain (rustup, Rust >= 1.88) first"
+    log "cargo is missing: install the Rust toolchain (rustup; the version is pinned in rust-toolchain.toml) first"
     exit 1
   fi
 }
