@@ -1,6 +1,8 @@
 //! Users: sign-in from token claims, settings, presence and heartbeats, and
 //! realtime connections with their presence subscriptions.
 
+use std::sync::{Arc, atomic::Ordering};
+
 use ractor::ActorRef;
 
 use super::{
@@ -26,8 +28,6 @@ use crate::{
         users::{self, UserProfile, UserSettings},
     },
 };
-
-use std::sync::{Arc, atomic::Ordering};
 
 /// A realtime connection's registration with its user's actor. Dropping it
 /// detaches the connection, drops its presence subscriptions and keeps the
