@@ -5,6 +5,7 @@
 //! the run holds a Postgres advisory lock: one applies, the others wait and
 //! then find nothing left to do.
 
+use anyhow::Context;
 use deadpool_postgres::Pool;
 
 refinery::embed_migrations!("migrations");
@@ -14,7 +15,7 @@ const MIGRATION_LOCK_KEY: i64 = 0x7061_726c_6579; // "parley"
 
 /// Applies every pending migration and returns how many were applied.
 pub async fn run(pool: &Pool) -> anyhow::Result<usize> {
-    let mut client = pool.get().await?;
+    let mut client = pool.get().await.context("cannot connect to the database")?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
