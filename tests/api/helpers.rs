@@ -93,14 +93,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 /// others. Drop it with [`drop_database`] at the end.
 pub async fn spawn_app_on_own_database(adjust: impl FnOnce(&mut Settings)) -> (TestApp, String) {
     let name = unique("parley_test_own").replace('-', "_");
-    let (admin, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connects to the test database");
-    tokio::spawn(connection);
-    admin
-        .simple_query(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("creates a database");
+    on_test_database(&format!("CREATE DATABASE {name}")).await;
     let url = database_url();
     let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
     let own_url = format!("{base}/{name}");
@@ -114,14 +107,20 @@ pub async fn spawn_app_on_own_database(adjust: impl FnOnce(&mut Settings)) -> (T
 
 /// Drops a database made by [`spawn_app_on_own_database`].
 pub async fn drop_database(name: &str) {
+    on_test_database(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+}
+
+/// Runs one statement on a connection of its own to the test database
+/// (`CREATE DATABASE` and `DROP DATABASE` refuse to run in a transaction).
+async fn on_test_database(statement: &str) {
     let (admin, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
         .await
         .expect("connects to the test database");
     tokio::spawn(connection);
     admin
-        .simple_query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .simple_query(statement)
         .await
-        .expect("drops the database");
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
 
 pub fn unique(prefix: &str) -> String {
