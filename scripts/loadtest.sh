@@ -9,6 +9,8 @@
 # limits switched off (PARLEY_RATE_LIMITS=off: the product's per-user limits
 # would throttle any load test) and the platform key the generator registers
 # contexts with. Extra server settings can be passed as PARLEY_* variables.
+# PARLEY_BIN=path runs another server binary (an older build, for a
+# before/after pair) instead of this checkout's.
 # Results: a table on stdout and a JSON file under loadtest/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ export PARLEY_INTERNAL_API_KEY="${PARLEY_INTERNAL_API_KEY:-loadtest-platform-key
 export PARLEY_JWT_SECRET="${PARLEY_JWT_SECRET:-loadtest-secret-0123456789}"
 export PARLEY_LOG="${PARLEY_LOG:-warn}"
 
-./target/release/parley serve &
+"${PARLEY_BIN:-./target/release/parley}" serve &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
