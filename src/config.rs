@@ -60,6 +60,9 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Largest accepted HTTP request body (413 beyond it).
     pub max_body_bytes: usize,
+    /// Connections the kernel queues before they are accepted (capped by
+    /// `net.core.somaxconn`): room for a reconnect storm.
+    pub listen_backlog: u32,
 }
 
 /// `[auth]`: who may call.
@@ -108,7 +111,8 @@ pub struct RealtimeSettings {
     /// Frames buffered per connection before it is treated as a slow
     /// consumer and closed.
     pub outbound_queue: usize,
-    /// WebSocket read and write buffer per connection.
+    /// WebSocket read buffer allocated per connection (it grows for a larger
+    /// frame), and the write size past which frames are written out.
     pub buffer_bytes: usize,
     /// Largest accepted client frame/message.
     pub max_frame_bytes: usize,
@@ -153,6 +157,7 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
+            listen_backlog: 4096,
         }
     }
 }
@@ -192,7 +197,7 @@ impl Default for RealtimeSettings {
     fn default() -> Self {
         Self {
             outbound_queue: 256,
-            buffer_bytes: 4 * 1024,
+            buffer_bytes: 1024,
             max_frame_bytes: 64 * 1024,
             ping_interval: Duration::from_secs(30),
             max_connections_per_user: 8,
@@ -248,6 +253,7 @@ struct Knob {
 const KNOBS: &[Knob] = &[
     Knob { section: "server", key: "listen", env: "PARLEY_LISTEN", apply: |s, v| set(&mut s.server.listen, v) },
     Knob { section: "server", key: "max_body_bytes", env: "PARLEY_MAX_BODY_BYTES", apply: |s, v| set(&mut s.server.max_body_bytes, v) },
+    Knob { section: "server", key: "listen_backlog", env: "PARLEY_LISTEN_BACKLOG", apply: |s, v| set(&mut s.server.listen_backlog, v) },
     Knob { section: "auth", key: "jwt_secret", env: "PARLEY_JWT_SECRET", apply: |s, v| { s.auth.jwt_secret = Secret::new(v); Ok(()) } },
     Knob { section: "auth", key: "internal_api_key", env: "PARLEY_INTERNAL_API_KEY", apply: |s, v| { s.auth.internal_api_key = Some(Secret::new(v)); Ok(()) } },
     Knob { section: "database", key: "url", env: "PARLEY_DATABASE_URL", apply: |s, v| { s.database.url = Secret::new(v); Ok(()) } },

@@ -84,7 +84,7 @@ impl Application {
             tracing::info!(applied, "database migrations applied");
         }
         let chat = ChatCore::start(pool, &settings, clock).await?;
-        let listener = TcpListener::bind(settings.server.listen).await?;
+        let listener = listen(settings.server.listen, settings.server.listen_backlog)?;
         let port = listener.local_addr()?.port();
         let (shutdown, shutdown_signal) = tokio::sync::watch::channel(false);
         let state = AppState {
@@ -142,6 +142,21 @@ impl Application {
         chat.stop(SHUTDOWN_GRACE).await;
         served
     }
+}
+
+/// Binds the listener with room for `backlog` connections waiting to be
+/// accepted (the kernel caps it at `net.core.somaxconn`). Tokio's default of
+/// 1,024 overflows when a thousand clients reconnect at once: the kernel then
+/// drops their SYNs and each waits a full second to retry.
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// The process-wide Prometheus recorder, installed on first use and shared by

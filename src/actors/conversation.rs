@@ -303,7 +303,7 @@ impl ConversationActor {
             request_change,
         };
         let written = match &self.deps.writer {
-            Some(writer) => writer.insert(new).await,
+            Some(writer) => writer.submit(new).await,
             None => messages::insert(&self.deps.pool, new).await,
         };
         match written {

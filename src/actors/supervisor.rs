@@ -28,6 +28,7 @@ use super::{
 use crate::{
     cluster::presence::{ConnectionId, PresenceHub},
     domain::{ChatError, ConversationId, UserId},
+    persistence::{batch::Batcher, conversations::UnreadCounts},
 };
 
 /// This node's live conversation actors. Written only by the conversation supervisor.
@@ -147,8 +148,8 @@ pub enum UserSupervisorMsg {
 
 pub struct UserSupervisor {
     pub directory: UserDirectory,
-    /// Handed to each user actor for its initial unread counts.
-    pub pool: deadpool_postgres::Pool,
+    /// Loads each user actor's initial unread counts.
+    pub unread: Batcher<UnreadCounts>,
     /// Where user actors record presence.
     pub presence: Arc<PresenceHub>,
     /// The bounds each user actor applies.
@@ -187,7 +188,7 @@ impl Actor for UserSupervisor {
             None => {
                 let args = UserArgs {
                     user: user.clone(),
-                    pool: self.pool.clone(),
+                    unread: self.unread.clone(),
                     presence: self.presence.clone(),
                     limits: self.limits,
                 };

@@ -27,7 +27,6 @@ use std::{
 };
 
 use dashmap::DashMap;
-use deadpool_postgres::Pool;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -42,12 +41,37 @@ use crate::{
         event::{ServerEvent, SharedFrame, UnreadUpdate},
         model::PresenceStatus,
     },
-    persistence::conversations,
+    persistence::{batch::Batcher, conversations::UnreadCounts},
 };
 
 /// This node's user actors, by user. Written only by the user supervisor
 /// (which serialises get-or-spawn); read by the bus on every event.
 pub type UserDirectory = Arc<DashMap<UserId, ActorRef<UserMsg>>>;
+
+/// One timer for every user actor on this node: every `presence_timeout / 3`
+/// it tells each of them to re-check its connections' heartbeats, so an idle
+/// user holds no timer task of its own. Ends when the directory is dropped;
+/// the application aborts it on shutdown.
+pub fn sweep_presence(
+    directory: &UserDirectory,
+    presence_timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let directory = Arc::downgrade(directory);
+    let every = (presence_timeout / 3).clamp(Duration::from_millis(20), Duration::from_secs(30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let Some(directory) = directory.upgrade() else {
+                return;
+            };
+            for user in directory.iter() {
+                let _ = user.value().send_message(UserMsg::PresenceTick);
+            }
+        }
+    })
+}
 
 /// The bus delivers to this node's users through their actors.
 impl LocalSink for DashMap<UserId, ActorRef<UserMsg>> {
@@ -132,7 +156,8 @@ pub enum UserMsg {
         connection: Option<ConnectionId>,
         away: bool,
     },
-    /// Periodic: expire connections whose heartbeats stopped.
+    /// Periodic, from the node's one presence sweeper ([`sweep_presence`]):
+    /// expire connections whose heartbeats stopped.
     PresenceTick,
     /// The grace period after the last connection closed has passed.
     GraceOver,
@@ -141,7 +166,8 @@ pub enum UserMsg {
 /// What a user actor is started with.
 pub struct UserArgs {
     pub user: UserId,
-    pub pool: Pool,
+    /// Where the initial unread counts are loaded (batched across users).
+    pub unread: Batcher<UnreadCounts>,
     pub presence: Arc<PresenceHub>,
     pub limits: UserLimits,
 }
@@ -338,23 +364,17 @@ impl Actor for UserActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // Loaded off the actor's handler, so the start (and the supervisor) never waits on it.
+        // Loaded with other connecting users' counts, off the actor's handler,
+        // so neither the start nor the supervisor waits on it.
         let loading_for = args.user.clone();
-        let loader = myself.clone();
-        let pool = args.pool;
-        tokio::spawn(async move {
-            match conversations::unread_counts(&pool, &loading_for).await {
-                Ok(counts) => {
-                    let _ = loader.send_message(UserMsg::UnreadLoaded(counts));
-                }
-                Err(e) => {
-                    tracing::warn!(user = %loading_for, error = %e, "could not load unread counts")
-                }
+        args.unread.submit_then(args.user.clone(), move |loaded| match loaded {
+            Ok(counts) => {
+                let _ = myself.send_message(UserMsg::UnreadLoaded(counts));
+            }
+            Err(e) => {
+                tracing::warn!(user = %loading_for, error = %e.chain(), "could not load unread counts")
             }
         });
-        let tick = (args.limits.presence_timeout / 3)
-            .clamp(Duration::from_millis(20), Duration::from_secs(30));
-        myself.send_interval(tick, || UserMsg::PresenceTick);
         Ok(UserState {
             user: args.user,
             limits: args.limits,

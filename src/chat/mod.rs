@@ -36,7 +36,7 @@ use crate::{
         supervisor::{
             ConversationDirectory, ConversationSupervisor, UserSupervisor, UserSupervisorMsg,
         },
-        user::{UserDirectory, UserLimits},
+        user::{UserDirectory, UserLimits, sweep_presence},
     },
     cluster::{
         EventBus, LocalBus, limits,
@@ -44,7 +44,13 @@ use crate::{
     },
     config::Settings,
     domain::{ChatError, UserId, clock::Clock, event::ServerEvent},
-    persistence::{self, users::UserProfile},
+    persistence::{
+        self,
+        batch::Batcher,
+        conversations::{UNREAD_LIMITS, UnreadCounts},
+        group_commit::{self, MessageWrites},
+        users::{UPSERT_LIMITS, Upserts, UserProfile},
+    },
 };
 
 /// How many users' claims each node remembers as already upserted.
@@ -69,6 +75,10 @@ pub struct ChatCore {
     /// sight (or when the claims change), not on every request. Cleared when
     /// it reaches [`KNOWN_USERS_CAPACITY`], which bounds its memory.
     known_users: Arc<DashMap<UserId, UserProfile>>,
+    /// Upserts users seen for the first time, batched across a burst of sign-ins.
+    user_upserts: Batcher<Upserts>,
+    /// The node's one presence timer (see `actors::user::sweep_presence`).
+    presence_sweeper: Arc<tokio::task::AbortHandle>,
 }
 
 /// A number that differs between runs of this node, so event ids from before a
@@ -112,7 +122,7 @@ impl ChatCore {
             writer: settings
                 .chat
                 .group_commit
-                .then(|| persistence::group_commit::GroupCommitter::start(pool.clone())),
+                .then(|| Batcher::start(pool.clone(), MessageWrites, group_commit::LIMITS)),
         });
         let (conversation_supervisor, _) = Actor::spawn(
             None,
@@ -127,7 +137,7 @@ impl ChatCore {
             None,
             UserSupervisor {
                 directory: users.clone(),
-                pool: pool.clone(),
+                unread: Batcher::start(pool.clone(), UnreadCounts, UNREAD_LIMITS),
                 presence: presence.clone(),
                 limits: UserLimits {
                     max_connections: realtime.max_connections_per_user,
@@ -140,8 +150,10 @@ impl ChatCore {
             (),
         )
         .await?;
+        let presence_sweeper =
+            Arc::new(sweep_presence(&users, realtime.presence_timeout).abort_handle());
         Ok(Self {
-            pool,
+            pool: pool.clone(),
             dispatcher: Dispatcher::new(conversations, conversation_supervisor, call_timeout),
             users,
             user_supervisor,
@@ -152,6 +164,8 @@ impl ChatCore {
             safety,
             require_context_for: settings.chat.require_context_for.clone().into(),
             known_users: Arc::new(DashMap::new()),
+            presence_sweeper,
+            user_upserts: Batcher::start(pool, Upserts, UPSERT_LIMITS),
         })
     }
 
@@ -179,6 +193,7 @@ impl ChatCore {
     /// commands already in their mailboxes (bounded by `grace`).
     pub async fn stop(&self, grace: Duration) {
         self.dispatcher.stop(grace).await;
+        self.presence_sweeper.abort();
         self.user_supervisor.stop_children(None);
         self.user_supervisor.stop(None);
     }

@@ -61,7 +61,7 @@ impl ChatCore {
         {
             return Ok(());
         }
-        users::upsert(&self.pool, profile).await?;
+        self.user_upserts.submit(profile.clone()).await?;
         if self.known_users.len() >= KNOWN_USERS_CAPACITY {
             self.known_users.clear();
         }

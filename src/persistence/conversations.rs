@@ -7,7 +7,13 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{KeysetCursor, audit, client, messages::message_from_row, timed};
+use super::{
+    KeysetCursor, audit,
+    batch::{BatchJob, BatchLimits},
+    client,
+    messages::message_from_row,
+    timed,
+};
 use crate::domain::{
     ChatError, ConversationId, UserId,
     model::{Conversation, ConversationContext, DirectPair, RequestState, UserSummary},
@@ -544,24 +550,49 @@ pub async fn set_flag(
     Ok(Some((i64::from(row.get::<_, i32>(0)), row.get(1))))
 }
 
-/// `user`'s unread count per conversation (non-zero ones only).
-pub async fn unread_counts(pool: &Pool, user: &UserId) -> Result<Vec<(Uuid, i64)>, ChatError> {
-    let db = client(pool).await?;
-    let stmt = db
-        .prepare_cached(
-            "SELECT conversation_id, unread_count FROM conversation_participants
-             WHERE user_id = $1 AND unread_count > 0 AND archived_at IS NULL",
-        )
-        .await?;
-    let rows = timed(
-        "conversations.unread_counts",
-        db.query(&stmt, &[&user.as_str()]),
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), i64::from(r.get::<_, i32>(1))))
-        .collect())
+/// Loading each connecting user's unread count per conversation (non-zero,
+/// not archived), as a batched job: one query per burst of connects.
+pub struct UnreadCounts;
+
+/// Batches of unread-count loads.
+pub const UNREAD_LIMITS: BatchLimits = BatchLimits {
+    max_batch: 512,
+    concurrent: 2,
+    queue: 8192,
+};
+
+impl BatchJob for UnreadCounts {
+    type Item = UserId;
+    type Output = Vec<(Uuid, i64)>;
+    const NAME: &'static str = "unread_counts";
+
+    async fn run_batch(
+        &self,
+        pool: &Pool,
+        users: &[UserId],
+    ) -> Result<Vec<Vec<(Uuid, i64)>>, ChatError> {
+        let db = client(pool).await?;
+        let stmt = db
+            .prepare_cached(
+                "SELECT user_id, conversation_id, unread_count FROM conversation_participants
+                 WHERE user_id = ANY($1) AND unread_count > 0 AND archived_at IS NULL",
+            )
+            .await?;
+        let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        let rows = timed("conversations.unread_counts", db.query(&stmt, &[&ids])).await?;
+        let mut by_user: std::collections::HashMap<String, Vec<(Uuid, i64)>> =
+            std::collections::HashMap::new();
+        for row in &rows {
+            by_user
+                .entry(row.get(0))
+                .or_default()
+                .push((row.get(1), i64::from(row.get::<_, i32>(2))));
+        }
+        Ok(users
+            .iter()
+            .map(|user| by_user.get(user.as_str()).cloned().unwrap_or_default())
+            .collect())
+    }
 }
 
 /// What a conversation actor needs to serialise sends and reads.

@@ -3,7 +3,10 @@
 
 use deadpool_postgres::Pool;
 
-use super::{client, timed};
+use super::{
+    batch::{BatchJob, BatchLimits},
+    client, timed,
+};
 use crate::domain::{
     ChatError, UserId,
     model::UserSummary,
@@ -60,28 +63,54 @@ impl UserProfile {
     }
 }
 
-/// Inserts the user or refreshes name, role and email when they changed.
-pub async fn upsert(pool: &Pool, user: &UserProfile) -> Result<(), ChatError> {
-    let db = client(pool).await?;
-    let stmt = db
-        .prepare_cached(
-            "INSERT INTO users (id, display_name, role, email) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE
-               SET display_name = EXCLUDED.display_name, role = EXCLUDED.role,
-                   email = EXCLUDED.email, updated_at = now()
-             WHERE (users.display_name, users.role, users.email)
-                   IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.role, EXCLUDED.email)",
+/// Upserting users seen for the first time (from token claims), as a
+/// batched job: a burst of new users connecting costs one statement and one
+/// commit per batch, not per user.
+pub struct Upserts;
+
+/// Batches of user upserts.
+pub const UPSERT_LIMITS: BatchLimits = BatchLimits {
+    max_batch: 512,
+    concurrent: 2,
+    queue: 8192,
+};
+
+impl BatchJob for Upserts {
+    type Item = UserProfile;
+    type Output = ();
+    const NAME: &'static str = "user_upserts";
+
+    /// Inserts each user or refreshes name, role and email when they changed.
+    /// One row per id: when a batch names a user twice, the last claims win.
+    async fn run_batch(&self, pool: &Pool, items: &[UserProfile]) -> Result<Vec<()>, ChatError> {
+        let mut latest: std::collections::HashMap<&UserId, &UserProfile> =
+            std::collections::HashMap::with_capacity(items.len());
+        for user in items {
+            latest.insert(&user.id, user);
+        }
+        let ids: Vec<&str> = latest.keys().map(|id| id.as_str()).collect();
+        let names: Vec<&str> = latest.values().map(|u| u.name.as_str()).collect();
+        let roles: Vec<&str> = latest.values().map(|u| u.role.as_str()).collect();
+        let emails: Vec<Option<&str>> = latest.values().map(|u| u.email.as_deref()).collect();
+        let db = client(pool).await?;
+        let stmt = db
+            .prepare_cached(
+                "INSERT INTO users (id, display_name, role, email)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                 ON CONFLICT (id) DO UPDATE
+                   SET display_name = EXCLUDED.display_name, role = EXCLUDED.role,
+                       email = EXCLUDED.email, updated_at = now()
+                 WHERE (users.display_name, users.role, users.email)
+                       IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.role, EXCLUDED.email)",
+            )
+            .await?;
+        timed(
+            "users.upsert",
+            db.execute(&stmt, &[&ids, &names, &roles, &emails]),
         )
         .await?;
-    timed(
-        "users.upsert",
-        db.execute(
-            &stmt,
-            &[&user.id.as_str(), &user.name, &user.role, &user.email],
-        ),
-    )
-    .await?;
-    Ok(())
+        Ok(vec![(); items.len()])
+    }
 }
 
 /// Upserts a user from the server-to-server API, which also sets `verified`.

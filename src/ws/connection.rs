@@ -27,7 +27,7 @@ use std::{
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{self, ClientFrame, FrameError};
 use crate::{
@@ -118,7 +118,9 @@ where
     };
     let last_heard = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let (close_tx, close_rx) = mpsc::channel::<WsMessage>(1);
+    // A oneshot, not a channel: a tokio channel allocates a block of slots
+    // up front, for every idle connection.
+    let (close_tx, close_rx) = oneshot::channel::<WsMessage>();
     {
         let mut writer = pin!(write_loop(
             sink,
@@ -140,7 +142,7 @@ where
                         close(CLOSE_GOING_AWAY, "server shutting down; reconnect")
                     }
                 };
-                let _ = close_tx.try_send(goodbye);
+                let _ = close_tx.send(goodbye);
                 let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
             }
         }
@@ -193,7 +195,7 @@ async fn send_bounded<S: Sink<WsMessage> + Unpin>(
 async fn write_loop<S: Sink<WsMessage> + Unpin>(
     mut sink: S,
     mut frames: mpsc::Receiver<Outgoing>,
-    mut closing: mpsc::Receiver<WsMessage>,
+    mut closing: oneshot::Receiver<WsMessage>,
     ping_interval: Duration,
     last_heard: Arc<AtomicU64>,
     started: Instant,
@@ -219,7 +221,11 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
                     return;
                 }
             },
-            Some(goodbye) = closing.recv() => {
+            goodbye = &mut closing => {
+                // No goodbye at all: the connection is over.
+                let Ok(goodbye) = goodbye else {
+                    return;
+                };
                 while let Ok(outgoing) = frames.try_recv() {
                     if !send_bounded(&mut sink, text(outgoing.frame), limit).await {
                         return;
