@@ -65,6 +65,9 @@ enum Scenario {
     Reconnect(ReconnectArgs),
     /// Typing indicators relayed between connected pairs; relay latency.
     Typing(scenario::typing::TypingArgs),
+    /// What the server-side parts of an idle connection cost, each alone, in
+    /// this process (no server needed; `user` needs the database).
+    Footprint(scenario::footprint::FootprintArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -138,6 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::History(args) => (
             "history",
             scenario::history::run(target, args, &run_id).await?,
+        ),
+        Scenario::Footprint(args) => (
+            "footprint",
+            scenario::footprint::run(args, &run_id).await?,
         ),
     };
     let out = cli

@@ -28,7 +28,6 @@ use std::{
 
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{
@@ -130,7 +129,34 @@ pub struct Attached {
 }
 
 /// The sending half of a connection's bounded outbound queue.
-pub type Outbound = mpsc::Sender<Outgoing>;
+pub type Outbound = flume::Sender<Outgoing>;
+
+/// A sending half that does not keep the queue open (a connection's answers
+/// to its own frames: when the user actor drops its sender, the queue closes).
+pub type WeakOutbound = flume::WeakSender<Outgoing>;
+
+/// The receiving half, drained by the connection's writer.
+pub struct OutboundFrames(flume::Receiver<Outgoing>);
+
+impl OutboundFrames {
+    /// The next frame; `None` once every sender is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        self.0.recv_async().await.ok()
+    }
+
+    /// The next frame if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Outgoing> {
+        self.0.try_recv().ok()
+    }
+}
+
+/// A connection's outbound queue, holding at most `capacity` frames. Its
+/// storage grows with use (flume keeps a `VecDeque`), so an idle connection's
+/// queue holds no slots — a tokio channel allocates a block of 32 up front.
+pub fn outbound_queue(capacity: usize) -> (Outbound, OutboundFrames) {
+    let (outbound, frames) = flume::bounded(capacity);
+    (outbound, OutboundFrames(frames))
+}
 
 pub enum UserMsg {
     /// Fan an event out to every connection.
@@ -235,11 +261,11 @@ impl UserState {
         self.connections
             .retain(|c| match c.outbound.try_send(outgoing.clone()) {
                 Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(flume::TrySendError::Full(_)) => {
                     metrics::counter!("parley_ws_slow_consumer_closes_total").increment(1);
                     false
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(flume::TrySendError::Disconnected(_)) => false,
             });
         if self.connections.len() != before {
             self.connections_changed(myself);

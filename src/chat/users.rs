@@ -9,7 +9,9 @@ use super::{
     ChatCore, KNOWN_USERS_CAPACITY,
     dispatch::{Attempt, call},
 };
-pub use crate::actors::user::{EventId, Outbound, Outgoing};
+pub use crate::actors::user::{
+    EventId, Outbound, OutboundFrames, Outgoing, WeakOutbound, outbound_queue,
+};
 use crate::{
     actors::{
         supervisor::UserSupervisorMsg,

@@ -27,13 +27,13 @@ use std::{
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::protocol::{self, ClientFrame, FrameError};
 use crate::{
     chat::{
         ChatCore,
-        users::{Attachment, Outgoing},
+        users::{Attachment, OutboundFrames, Outgoing, WeakOutbound, outbound_queue},
     },
     domain::{
         ChatError, ConversationId, UserId,
@@ -86,7 +86,7 @@ where
     S: Sink<WsMessage> + Unpin + Send,
     R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
 {
-    let (outbound, frames) = mpsc::channel::<Outgoing>(ctx.outbound_queue);
+    let (outbound, frames) = outbound_queue(ctx.outbound_queue);
     // The reader answers through a weak handle, so that when the user actor
     // drops the only strong sender the writer sees the queue close.
     let answers = outbound.downgrade();
@@ -194,7 +194,7 @@ async fn send_bounded<S: Sink<WsMessage> + Unpin>(
 
 async fn write_loop<S: Sink<WsMessage> + Unpin>(
     mut sink: S,
-    mut frames: mpsc::Receiver<Outgoing>,
+    mut frames: OutboundFrames,
     mut closing: oneshot::Receiver<WsMessage>,
     ping_interval: Duration,
     last_heard: Arc<AtomicU64>,
@@ -226,7 +226,7 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
                 let Ok(goodbye) = goodbye else {
                     return;
                 };
-                while let Ok(outgoing) = frames.try_recv() {
+                while let Some(outgoing) = frames.try_recv() {
                     if !send_bounded(&mut sink, text(outgoing.frame), limit).await {
                         return;
                     }
@@ -249,7 +249,7 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
 
 async fn read_loop<R, E>(
     mut stream: R,
-    answers: mpsc::WeakSender<Outgoing>,
+    answers: WeakOutbound,
     session: &Session<'_>,
     last_heard: Arc<AtomicU64>,
     started: Instant,

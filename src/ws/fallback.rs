@@ -19,11 +19,10 @@ use axum::{
 };
 use futures_util::{StreamExt, stream};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use crate::{
-    chat::users::{Attachment, EventId, Outgoing},
+    chat::users::{Attachment, EventId, OutboundFrames, outbound_queue},
     domain::ChatError,
     http::{
         AppState, RealtimeGuard,
@@ -66,9 +65,9 @@ async fn attach(
     caller: &AuthUser,
     resume: Option<EventId>,
     transport: &'static str,
-) -> Result<(Attachment, mpsc::Receiver<Outgoing>, RealtimeGuard), ApiError> {
+) -> Result<(Attachment, OutboundFrames, RealtimeGuard), ApiError> {
     let guard = state.realtime.enter();
-    let (outbound, frames) = mpsc::channel(state.settings.realtime.outbound_queue);
+    let (outbound, frames) = outbound_queue(state.settings.realtime.outbound_queue);
     let attachment = state
         .chat
         .attach(caller.id(), outbound, resume, transport)
@@ -158,8 +157,8 @@ pub async fn poll(
     }
     while events.len() < POLL_MAX_EVENTS {
         match frames.try_recv() {
-            Ok(outgoing) => events.push(outgoing),
-            Err(_) => break,
+            Some(outgoing) => events.push(outgoing),
+            None => break,
         }
     }
     drop(registration);

@@ -2,5 +2,6 @@
 
 pub mod chat;
 pub mod connections;
+pub mod footprint;
 pub mod history;
 pub mod typing;
