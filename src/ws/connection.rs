@@ -17,7 +17,8 @@
 
 use std::{
     collections::HashSet,
-    pin::pin,
+    future::Future,
+    pin::{Pin, pin},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -90,11 +91,11 @@ where
     // The reader answers through a weak handle, so that when the user actor
     // drops the only strong sender the writer sees the queue close.
     let answers = outbound.downgrade();
-    let attachment = match ctx
-        .chat
-        .attach(&ctx.user, outbound, None, "websocket")
-        .await
-    {
+    // Boxed, like every call made once per connection (attach, the typing
+    // clean-up): an async fn's state is as large as its largest await, and
+    // that size is paid by every idle connection for its whole life.
+    let attaching = Box::pin(ctx.chat.attach(&ctx.user, outbound, None, "websocket"));
+    let attachment = match attaching.await {
         Ok(attachment) => attachment,
         Err(e) if e.code() == "too_many_connections" => {
             let _ = sink
@@ -154,7 +155,7 @@ where
         .unwrap_or_default();
     for conversation in still_typing {
         // Best effort: the conversation may be gone, or the user no longer in it.
-        let _ = ctx.chat.typing(conversation, &ctx.user, false).await;
+        let _ = Box::pin(ctx.chat.typing(conversation, &ctx.user, false)).await;
     }
     drop(attachment);
 }
@@ -177,19 +178,24 @@ fn millis_since(started: Instant) -> u64 {
 }
 
 /// Sends one frame, giving up when the peer cannot take it within `limit`.
-async fn send_bounded<S: Sink<WsMessage> + Unpin>(
-    sink: &mut S,
+///
+/// Boxed: a send in progress (the frame and its timer) lives on the heap
+/// only while it runs, instead of widening every idle connection's task.
+fn send_bounded<'a, S: Sink<WsMessage> + Unpin + 'a>(
+    sink: &'a mut S,
     message: WsMessage,
     limit: Duration,
-) -> bool {
-    match tokio::time::timeout(limit, sink.send(message)).await {
-        Ok(result) => result.is_ok(),
-        Err(_) => {
-            metrics::counter!("parley_ws_disconnects_total", "reason" => "write_timeout")
-                .increment(1);
-            false
+) -> Pin<Box<impl Future<Output = bool> + 'a>> {
+    Box::pin(async move {
+        match tokio::time::timeout(limit, sink.send(message)).await {
+            Ok(result) => result.is_ok(),
+            Err(_) => {
+                metrics::counter!("parley_ws_disconnects_total", "reason" => "write_timeout")
+                    .increment(1);
+                false
+            }
         }
-    }
+    })
 }
 
 async fn write_loop<S: Sink<WsMessage> + Unpin>(
