@@ -80,6 +80,10 @@ struct ReconnectArgs {
     /// Seconds into the run to kill them.
     #[arg(long, default_value_t = 5)]
     after: u64,
+    /// Each killed client waits 200 ms plus up to this many milliseconds
+    /// (spread evenly over the clients) before it reconnects.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let disruption = scenario::chat::Disruption {
                 fraction: args.fraction,
                 after: std::time::Duration::from_secs(args.after),
+                jitter: std::time::Duration::from_millis(args.jitter_ms),
             };
             (
                 "reconnect",
@@ -142,10 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "history",
             scenario::history::run(target, args, &run_id).await?,
         ),
-        Scenario::Footprint(args) => (
-            "footprint",
-            scenario::footprint::run(args, &run_id).await?,
-        ),
+        Scenario::Footprint(args) => ("footprint", scenario::footprint::run(args, &run_id).await?),
     };
     let out = cli
         .out

@@ -229,15 +229,20 @@ pub async fn run(
             tokio::time::sleep_until(at.into()).await;
             let dropped = Instant::now();
             let mut rejoins = Vec::new();
-            for (member, reader, holder) in victims {
+            let count = victims.len().max(1) as u32;
+            for (k, (member, reader, holder)) in victims.into_iter().enumerate() {
                 reader.abort();
                 if let Some(holder) = holder {
                     holder.abort();
                 }
+                // Spread evenly over the jitter window, in a shuffled order.
+                let slot = (k as u64).wrapping_mul(2_654_435_761) % u64::from(count);
+                let delay = d.jitter * u32::try_from(slot).unwrap_or(0) / count;
                 rejoins.push(tokio::spawn(rejoin(
                     target.clone(),
                     member,
                     dropped,
+                    delay,
                     observe.clone(),
                 )));
             }
@@ -363,7 +368,7 @@ pub async fn run(
         "delivery_latency": delivery.summary(),
         "loss": loss.to_json(),
         "reconnect": disruption.map(|d| json!({
-            "fraction": d.fraction, "after_s": d.after.as_secs_f64(), "recovery": recovery.summary(),
+            "fraction": d.fraction, "after_s": d.after.as_secs_f64(), "jitter_ms": d.jitter.as_millis() as u64, "recovery": recovery.summary(),
         })),
         "errors": errors,
     }))
@@ -443,6 +448,8 @@ fn spawn_reader(
 pub struct Disruption {
     pub fraction: f64,
     pub after: Duration,
+    /// Reconnects are spread over this long (after a 200 ms pause).
+    pub jitter: Duration,
 }
 
 /// What a reconnecting member needs.
@@ -460,9 +467,10 @@ async fn rejoin(
     target: Arc<Target>,
     member: Rejoin,
     dropped: Instant,
+    delay: Duration,
     observe: mpsc::UnboundedSender<Observation>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200) + delay).await;
     let (sink, source) = target.connect(&member.token, member.n).await?.split();
     tokio::spawn(async move {
         let _sink = sink;
