@@ -464,6 +464,8 @@ impl Actor for UserActor {
                     return Ok(());
                 }
                 state.empty_since = None;
+                // Most users hold one connection: grow one at a time.
+                state.connections.reserve_exact(1);
                 state.connections.push(Connection {
                     id,
                     outbound,

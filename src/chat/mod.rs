@@ -49,7 +49,7 @@ use crate::{
         batch::Batcher,
         conversations::{UNREAD_LIMITS, UnreadCounts},
         group_commit::{self, MessageWrites},
-        users::{UPSERT_LIMITS, Upserts, UserProfile},
+        users::{UPSERT_LIMITS, Upserts},
     },
 };
 
@@ -71,10 +71,12 @@ pub struct ChatCore {
     safety: Arc<Safety>,
     /// Roles that may only start conversations inside a registered context.
     require_context_for: Arc<[String]>,
-    /// Claims already upserted by this node, so a user row is written on first
-    /// sight (or when the claims change), not on every request. Cleared when
-    /// it reaches [`KNOWN_USERS_CAPACITY`], which bounds its memory.
-    known_users: Arc<DashMap<UserId, UserProfile>>,
+    /// Claims already upserted by this node (a fingerprint of each user's
+    /// name, role and email, not a copy: it is kept for every connected user),
+    /// so a user row is written on first sight or when the claims change, not
+    /// on every request. Cleared when it reaches [`KNOWN_USERS_CAPACITY`],
+    /// which bounds its memory.
+    known_users: Arc<DashMap<UserId, u64>>,
     /// Upserts users seen for the first time, batched across a burst of sign-ins.
     user_upserts: Batcher<Upserts>,
     /// The node's one presence timer (see `actors::user::sweep_presence`).

@@ -44,6 +44,16 @@ pub struct Attachment {
     transport: &'static str,
 }
 
+/// What decides whether a user row needs writing again: a hash of the claims
+/// (a collision would only skip refreshing a changed display name on this
+/// node until it restarts or the cache is cleared).
+fn claims_fingerprint(profile: &UserProfile) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&profile.name, &profile.role, &profile.email).hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Drop for Attachment {
     fn drop(&mut self) {
         let _ = self.actor.send_message(UserMsg::Detach(self.id));
@@ -56,10 +66,11 @@ impl ChatCore {
     /// Records the user a verified token describes: the row is upserted the
     /// first time this node sees these exact claims.
     pub async fn sign_in(&self, profile: &UserProfile) -> Result<(), ChatError> {
+        let claims = claims_fingerprint(profile);
         if self
             .known_users
             .get(&profile.id)
-            .is_some_and(|known| *known == *profile)
+            .is_some_and(|known| *known == claims)
         {
             return Ok(());
         }
@@ -67,7 +78,7 @@ impl ChatCore {
         if self.known_users.len() >= KNOWN_USERS_CAPACITY {
             self.known_users.clear();
         }
-        self.known_users.insert(profile.id.clone(), profile.clone());
+        self.known_users.insert(profile.id.clone(), claims);
         Ok(())
     }
 
