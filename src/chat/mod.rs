@@ -45,11 +45,8 @@ use crate::{
     config::Settings,
     domain::{ChatError, UserId, clock::Clock, event::ServerEvent},
     persistence::{
-        self,
-        batch::Batcher,
-        conversations::{UNREAD_LIMITS, UnreadCounts},
-        group_commit::{self, MessageWrites},
-        users::{UPSERT_LIMITS, Upserts},
+        self, batch::Batcher, conversations::UnreadCounts, group_commit::MessageWrites,
+        users::Upserts,
     },
 };
 
@@ -124,7 +121,7 @@ impl ChatCore {
             writer: settings
                 .chat
                 .group_commit
-                .then(|| Batcher::start(pool.clone(), MessageWrites, group_commit::LIMITS)),
+                .then(|| Batcher::start(pool.clone(), MessageWrites)),
         });
         let (conversation_supervisor, _) = Actor::spawn(
             None,
@@ -139,7 +136,7 @@ impl ChatCore {
             None,
             UserSupervisor {
                 directory: users.clone(),
-                unread: Batcher::start(pool.clone(), UnreadCounts, UNREAD_LIMITS),
+                unread: Batcher::start(pool.clone(), UnreadCounts),
                 presence: presence.clone(),
                 limits: UserLimits {
                     max_connections: realtime.max_connections_per_user,
@@ -167,7 +164,7 @@ impl ChatCore {
             require_context_for: settings.chat.require_context_for.clone().into(),
             known_users: Arc::new(DashMap::new()),
             presence_sweeper,
-            user_upserts: Batcher::start(pool, Upserts, UPSERT_LIMITS),
+            user_upserts: Batcher::start(pool, Upserts),
         })
     }
 

@@ -23,6 +23,8 @@ pub trait BatchJob: Send + Sync + 'static {
     type Output: Send + 'static;
     /// A name for metrics and logs.
     const NAME: &'static str;
+    /// How large its batches get and how many run at once.
+    const LIMITS: BatchLimits;
 
     /// Runs the whole batch, all or nothing: one output per item, in order.
     fn run_batch(
@@ -55,6 +57,17 @@ pub struct BatchLimits {
     pub concurrent: usize,
     /// Items waiting for a batch before submitters wait for room.
     pub queue: usize,
+}
+
+impl BatchLimits {
+    /// For work done once per connecting user (sign-in, unread counts): large
+    /// batches for a reconnect storm, two at a time so a storm leaves the
+    /// pool to everything else.
+    pub const PER_CONNECT: Self = Self {
+        max_batch: 512,
+        concurrent: 2,
+        queue: 8192,
+    };
 }
 
 /// Where an item's answer goes.
@@ -91,9 +104,9 @@ impl<J: BatchJob> Clone for Batcher<J> {
 
 impl<J: BatchJob> Batcher<J> {
     /// Starts the writer task.
-    pub fn start(pool: Pool, job: J, limits: BatchLimits) -> Self {
-        let (queue, items) = mpsc::channel(limits.queue);
-        tokio::spawn(run(pool, Arc::new(job), limits, items));
+    pub fn start(pool: Pool, job: J) -> Self {
+        let (queue, items) = mpsc::channel(J::LIMITS.queue);
+        tokio::spawn(run(pool, Arc::new(job), J::LIMITS, items));
         Self { queue }
     }
 

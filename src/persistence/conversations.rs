@@ -554,17 +554,11 @@ pub async fn set_flag(
 /// not archived), as a batched job: one query per burst of connects.
 pub struct UnreadCounts;
 
-/// Batches of unread-count loads.
-pub const UNREAD_LIMITS: BatchLimits = BatchLimits {
-    max_batch: 512,
-    concurrent: 2,
-    queue: 8192,
-};
-
 impl BatchJob for UnreadCounts {
     type Item = UserId;
     type Output = Vec<(Uuid, i64)>;
     const NAME: &'static str = "unread_counts";
+    const LIMITS: BatchLimits = BatchLimits::PER_CONNECT;
 
     async fn run_batch(
         &self,

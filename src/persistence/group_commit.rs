@@ -25,14 +25,6 @@ use crate::domain::ChatError;
 /// The message writer shared by every conversation actor of this node.
 pub type GroupCommitter = Batcher<MessageWrites>;
 
-/// Most messages in one transaction, batches in flight (each holds one
-/// pooled connection), and writes waiting before senders wait for room.
-pub const LIMITS: BatchLimits = BatchLimits {
-    max_batch: 256,
-    concurrent: 4,
-    queue: 8192,
-};
-
 /// Writing messages, as a batched job.
 pub struct MessageWrites;
 
@@ -40,6 +32,13 @@ impl BatchJob for MessageWrites {
     type Item = NewMessage;
     type Output = InsertOutcome;
     const NAME: &'static str = "messages";
+    /// Most messages in one transaction, batches in flight (each holds one
+    /// pooled connection), and writes waiting before senders wait for room.
+    const LIMITS: BatchLimits = BatchLimits {
+        max_batch: 256,
+        concurrent: 4,
+        queue: 8192,
+    };
 
     async fn run_batch(
         &self,

@@ -68,17 +68,11 @@ impl UserProfile {
 /// commit per batch, not per user.
 pub struct Upserts;
 
-/// Batches of user upserts.
-pub const UPSERT_LIMITS: BatchLimits = BatchLimits {
-    max_batch: 512,
-    concurrent: 2,
-    queue: 8192,
-};
-
 impl BatchJob for Upserts {
     type Item = UserProfile;
     type Output = ();
     const NAME: &'static str = "user_upserts";
+    const LIMITS: BatchLimits = BatchLimits::PER_CONNECT;
 
     /// Inserts each user or refreshes name, role and email when they changed.
     /// One row per id: when a batch names a user twice, the last claims win.
