@@ -1,5 +1,6 @@
-//! Postgres access: the connection pool, the migration runner, and one module
-//! per aggregate. Every query is parameterised and goes through
+//! Postgres access: the connection pool, the migration runner, one module
+//! per aggregate, and the batched writers (`batch`, used by `group_commit`,
+//! user upserts and unread-count loads). Every query is parameterised and goes through
 //! `prepare_cached`, so hot paths run as prepared statements on each pooled
 //! connection. Each query's latency lands in the `parley_db_query_seconds`
 //! histogram, labelled by operation.
