@@ -33,6 +33,7 @@ pub mod ws;
 
 use std::{future::Future, sync::Arc, sync::OnceLock};
 
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
@@ -135,7 +136,15 @@ impl Application {
             stop.await;
             let _ = shutdown.send(true);
         };
-        let served = axum::serve(self.listener, router)
+        // Realtime frames are small and must leave at once: without
+        // TCP_NODELAY, Nagle holds a frame back until the previous one is
+        // acknowledged, and the peer's delayed ACK makes that up to 40 ms.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(signal)
             .await;
         realtime.drained(SHUTDOWN_GRACE).await;

@@ -177,7 +177,19 @@ fn millis_since(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Sends one frame, giving up when the peer cannot take it within `limit`.
+/// Runs a socket write, giving up when the peer cannot take it within `limit`.
+async fn bounded<T, E>(limit: Duration, write: impl Future<Output = Result<T, E>>) -> Option<T> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(result) => result.ok(),
+        Err(_) => {
+            metrics::counter!("parley_ws_disconnects_total", "reason" => "write_timeout")
+                .increment(1);
+            None
+        }
+    }
+}
+
+/// Sends one frame, within `limit`.
 ///
 /// Boxed: a send in progress (the frame and its timer) lives on the heap
 /// only while it runs, instead of widening every idle connection's task.
@@ -186,15 +198,41 @@ fn send_bounded<'a, S: Sink<WsMessage> + Unpin + 'a>(
     message: WsMessage,
     limit: Duration,
 ) -> Pin<Box<impl Future<Output = bool> + 'a>> {
+    Box::pin(async move { bounded(limit, sink.send(message)).await.is_some() })
+}
+
+/// Most frames written with one flush (one `send` system call, usually).
+const MAX_FRAMES_PER_FLUSH: usize = 32;
+
+/// Writes `first` and whatever else is already queued (up to
+/// [`MAX_FRAMES_PER_FLUSH`]) with one flush: the events of one message (the
+/// message, the badge update) then leave in one segment instead of one
+/// system call each. Bounded by `limit`, and boxed, like [`send_bounded`].
+fn send_ready<'a, S: Sink<WsMessage> + Unpin + 'a>(
+    sink: &'a mut S,
+    first: Outgoing,
+    frames: &'a mut OutboundFrames,
+    limit: Duration,
+) -> Pin<Box<impl Future<Output = bool> + 'a>> {
     Box::pin(async move {
-        match tokio::time::timeout(limit, sink.send(message)).await {
-            Ok(result) => result.is_ok(),
-            Err(_) => {
-                metrics::counter!("parley_ws_disconnects_total", "reason" => "write_timeout")
-                    .increment(1);
-                false
+        let write = async {
+            sink.feed(text(first.frame)).await?;
+            let mut written: u64 = 1;
+            while written < MAX_FRAMES_PER_FLUSH as u64 {
+                let Some(next) = frames.try_recv() else {
+                    break;
+                };
+                sink.feed(text(next.frame)).await?;
+                written += 1;
             }
-        }
+            sink.flush().await?;
+            Ok::<_, S::Error>(written)
+        };
+        let Some(written) = bounded(limit, write).await else {
+            return false;
+        };
+        metrics::counter!("parley_frames_out_total", "transport" => "websocket").increment(written);
+        true
     })
 }
 
@@ -216,10 +254,9 @@ async fn write_loop<S: Sink<WsMessage> + Unpin>(
             biased;
             frame = frames.recv() => match frame {
                 Some(outgoing) => {
-                    if !send_bounded(&mut sink, text(outgoing.frame), limit).await {
+                    if !send_ready(&mut sink, outgoing, &mut frames, limit).await {
                         return;
                     }
-                    metrics::counter!("parley_frames_out_total", "transport" => "websocket").increment(1);
                 }
                 None => {
                     metrics::counter!("parley_ws_disconnects_total", "reason" => "resync").increment(1);
