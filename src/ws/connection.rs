@@ -3,7 +3,7 @@
 //!
 //! * The writer drains the connection's bounded outbound queue (fed by the
 //!   user's actor, and by the reader for answers to this connection's own
-//!   frames), sends protocol pings, and reaps a peer that has been silent for
+//!   frames), writing whatever is queued with one flush, sends protocol pings, and reaps a peer that has been silent for
 //!   three ping intervals or cannot take a single frame within one interval.
 //!   When the user actor drops the queue (the client was too slow, or the
 //!   actor is gone) the writer closes with [`CLOSE_RESYNC`]: the client
@@ -13,7 +13,9 @@
 //!   having flushed what is queued, closes with [`CLOSE_GOING_AWAY`].
 //!
 //! The loop is generic over `Sink`/`Stream` so it does not depend on axum's
-//! socket type.
+//! socket type. Its task is what every idle connection holds for its whole
+//! life, so anything that runs once or per frame is boxed (see
+//! `send_bounded`), keeping the idle state small.
 
 use std::{
     collections::HashSet,
