@@ -53,31 +53,43 @@ use crate::{
 /// How many users' claims each node remembers as already upserted.
 const KNOWN_USERS_CAPACITY: usize = 100_000;
 
-/// Handle to the application; cheap to clone into request handlers.
+/// Handle to the application: one `Arc`, so the clone every request handler
+/// and every realtime connection holds is a pointer, not a copy of each part.
 #[derive(Clone)]
-pub struct ChatCore {
+pub struct ChatCore(Arc<Core>);
+
+/// What a [`ChatCore`] points to (its fields are the application's parts).
+pub struct Core {
     pool: Pool,
     dispatcher: Dispatcher,
     users: UserDirectory,
     user_supervisor: ActorRef<UserSupervisorMsg>,
     call_timeout: Duration,
-    next_connection_id: Arc<AtomicU64>,
+    next_connection_id: AtomicU64,
     presence: Arc<PresenceHub>,
     /// The bus, for events that come from no conversation (blocks, moderation).
     bus: Arc<dyn EventBus>,
-    safety: Arc<Safety>,
+    safety: Safety,
     /// Roles that may only start conversations inside a registered context.
-    require_context_for: Arc<[String]>,
+    require_context_for: Vec<String>,
     /// Claims already upserted by this node (a fingerprint of each user's
     /// name, role and email, not a copy: it is kept for every connected user),
     /// so a user row is written on first sight or when the claims change, not
     /// on every request. Cleared when it reaches [`KNOWN_USERS_CAPACITY`],
     /// which bounds its memory.
-    known_users: Arc<DashMap<UserId, u64>>,
+    known_users: DashMap<UserId, u64>,
     /// Upserts users seen for the first time, batched across a burst of sign-ins.
     user_upserts: Batcher<Upserts>,
     /// The node's one presence timer (see `actors::user::sweep_presence`).
-    presence_sweeper: Arc<tokio::task::AbortHandle>,
+    presence_sweeper: tokio::task::AbortHandle,
+}
+
+impl std::ops::Deref for ChatCore {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.0
+    }
 }
 
 /// A number that differs between runs of this node, so event ids from before a
@@ -104,12 +116,12 @@ impl ChatCore {
         let users: UserDirectory = Arc::new(DashMap::new());
         let bus: Arc<dyn EventBus> = LocalBus::new(users.clone());
         let presence = PresenceHub::new(Arc::new(LocalPresence::default()), bus.clone());
-        let safety = Arc::new(Safety::new(
+        let safety = Safety::new(
             pool.clone(),
             clock,
             limits::from_config(&settings.limits),
             settings.chat.report_evidence_messages,
-        ));
+        );
         let conversations: ConversationDirectory = Arc::new(DashMap::new());
         let realtime = &settings.realtime;
         let deps = Arc::new(ConversationDeps {
@@ -149,23 +161,22 @@ impl ChatCore {
             (),
         )
         .await?;
-        let presence_sweeper =
-            Arc::new(sweep_presence(&users, realtime.presence_timeout).abort_handle());
-        Ok(Self {
+        let presence_sweeper = sweep_presence(&users, realtime.presence_timeout).abort_handle();
+        Ok(Self(Arc::new(Core {
             pool: pool.clone(),
             dispatcher: Dispatcher::new(conversations, conversation_supervisor, call_timeout),
             users,
             user_supervisor,
             call_timeout,
-            next_connection_id: Arc::new(AtomicU64::new(1)),
+            next_connection_id: AtomicU64::new(1),
             presence,
             bus,
             safety,
-            require_context_for: settings.chat.require_context_for.clone().into(),
-            known_users: Arc::new(DashMap::new()),
+            require_context_for: settings.chat.require_context_for.clone(),
+            known_users: DashMap::new(),
             presence_sweeper,
             user_upserts: Batcher::start(pool, Upserts),
-        })
+        })))
     }
 
     /// Number of live conversation actors and user actors on this node.
