@@ -20,17 +20,13 @@
 use std::{
     collections::HashSet,
     future::Future,
-    pin::{Pin, pin},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    pin::Pin,
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::oneshot;
 
 use super::protocol::{self, ClientFrame, FrameError};
 use crate::{
@@ -66,7 +62,7 @@ pub struct ConnectionContext {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-/// One attached connection, as the reader sees it.
+/// One attached connection, as its frame handlers see it.
 struct Session<'a> {
     ctx: &'a ConnectionContext,
     attachment: &'a Attachment,
@@ -75,23 +71,28 @@ struct Session<'a> {
     typing: Mutex<HashSet<ConversationId>>,
 }
 
-/// Why the reader stopped.
-enum ReadEnd {
+/// Why the loop stopped.
+enum End {
+    /// The socket failed, the peer went silent, or the connection was told
+    /// to resync: nothing more to say.
+    Broken,
     /// The client closed, vanished, or broke the protocol.
     ClientGone,
     /// The server is shutting down: say "going away" so the client reconnects elsewhere.
     Shutdown,
 }
 
+/// A client frame being handled (boxed: see the module docs).
+type InFlight<'a> = Pin<Box<dyn Future<Output = (&'static str, Vec<SharedFrame>)> + Send + 'a>>;
+
 /// Serves one connection until it closes.
-pub async fn run<S, R, E>(mut sink: S, stream: R, ctx: ConnectionContext)
+pub async fn run<W, E>(mut socket: W, ctx: ConnectionContext)
 where
-    S: Sink<WsMessage> + Unpin + Send,
-    R: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
+    W: Sink<WsMessage> + Stream<Item = Result<WsMessage, E>> + Unpin + Send,
 {
-    let (outbound, frames) = outbound_queue(ctx.outbound_queue);
-    // The reader answers through a weak handle, so that when the user actor
-    // drops the only strong sender the writer sees the queue close.
+    let (outbound, mut frames) = outbound_queue(ctx.outbound_queue);
+    // Answers go through a weak handle, so that when the user actor drops
+    // the only strong sender the loop sees the queue close.
     let answers = outbound.downgrade();
     // Boxed, like every call made once per connection (attach, the typing
     // clean-up): an async fn's state is as large as its largest await, and
@@ -100,7 +101,7 @@ where
     let attachment = match attaching.await {
         Ok(attachment) => attachment,
         Err(e) if e.code() == "too_many_connections" => {
-            let _ = sink
+            let _ = socket
                 .send(close(
                     CLOSE_TOO_MANY_CONNECTIONS,
                     "too many connections for this user",
@@ -110,7 +111,9 @@ where
         }
         Err(e) => {
             tracing::warn!(error = %e.chain(), "could not attach connection");
-            let _ = sink.send(close(CLOSE_INTERNAL, "server busy, retry")).await;
+            let _ = socket
+                .send(close(CLOSE_INTERNAL, "server busy, retry"))
+                .await;
             return;
         }
     };
@@ -119,36 +122,27 @@ where
         attachment: &attachment,
         typing: Mutex::new(HashSet::new()),
     };
-    let last_heard = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    // A oneshot, not a channel: a tokio channel allocates a block of slots
-    // up front, for every idle connection.
-    let (close_tx, close_rx) = oneshot::channel::<WsMessage>();
-    {
-        let mut writer = pin!(write_loop(
-            sink,
-            frames,
-            close_rx,
-            ctx.ping_interval,
-            last_heard.clone(),
-            started
-        ));
-        let mut reader = pin!(read_loop(stream, answers, &session, last_heard, started));
-        tokio::select! {
-            () = &mut writer => {}
-            end = &mut reader => {
-                // Let the writer flush what is queued (an in-flight ack) and say goodbye.
-                let goodbye = match end {
-                    ReadEnd::ClientGone => close(1000, "bye"),
-                    ReadEnd::Shutdown => {
-                        metrics::counter!("parley_ws_disconnects_total", "reason" => "shutdown").increment(1);
-                        close(CLOSE_GOING_AWAY, "server shutting down; reconnect")
-                    }
-                };
-                let _ = close_tx.send(goodbye);
-                let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-            }
+    let end = serve(&mut socket, &mut frames, &answers, &session).await;
+    let goodbye = match end {
+        End::Broken => None,
+        End::ClientGone => Some(close(1000, "bye")),
+        End::Shutdown => {
+            metrics::counter!("parley_ws_disconnects_total", "reason" => "shutdown").increment(1);
+            Some(close(CLOSE_GOING_AWAY, "server shutting down; reconnect"))
         }
+    };
+    if let Some(goodbye) = goodbye {
+        // Flush what is queued (an answer just given) and say goodbye.
+        let limit = ctx.ping_interval;
+        let farewell = Box::pin(async {
+            while let Some(outgoing) = frames.try_recv() {
+                if !send_bounded(&mut socket, text(outgoing.frame), limit).await {
+                    return;
+                }
+            }
+            send_bounded(&mut socket, goodbye, limit).await;
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(2), farewell).await;
     }
     let still_typing: Vec<ConversationId> = session
         .typing
@@ -162,6 +156,122 @@ where
     drop(attachment);
 }
 
+/// The connection's one loop. It writes what the user's actor queues (all
+/// that is queued, with one flush), reads the client's frames one at a time
+/// — the next is read only once the previous one is answered, so a client's
+/// sends keep their order — while events keep flowing out, pings the peer
+/// and reaps it when it has been silent for three ping intervals or cannot
+/// take a frame within one, and stops on shutdown once the frame in hand is
+/// answered.
+async fn serve<W, E>(
+    socket: &mut W,
+    frames: &mut OutboundFrames,
+    answers: &WeakOutbound,
+    session: &Session<'_>,
+) -> End
+where
+    W: Sink<WsMessage> + Stream<Item = Result<WsMessage, E>> + Unpin + Send,
+{
+    let ctx = session.ctx;
+    let ping_interval = ctx.ping_interval;
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    let dead_after = ping_interval * 3;
+    // A peer that cannot take one frame within a ping interval is stuck or gone.
+    let limit = ping_interval;
+    let mut last_heard = Instant::now();
+    let mut shutdown = ctx.shutdown.clone();
+    let mut in_flight: Option<InFlight<'_>> = None;
+    loop {
+        tokio::select! {
+            biased;
+            queued = frames.recv() => match queued {
+                Some(outgoing) => {
+                    if !send_ready(socket, outgoing, frames, limit).await {
+                        return End::Broken;
+                    }
+                }
+                None => {
+                    metrics::counter!("parley_ws_disconnects_total", "reason" => "resync").increment(1);
+                    send_bounded(socket, close(CLOSE_RESYNC, "resync: connection fell behind"), limit).await;
+                    return End::Broken;
+                }
+            },
+            answered = async {
+                match in_flight.as_mut() {
+                    Some(handling) => handling.await,
+                    None => std::future::pending().await,
+                }
+            }, if in_flight.is_some() => {
+                in_flight = None;
+                let (kind, replies) = answered;
+                metrics::counter!("parley_ws_frames_in_total", "type" => kind).increment(1);
+                if !queue_answers(answers, replies) {
+                    return End::ClientGone;
+                }
+            }
+            incoming = socket.next(), if in_flight.is_none() => {
+                last_heard = Instant::now();
+                match incoming {
+                    Some(Ok(WsMessage::Text(frame))) => {
+                        in_flight = Some(Box::pin(async move { handle_frame(session, frame.as_str()).await }));
+                    }
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        let refusal = frame_error(FrameError {
+                            code: "unsupported_frame_type",
+                            message: "binary frames are not supported; send JSON text".into(),
+                            client_message_id: None,
+                        });
+                        if !queue_answers(answers, vec![refusal]) {
+                            return End::ClientGone;
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(_))) => {
+                        metrics::counter!("parley_ws_disconnects_total", "reason" => "client_closed").increment(1);
+                        return End::ClientGone;
+                    }
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                    Some(Err(_)) | None => {
+                        metrics::counter!("parley_ws_disconnects_total", "reason" => "client_gone").increment(1);
+                        return End::ClientGone;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > dead_after {
+                    metrics::counter!("parley_ws_disconnects_total", "reason" => "dead_peer").increment(1);
+                    return End::Broken;
+                }
+                if !send_bounded(socket, WsMessage::Ping(Default::default()), limit).await {
+                    return End::Broken;
+                }
+            }
+            () = stopping(&mut shutdown), if in_flight.is_none() => return End::Shutdown,
+        }
+    }
+}
+
+/// Resolves once the server starts shutting down.
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+/// Queues a connection's answers to its own frames; false when the queue is
+/// gone, or full (too slow even for its own answers: the same treatment as
+/// any slow consumer).
+fn queue_answers(answers: &WeakOutbound, replies: Vec<SharedFrame>) -> bool {
+    for frame in replies {
+        let Some(queue) = answers.upgrade() else {
+            return false;
+        };
+        if queue.try_send(Outgoing { id: None, frame }).is_err() {
+            metrics::counter!("parley_ws_slow_consumer_closes_total").increment(1);
+            return false;
+        }
+    }
+    true
+}
+
 /// An event as a WebSocket text frame, sharing the event's buffer.
 fn text(frame: SharedFrame) -> WsMessage {
     // A frame is JSON text, so the UTF-8 check cannot fail.
@@ -173,10 +283,6 @@ fn close(code: u16, reason: &'static str) -> WsMessage {
         code,
         reason: reason.into(),
     }))
-}
-
-fn millis_since(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs a socket write, giving up when the peer cannot take it within `limit`.
@@ -236,116 +342,6 @@ fn send_ready<'a, S: Sink<WsMessage> + Unpin + 'a>(
         metrics::counter!("parley_frames_out_total", "transport" => "websocket").increment(written);
         true
     })
-}
-
-async fn write_loop<S: Sink<WsMessage> + Unpin>(
-    mut sink: S,
-    mut frames: OutboundFrames,
-    mut closing: oneshot::Receiver<WsMessage>,
-    ping_interval: Duration,
-    last_heard: Arc<AtomicU64>,
-    started: Instant,
-) {
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-    let dead_after = u64::try_from((ping_interval * 3).as_millis()).unwrap_or(u64::MAX);
-    // A peer that cannot take one frame within a ping interval is stuck or gone.
-    let limit = ping_interval;
-    loop {
-        tokio::select! {
-            biased;
-            frame = frames.recv() => match frame {
-                Some(outgoing) => {
-                    if !send_ready(&mut sink, outgoing, &mut frames, limit).await {
-                        return;
-                    }
-                }
-                None => {
-                    metrics::counter!("parley_ws_disconnects_total", "reason" => "resync").increment(1);
-                    send_bounded(&mut sink, close(CLOSE_RESYNC, "resync: connection fell behind"), limit).await;
-                    return;
-                }
-            },
-            goodbye = &mut closing => {
-                // No goodbye at all: the connection is over.
-                let Ok(goodbye) = goodbye else {
-                    return;
-                };
-                while let Some(outgoing) = frames.try_recv() {
-                    if !send_bounded(&mut sink, text(outgoing.frame), limit).await {
-                        return;
-                    }
-                }
-                send_bounded(&mut sink, goodbye, limit).await;
-                return;
-            }
-            _ = ping.tick() => {
-                if millis_since(started).saturating_sub(last_heard.load(Ordering::Relaxed)) > dead_after {
-                    metrics::counter!("parley_ws_disconnects_total", "reason" => "dead_peer").increment(1);
-                    return;
-                }
-                if !send_bounded(&mut sink, WsMessage::Ping(Default::default()), limit).await {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-async fn read_loop<R, E>(
-    mut stream: R,
-    answers: WeakOutbound,
-    session: &Session<'_>,
-    last_heard: Arc<AtomicU64>,
-    started: Instant,
-) -> ReadEnd
-where
-    R: Stream<Item = Result<WsMessage, E>> + Unpin,
-{
-    let mut shutdown = session.ctx.shutdown.clone();
-    loop {
-        let message = tokio::select! {
-            next = stream.next() => match next {
-                Some(Ok(message)) => message,
-                _ => break,
-            },
-            _ = shutdown.wait_for(|stopping| *stopping) => return ReadEnd::Shutdown,
-        };
-        last_heard.store(millis_since(started), Ordering::Relaxed);
-        let replies = match message {
-            WsMessage::Text(text) => {
-                // Boxed: an idle connection's task is sized for its largest
-                // await point, and the send path is much larger than waiting
-                // for the next frame. Boxing keeps idle connections small.
-                let kind = Box::pin(handle_frame(session, text.as_str())).await;
-                metrics::counter!("parley_ws_frames_in_total", "type" => kind.0).increment(1);
-                kind.1
-            }
-            WsMessage::Binary(_) => vec![frame_error(FrameError {
-                code: "unsupported_frame_type",
-                message: "binary frames are not supported; send JSON text".into(),
-                client_message_id: None,
-            })],
-            WsMessage::Close(_) => {
-                metrics::counter!("parley_ws_disconnects_total", "reason" => "client_closed")
-                    .increment(1);
-                return ReadEnd::ClientGone;
-            }
-            WsMessage::Ping(_) | WsMessage::Pong(_) => Vec::new(),
-        };
-        for frame in replies {
-            let Some(queue) = answers.upgrade() else {
-                return ReadEnd::ClientGone;
-            };
-            if queue.try_send(Outgoing { id: None, frame }).is_err() {
-                // Too slow even for its own answers: same treatment as any slow consumer.
-                metrics::counter!("parley_ws_slow_consumer_closes_total").increment(1);
-                return ReadEnd::ClientGone;
-            }
-        }
-    }
-    metrics::counter!("parley_ws_disconnects_total", "reason" => "client_gone").increment(1);
-    ReadEnd::ClientGone
 }
 
 /// Handles one text frame; returns its type (for metrics) and the frames to answer with.

@@ -12,7 +12,6 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use futures_util::StreamExt;
 
 use crate::http::{AppState, auth::AuthUser, check_origin};
 
@@ -43,7 +42,6 @@ pub async fn upgrade(
         .max_frame_size(realtime.max_frame_bytes)
         .on_upgrade(move |socket| async move {
             let _open = open;
-            let (sink, stream) = socket.split();
-            connection::run(sink, stream, context).await;
+            connection::run(socket, context).await;
         })
 }
