@@ -1,18 +1,20 @@
-//! One WebSocket connection: a reader and a writer run concurrently in one
-//! task, and the connection ends when either does.
+//! One WebSocket connection: one task, one loop over the socket (not split
+//! into a reader and a writer), which `select!`s on
 //!
-//! * The writer drains the connection's bounded outbound queue (fed by the
-//!   user's actor, and by the reader for answers to this connection's own
-//!   frames), writing whatever is queued with one flush, sends protocol pings, and reaps a peer that has been silent for
-//!   three ping intervals or cannot take a single frame within one interval.
-//!   When the user actor drops the queue (the client was too slow, or the
-//!   actor is gone) the writer closes with [`CLOSE_RESYNC`]: the client
-//!   reconnects and catches up over REST.
-//! * The reader parses client frames and answers each one. On shutdown it
-//!   stops taking frames (after finishing the one in hand) and the writer,
-//!   having flushed what is queued, closes with [`CLOSE_GOING_AWAY`].
+//! * the connection's bounded outbound queue (fed by the user's actor, and by
+//!   the loop itself for answers to this connection's own frames), writing
+//!   whatever is queued with one flush. When the user actor drops the queue
+//!   (the client was too slow, or the actor is gone) it closes with
+//!   [`CLOSE_RESYNC`]: the client reconnects and catches up over REST;
+//! * the client's next frame — read only once the previous one is answered,
+//!   so a client's frames are handled in order, while the frame in hand is
+//!   handled as a future of its own and events keep flowing out;
+//! * the ping timer: a peer silent for three ping intervals, or unable to
+//!   take a frame within one, is reaped;
+//! * shutdown: once the frame in hand is answered, what is queued is flushed
+//!   and the connection closes with [`CLOSE_GOING_AWAY`].
 //!
-//! The loop is generic over `Sink`/`Stream` so it does not depend on axum's
+//! The loop is generic over `Sink + Stream` so it does not depend on axum's
 //! socket type. Its task is what every idle connection holds for its whole
 //! life, so anything that runs once or per frame is boxed (see
 //! `send_bounded`), keeping the idle state small.
