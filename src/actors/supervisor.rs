@@ -56,6 +56,13 @@ fn is_alive<M>(actor: &ActorRef<M>) -> bool {
     ractor::ACTIVE_STATES.contains(&actor.get_status())
 }
 
+/// `user`'s actor on this node, if it is up: a new connection of a user who
+/// is already connected attaches to it directly, without a trip through the
+/// supervisor's mailbox (only spawning needs the supervisor).
+pub fn live_user(directory: &UserDirectory, user: &UserId) -> Option<ActorRef<UserMsg>> {
+    directory.get(user).map(|a| a.clone()).filter(is_alive)
+}
+
 /// Stops a removed or failed child and records why.
 fn note_supervision_event(kind: &'static str, event: &SupervisionEvent) -> Option<ActorCell> {
     match event {
@@ -178,12 +185,7 @@ impl Actor for UserSupervisor {
             resume_after,
             reply,
         } = message;
-        let existing = self
-            .directory
-            .get(&user)
-            .map(|a| a.clone())
-            .filter(is_alive);
-        let actor = match existing {
+        let actor = match live_user(&self.directory, &user) {
             Some(actor) => Ok(actor),
             None => {
                 let args = UserArgs {

@@ -14,7 +14,7 @@ pub use crate::actors::user::{
 };
 use crate::{
     actors::{
-        supervisor::UserSupervisorMsg,
+        supervisor::{UserSupervisorMsg, live_user},
         user::{Attached, UserMsg},
     },
     cluster::{
@@ -154,16 +154,29 @@ impl ChatCore {
         // A user actor retiring at this very moment drops the request: retry once.
         for _ in 0..2 {
             let outbound = outbound.clone();
-            let attempt = call(&self.user_supervisor, self.call_timeout, |reply| {
-                UserSupervisorMsg::Attach {
-                    user: user.clone(),
-                    id,
-                    outbound,
-                    resume_after,
-                    reply,
+            let attempt = match live_user(&self.users, user) {
+                Some(actor) => {
+                    call(&actor, self.call_timeout, |reply| UserMsg::Attach {
+                        id,
+                        outbound,
+                        resume_after,
+                        reply,
+                    })
+                    .await
                 }
-            })
-            .await;
+                None => {
+                    call(&self.user_supervisor, self.call_timeout, |reply| {
+                        UserSupervisorMsg::Attach {
+                            user: user.clone(),
+                            id,
+                            outbound,
+                            resume_after,
+                            reply,
+                        }
+                    })
+                    .await
+                }
+            };
             if let Attempt::Done(result) = attempt {
                 let Attached { actor, head } = result?;
                 metrics::gauge!("parley_connections_open", "transport" => transport).increment(1.0);
