@@ -201,12 +201,6 @@ impl Live {
     }
 }
 
-fn not_found() -> ChatError {
-    ChatError::NotFound {
-        what: "conversation",
-    }
-}
-
 /// Whether the actor must die after answering: its view of the database is stale.
 struct StaleView;
 
@@ -217,7 +211,7 @@ impl ConversationActor {
         cmd: &SendCommand,
     ) -> (Result<SendOutcome, ChatError>, Option<StaleView>) {
         if state.participant_mut(&cmd.sender).is_none() {
-            return (Err(not_found()), None);
+            return (Err(ChatError::conversation_not_found()), None);
         }
         if state.blocked {
             return (Err(ChatError::not_delivered()), None);
@@ -396,7 +390,9 @@ impl ConversationActor {
         accept: bool,
     ) -> Result<Vec<UserId>, ChatError> {
         let id = state.id;
-        let participant = state.participant_mut(user).ok_or_else(not_found)?;
+        let participant = state
+            .participant_mut(user)
+            .ok_or_else(ChatError::conversation_not_found)?;
         let allowed = match participant.request_state {
             RequestState::Pending => true,
             RequestState::Declined => accept,
@@ -478,7 +474,9 @@ impl ConversationActor {
     ) -> Result<(ReadState, Option<Vec<UserId>>), ChatError> {
         let conversation_id = state.id;
         let last_seq = state.last_seq;
-        let participant = state.participant_mut(user).ok_or_else(not_found)?;
+        let participant = state
+            .participant_mut(user)
+            .ok_or_else(ChatError::conversation_not_found)?;
         let target = seq.min(last_seq);
         let current = |p: &ParticipantSnapshot| ReadState {
             conversation_id: conversation_id.0,
@@ -505,7 +503,7 @@ impl ConversationActor {
         started: bool,
     ) -> Result<(), ChatError> {
         if !state.participants.iter().any(|p| p.user_id == user) {
-            return Err(not_found());
+            return Err(ChatError::conversation_not_found());
         }
         if state.blocked {
             return Ok(());
@@ -720,7 +718,7 @@ impl Actor for ConversationActor {
                     Some(live) => self.execute(&myself, live, command, reply).await?,
                     None => {
                         if let Some(reply) = reply {
-                            let _ = reply.send(Err(not_found()));
+                            let _ = reply.send(Err(ChatError::conversation_not_found()));
                         }
                     }
                 }

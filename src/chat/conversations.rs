@@ -24,12 +24,6 @@ const INBOX_MAX_LIMIT: i64 = 100;
 const SYNC_DEFAULT_LIMIT: i64 = 500;
 const SYNC_MAX_LIMIT: i64 = 500;
 
-fn not_found() -> ChatError {
-    ChatError::NotFound {
-        what: "conversation",
-    }
-}
-
 impl ChatCore {
     /// Finds or creates the direct conversation of `caller` with
     /// `participant` in `context`; true when it was created. Finding is free;
@@ -153,7 +147,7 @@ impl ChatCore {
     async fn view(&self, caller: &UserId, id: ConversationId) -> Result<Conversation, ChatError> {
         conversations::view_for_user(&self.pool, id, caller)
             .await?
-            .ok_or_else(not_found)
+            .ok_or_else(ChatError::conversation_not_found)
     }
 
     /// The caller accepts (or declines) the message request made to them;
@@ -192,7 +186,7 @@ impl ChatCore {
         let (unread_count, last_read_seq) =
             conversations::set_flag(&self.pool, id, caller, flag, on)
                 .await?
-                .ok_or_else(not_found)?;
+                .ok_or_else(ChatError::conversation_not_found)?;
         if flag == ParticipantFlag::Archived {
             let command = Command::SetArchived {
                 user: caller.clone(),

@@ -98,9 +98,7 @@ impl ChatCore {
                 .increment(1);
         }
         if !conversations::is_participant(&self.pool, id, caller).await? {
-            return Err(ChatError::NotFound {
-                what: "conversation",
-            });
+            return Err(ChatError::conversation_not_found());
         }
         let page = messages::page(&self.pool, id, direction, limit).await?;
         let edge = match direction {

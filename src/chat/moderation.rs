@@ -165,11 +165,8 @@ impl ChatCore {
             ));
         }
         if let Some(conversation) = input.conversation_id.map(ConversationId) {
-            let not_found = || ChatError::NotFound {
-                what: "conversation",
-            };
             if !conversations::is_participant(&self.pool, conversation, reporter).await? {
-                return Err(not_found());
+                return Err(ChatError::conversation_not_found());
             }
             if !conversations::is_participant(&self.pool, conversation, &reported).await? {
                 return Err(ChatError::invalid(

@@ -63,6 +63,14 @@ impl ChatError {
         }
     }
 
+    /// The conversation does not exist, or the caller takes no part in it:
+    /// the same answer either way, so nobody learns which.
+    pub fn conversation_not_found() -> Self {
+        Self::NotFound {
+            what: "conversation",
+        }
+    }
+
     /// The one answer for every message that cannot be delivered (blocked,
     /// in either direction): the same code and words whatever the reason, so a
     /// sender cannot tell that they were blocked.

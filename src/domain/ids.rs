@@ -59,9 +59,7 @@ impl ConversationId {
     pub fn parse(raw: &str) -> Result<Self, ChatError> {
         Uuid::parse_str(raw)
             .map(Self)
-            .map_err(|_| ChatError::NotFound {
-                what: "conversation",
-            })
+            .map_err(|_| ChatError::conversation_not_found())
     }
 }
 

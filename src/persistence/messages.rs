@@ -346,9 +346,7 @@ pub async fn mark_read(
         db.query_opt(&stmt, &[&conversation.0, &user.as_str(), &seq]),
     )
     .await?;
-    let row = row.ok_or(ChatError::NotFound {
-        what: "conversation",
-    })?;
+    let row = row.ok_or_else(ChatError::conversation_not_found)?;
     let receipt_recipients = row
         .get::<_, Vec<String>>(3)
         .iter()
