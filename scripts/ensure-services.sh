@@ -7,8 +7,9 @@
 # --recreate drops the named databases first (the test suite starts from an
 # empty schema every run, whatever an earlier run or branch left behind).
 #
-# Postgres is the only service the server needs today (Redis and RabbitMQ join
-# with the cluster and jobs features). Honours PGHOST/PGPORT/PGUSER.
+# Postgres is the only service a single node needs; Redis (127.0.0.1:6379, or
+# REDIS_PORT) joins the nodes of a cluster, and the test suite's cluster tests
+# use it. RabbitMQ joins with the jobs feature. Honours PGHOST/PGPORT/PGUSER.
 set -euo pipefail
 
 PGHOST="${PGHOST:-127.0.0.1}"
@@ -83,6 +84,30 @@ ensure_databases() {
   done
 }
 
+REDIS_PORT="${REDIS_PORT:-6379}"
+
+redis_ready() {
+  command -v redis-cli >/dev/null 2>&1 && [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]
+}
+
+ensure_redis() {
+  if redis_ready; then return; fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server
+  fi
+  log "starting Redis on port ${REDIS_PORT}"
+  # Nothing on disk: Redis holds only leases, presence and the mailbox,
+  # which the nodes rebuild by themselves.
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null
+  for _ in $(seq 1 60); do
+    redis_ready && return
+    sleep 0.5
+  done
+  log "Redis did not become ready on port ${REDIS_PORT}"
+  exit 1
+}
+
 require_rust
 ensure_postgres
 ensure_databases
+ensure_redis

@@ -11,8 +11,8 @@
 //! unnoticed. Values that are secrets are wrapped in [`Secret`] so they
 //! never reach a log line or a `Debug` dump.
 //!
-//! Sections: `server`, `auth`, `database`, `chat`, `realtime`, `limits`;
-//! the Redis, AMQP, mail and blob settings join as sections of their own.
+//! Sections: `server`, `auth`, `database`, `chat`, `realtime`, `limits`,
+//! `cluster`; the AMQP, mail and blob settings join as sections of their own.
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -51,6 +51,7 @@ pub struct Settings {
     pub chat: ChatSettings,
     pub realtime: RealtimeSettings,
     pub limits: RateLimits,
+    pub cluster: ClusterSettings,
 }
 
 /// `[server]`: the HTTP listener.
@@ -150,6 +151,34 @@ pub struct RateLimits {
     pub conversations_per_hour: u32,
     /// Lists, history pages, syncs, presence look-ups.
     pub reads_per_minute: u32,
+}
+
+/// `[cluster]`: several nodes joined by Redis. With no `redis_url` the node
+/// runs alone and needs no Redis at all.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// Redis, the nodes' mailbox (unset: a single node, everything in process).
+    pub redis_url: Option<Secret>,
+    /// This node's name on the bus; unset, a fresh random one per start.
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key and channel, so that two deployments (or
+    /// two test runs) can share one Redis.
+    pub redis_prefix: String,
+    /// How long a node's ownership of a conversation lasts unless renewed
+    /// (renewed every third of it): how soon a dead node's conversations are
+    /// taken over.
+    pub lease_ttl: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            node_id: None,
+            redis_prefix: "parley".into(),
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -275,6 +304,10 @@ const KNOBS: &[Knob] = &[
     Knob { section: "realtime", key: "replay_events", env: "PARLEY_REPLAY_EVENTS", apply: |s, v| set(&mut s.realtime.replay_events, v) },
     Knob { section: "realtime", key: "typing_timeout_ms", env: "PARLEY_TYPING_TIMEOUT_MS", apply: |s, v| millis(&mut s.realtime.typing_timeout, v) },
     Knob { section: "realtime", key: "typing_throttle_ms", env: "PARLEY_TYPING_THROTTLE_MS", apply: |s, v| millis(&mut s.realtime.typing_throttle, v) },
+    Knob { section: "cluster", key: "redis_url", env: "PARLEY_REDIS_URL", apply: |s, v| { s.cluster.redis_url = (!v.is_empty()).then(|| Secret::new(v)); Ok(()) } },
+    Knob { section: "cluster", key: "node_id", env: "PARLEY_NODE_ID", apply: |s, v| { s.cluster.node_id = (!v.is_empty()).then(|| v.to_owned()); Ok(()) } },
+    Knob { section: "cluster", key: "redis_prefix", env: "PARLEY_REDIS_PREFIX", apply: |s, v| { s.cluster.redis_prefix = v.to_owned(); Ok(()) } },
+    Knob { section: "cluster", key: "lease_ttl_ms", env: "PARLEY_LEASE_TTL_MS", apply: |s, v| millis(&mut s.cluster.lease_ttl, v) },
     Knob { section: "limits", key: "enabled", env: "PARLEY_RATE_LIMITS", apply: |s, v| switch(&mut s.limits.enabled, v) },
     Knob { section: "limits", key: "messages_per_hour", env: "PARLEY_RATE_MESSAGES_PER_HOUR", apply: |s, v| set(&mut s.limits.messages_per_hour, v) },
     Knob { section: "limits", key: "conversations_per_hour", env: "PARLEY_RATE_CONVERSATIONS_PER_HOUR", apply: |s, v| set(&mut s.limits.conversations_per_hour, v) },
@@ -366,6 +399,35 @@ impl Settings {
             return Err(ConfigError::new(
                 "PARLEY_INTERNAL_API_KEY",
                 "must be at least 16 bytes",
+            ));
+        }
+        let name_like = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !name_like(&self.cluster.redis_prefix) {
+            return Err(ConfigError::new(
+                "PARLEY_REDIS_PREFIX",
+                "must be 1-64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if self
+            .cluster
+            .node_id
+            .as_deref()
+            .is_some_and(|id| !name_like(id))
+        {
+            return Err(ConfigError::new(
+                "PARLEY_NODE_ID",
+                "must be 1-64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if self.cluster.lease_ttl < Duration::from_millis(300) {
+            return Err(ConfigError::new(
+                "PARLEY_LEASE_TTL_MS",
+                "must be at least 300 ms",
             ));
         }
         if self.auth.jwt_secret.expose().len() < 16 {

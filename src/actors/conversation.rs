@@ -23,9 +23,10 @@ use std::{
 
 use deadpool_postgres::Pool;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    cluster::EventBus,
+    cluster::Bus,
     domain::{
         ChatError, ConversationId, UserId,
         event::{ServerEvent, UnreadUpdate},
@@ -46,7 +47,7 @@ pub const MISSING_LINGER: Duration = Duration::from_secs(1);
 /// What every conversation actor shares: the pool, the bus and its limits.
 pub struct ConversationDeps {
     pub pool: Pool,
-    pub bus: Arc<dyn EventBus>,
+    pub bus: Arc<dyn Bus>,
     /// Passivate after this long without a command.
     pub idle_timeout: Duration,
     /// A typist who sends no refresh for this long has stopped.
@@ -58,7 +59,7 @@ pub struct ConversationDeps {
 }
 
 /// A validated send: the body is already sanitised, the client id checked.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SendCommand {
     pub sender: UserId,
     pub body: String,
@@ -67,7 +68,7 @@ pub struct SendCommand {
 
 /// The stored message, and whether this call created it (false: an
 /// idempotent repeat of an earlier send with the same `clientMessageId`).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SendOutcome {
     pub message: Message,
     pub created: bool,
@@ -78,8 +79,9 @@ pub struct SendOutcome {
 }
 
 /// A command for one conversation: what the application layer asks of the
-/// conversation's actor, wherever it runs.
-#[derive(Clone, Debug)]
+/// conversation's actor, wherever it runs (plain data: it travels to the
+/// owner node as JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     Send(SendCommand),
     /// Move `user`'s read pointer forward to `seq`.
@@ -117,7 +119,7 @@ impl Command {
 }
 
 /// The answer to a [`Command`].
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
     Sent(SendOutcome),
     Read(ReadState),
@@ -156,6 +158,8 @@ pub struct ConversationState {
 /// The live view of an existing conversation.
 pub struct Live {
     id: ConversationId,
+    /// The owner epoch this actor took when it loaded (see `take_over`).
+    owner_epoch: i64,
     last_seq: i64,
     participants: Vec<ParticipantSnapshot>,
     /// Registered as pre-accepted by its context: never a message request.
@@ -201,7 +205,8 @@ impl Live {
     }
 }
 
-/// Whether the actor must die after answering: its view of the database is stale.
+/// Whether the actor must die after answering: its view of the database is
+/// stale, or another actor (here or on another node) took the conversation over.
 struct StaleView;
 
 impl ConversationActor {
@@ -288,6 +293,7 @@ impl ConversationActor {
         let seq = state.last_seq + 1;
         let new = NewMessage {
             conversation: state.id,
+            owner_epoch: state.owner_epoch,
             seq,
             sender: cmd.sender.clone(),
             kind: MessageKind::Text,
@@ -355,6 +361,16 @@ impl ConversationActor {
                 ))),
                 Some(StaleView),
             ),
+            Ok(InsertOutcome::FencedOut) => {
+                metrics::counter!("parley_actor_fenced_out_total").increment(1);
+                (
+                    Err(ChatError::unavailable(format!(
+                        "another actor took {} over",
+                        state.id
+                    ))),
+                    Some(StaleView),
+                )
+            }
             Err(e) => (Err(e), None),
         }
     }
@@ -684,10 +700,11 @@ impl Actor for ConversationActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let id = state.id;
-        match conversations::load_snapshot(&self.deps.pool, id).await? {
+        match conversations::take_over(&self.deps.pool, id).await? {
             Some(snapshot) => {
                 state.live = Some(Live {
                     id,
+                    owner_epoch: snapshot.owner_epoch,
                     last_seq: snapshot.last_seq,
                     participants: snapshot.participants,
                     pre_accepted: snapshot.pre_accepted,

@@ -26,7 +26,10 @@ use super::{
     user::{Attached, EventId, Outbound, UserActor, UserArgs, UserDirectory, UserLimits, UserMsg},
 };
 use crate::{
-    cluster::presence::{ConnectionId, PresenceHub},
+    cluster::{
+        Bus,
+        presence::{ConnectionId, PresenceHub},
+    },
     domain::{ChatError, ConversationId, UserId},
     persistence::{batch::Batcher, conversations::UnreadCounts},
 };
@@ -34,14 +37,21 @@ use crate::{
 /// This node's live conversation actors. Written only by the conversation supervisor.
 pub type ConversationDirectory = Arc<DashMap<ConversationId, ActorRef<ConversationMsg>>>;
 
-/// Removes `cell` from `directory` if it is still the registered actor there.
-fn forget<K: Eq + std::hash::Hash, M>(
+/// Removes `cell` from `directory` if it is still the registered actor
+/// there; returns the key it was registered under.
+fn forget<K: Eq + std::hash::Hash + Clone, M>(
     directory: &DashMap<K, ActorRef<M>>,
     cell: &ActorCell,
-) -> bool {
-    let before = directory.len();
-    directory.retain(|_, actor| actor.get_id() != cell.get_id());
-    directory.len() != before
+) -> Option<K> {
+    let mut removed = None;
+    directory.retain(|key, actor| {
+        let keep = actor.get_id() != cell.get_id();
+        if !keep {
+            removed = Some(key.clone());
+        }
+        keep
+    });
+    removed
 }
 
 /// A child that could not be started: retrying later may work.
@@ -161,6 +171,8 @@ pub struct UserSupervisor {
     pub presence: Arc<PresenceHub>,
     /// The bounds each user actor applies.
     pub limits: UserLimits,
+    /// Told when a user has no actor (no connection) here any more.
+    pub bus: Arc<dyn Bus>,
 }
 
 impl Actor for UserSupervisor {
@@ -232,8 +244,10 @@ impl Actor for UserSupervisor {
         event: SupervisionEvent,
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(cell) = note_supervision_event("user", &event) {
-            forget(&self.directory, &cell);
+        if let Some(cell) = note_supervision_event("user", &event)
+            && let Some(user) = forget(&self.directory, &cell)
+        {
+            self.bus.unwatch(&user);
         }
         Ok(())
     }

@@ -86,6 +86,16 @@ impl LocalSink for DashMap<UserId, ActorRef<UserMsg>> {
             let _ = actor.send_message(UserMsg::Unread(update));
         }
     }
+
+    fn holds(&self, user: &UserId) -> bool {
+        self.contains_key(user)
+    }
+
+    fn deliver_to_all(&self, frame: SharedFrame) {
+        for actor in self.iter() {
+            let _ = actor.value().send_message(UserMsg::Deliver(frame.clone()));
+        }
+    }
 }
 
 /// Position of an event in a user's stream on this node: the node's epoch
@@ -280,10 +290,9 @@ impl UserState {
             after.epoch == self.limits.epoch && after.n + 1 >= oldest && after.n < self.next_event;
         if !complete {
             metrics::counter!("parley_resync_requests_total", "kind" => "replay_gap").increment(1);
-            let notice = ServerEvent::SystemNotice {
-                code: "resync_required".into(),
-                message: "some events are no longer available; call GET /chat/sync".into(),
-            };
+            let notice = ServerEvent::resync_required(
+                "some events are no longer available; call GET /chat/sync",
+            );
             let id = EventId {
                 epoch: self.limits.epoch,
                 n: self.next_event.saturating_sub(1),

@@ -1,25 +1,40 @@
 //! The one way a command reaches a conversation's actor.
 //!
 //! [`Dispatcher::dispatch`] is the single place that decides where a
-//! conversation's actor runs: today always on this node (found in the
-//! directory, or spawned by the supervisor); with the cluster, this is where a
-//! command for a conversation owned by another node travels there instead.
+//! conversation's actor runs. On a single node: here (found in the
+//! directory, or spawned by the supervisor). In a cluster: here when the
+//! actor is live here; otherwise the node that holds the conversation's lease
+//! (`cluster::ownership`), taking the lease when nobody does — and a command
+//! for a conversation owned by another node travels there over Redis and its
+//! answer comes back (`cluster::forward`). When Redis does not answer, the
+//! command runs here: Postgres fences a second owner (the owner epoch), so a
+//! Redis outage costs realtime delivery across nodes, never a write.
+//!
 //! Every call is bounded by the configured timeout (a timeout is a 503, never
 //! a hang) and retried once when the actor it reached was retiring
-//! (passivated or failed), which is safe because sends are idempotent by
-//! `clientMessageId` and reads never move back.
+//! (passivated, failed or fenced out) or the lease moved on the way, which is
+//! safe because sends are idempotent by `clientMessageId` and reads never
+//! move back.
+//!
+//! Commands that only refresh a live actor's view (block, archive) are
+//! applied to the live actor here and to the owner's, if another node owns it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use ractor::{ActorRef, RpcReplyPort, rpc::CallResult};
 
+use super::wire::Forwarded;
 use crate::{
     actors::{
         conversation::{Command, ConversationMsg, Reply},
         supervisor::{ConversationDirectory, ConversationSupervisorMsg},
     },
-    domain::{ChatError, ConversationId},
+    cluster::{forward::ForwardError, node::Node, ownership::Owner},
+    domain::{ChatError, ConversationId, error::WireError},
 };
+
+/// The answer of a node that no longer holds the lease it was asked under.
+const MOVED: &str = "conversation_moved";
 
 /// Routes commands to conversation actors; cheap to clone.
 #[derive(Clone)]
@@ -27,6 +42,14 @@ pub struct Dispatcher {
     directory: ConversationDirectory,
     supervisor: ActorRef<ConversationSupervisorMsg>,
     call_timeout: Duration,
+    /// This node's membership of a cluster (`None`: a single node).
+    cluster: Option<Arc<Node>>,
+}
+
+/// Where a command runs.
+enum Route {
+    Here,
+    There(String),
 }
 
 /// The outcome of one actor call that may be retried.
@@ -56,40 +79,175 @@ impl Dispatcher {
         directory: ConversationDirectory,
         supervisor: ActorRef<ConversationSupervisorMsg>,
         call_timeout: Duration,
+        cluster: Option<Arc<Node>>,
     ) -> Self {
         Self {
             directory,
             supervisor,
             call_timeout,
+            cluster,
         }
     }
 
-    /// Runs `command` in the conversation's actor and returns its answer.
-    /// A command that only refreshes a live actor's view (see
-    /// [`Command::needs_actor`]) is handed to the actor if it is live and not
-    /// waited for.
+    /// Runs `command` in the conversation's actor, wherever it runs, and
+    /// returns its answer. A command that only refreshes a live actor's view
+    /// (see [`Command::needs_actor`]) is handed to the live actor here, and
+    /// to the owner's if another node holds the lease; it starts no actor.
     pub async fn dispatch(&self, id: ConversationId, command: Command) -> Result<Reply, ChatError> {
         if !command.needs_actor() {
-            if let Some(actor) = self.directory.get(&id).map(|a| a.clone()) {
-                // A retiring actor needs no update: its successor loads the truth.
-                let _ = actor.send_message(ConversationMsg::Command(command, None));
+            self.refresh(id, command.clone());
+            // The owner elsewhere applies it before this call returns, so
+            // the very next command there sees it.
+            if let Some(node) = &self.cluster
+                && let Ok(Some(owner)) = node.leases.holder(&node.link, id).await
+                && owner != node.id()
+                && let Attempt::Done(Err(e)) = self.forward(&owner, id, command).await
+            {
+                tracing::warn!(error = %e.chain(), conversation = %id, "could not refresh the owner's view");
             }
             return Ok(Reply::Done);
         }
         for _ in 0..2 {
-            let actor = self.actor(id).await?;
-            let command = command.clone();
-            let attempt = call(&actor, self.call_timeout, |reply| {
-                ConversationMsg::Command(command, Some(reply))
-            })
-            .await;
-            if let Attempt::Done(result) = attempt {
+            let outcome = match self.route(id).await {
+                Route::Here => self.call_here(id, command.clone()).await,
+                Route::There(node) => self.forward(&node, id, command.clone()).await,
+            };
+            if let Attempt::Done(result) = outcome {
+                return result;
+            }
+        }
+        Err(ChatError::unavailable(format!(
+            "conversation {id} actor kept stopping or moving"
+        )))
+    }
+
+    /// Runs a command another node forwarded here because this node holds
+    /// the conversation's lease; answers [`MOVED`] when it no longer does.
+    pub async fn dispatch_forwarded(&self, forwarded: Forwarded) -> Result<Reply, ChatError> {
+        let Forwarded {
+            conversation: id,
+            command,
+        } = forwarded;
+        if !command.needs_actor() {
+            self.refresh(id, command);
+            return Ok(Reply::Done);
+        }
+        for _ in 0..2 {
+            if let Route::There(_) = self.route(id).await {
+                return Err(ChatError::Conflict {
+                    code: MOVED,
+                    message: "the conversation moved to another node".into(),
+                });
+            }
+            if let Attempt::Done(result) = self.call_here(id, command.clone()).await {
                 return result;
             }
         }
         Err(ChatError::unavailable(format!(
             "conversation {id} actor kept stopping"
         )))
+    }
+
+    /// Hands a view refresh to the conversation's actor if it is live here.
+    pub fn refresh(&self, id: ConversationId, command: Command) {
+        if let Some(actor) = self.directory.get(&id).map(|a| a.clone()) {
+            // A retiring actor needs no update: its successor loads the truth.
+            let _ = actor.send_message(ConversationMsg::Command(command, None));
+        }
+    }
+
+    /// Where the conversation's actor runs: here if it is live here or
+    /// nobody else holds its lease (or Redis does not answer).
+    async fn route(&self, id: ConversationId) -> Route {
+        let Some(node) = &self.cluster else {
+            return Route::Here;
+        };
+        if self.directory.contains_key(&id) {
+            return Route::Here;
+        }
+        match node.leases.claim(&node.link, id).await {
+            Ok(Owner::Here) => Route::Here,
+            Ok(Owner::There(owner)) => Route::There(owner),
+            Err(e) => {
+                metrics::counter!("parley_lease_failures_total").increment(1);
+                tracing::debug!(error = %e, conversation = %id, "lease unavailable; running here");
+                Route::Here
+            }
+        }
+    }
+
+    async fn call_here(&self, id: ConversationId, command: Command) -> Attempt<Reply> {
+        let actor = match self.actor(id).await {
+            Ok(actor) => actor,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        call(&actor, self.call_timeout, |reply| {
+            ConversationMsg::Command(command, Some(reply))
+        })
+        .await
+    }
+
+    /// Sends the command to `owner` and waits for its answer; retried (as
+    /// [`Attempt::ActorGone`]) when the owner no longer holds the lease.
+    async fn forward(&self, owner: &str, id: ConversationId, command: Command) -> Attempt<Reply> {
+        let Some(node) = &self.cluster else {
+            return Attempt::ActorGone;
+        };
+        let request = Forwarded {
+            conversation: id,
+            command,
+        };
+        let body = match serde_json::to_vec(&request) {
+            Ok(body) => body,
+            Err(e) => {
+                return Attempt::Done(Err(ChatError::internal(format!("encoding a command: {e}"))));
+            }
+        };
+        let answer = match node
+            .forwarder
+            .call(&node.link, owner, &body, self.call_timeout)
+            .await
+        {
+            Ok(answer) => Ok(answer),
+            Err(ForwardError::Failed(e)) => Err(e),
+            Err(ForwardError::NotListening) => {
+                // The owner is gone: end its lease so this node takes over.
+                if let Err(e) = node.leases.release(&node.link, owner, &[id]).await {
+                    return Attempt::Done(Err(ChatError::unavailable(format!(
+                        "taking {id} over from node {owner}: {e}"
+                    ))));
+                }
+                return Attempt::ActorGone;
+            }
+        };
+        let decoded = answer.and_then(|body| {
+            serde_json::from_slice::<Result<Reply, WireError>>(&body)
+                .map_err(|e| ChatError::internal(format!("decoding a forwarded answer: {e}")))
+        });
+        match decoded {
+            Ok(Ok(reply)) => Attempt::Done(Ok(reply)),
+            Ok(Err(wire)) => {
+                let e = ChatError::from(wire);
+                if e.code() == MOVED {
+                    Attempt::ActorGone
+                } else {
+                    Attempt::Done(Err(e))
+                }
+            }
+            Err(e) => Attempt::Done(Err(e)),
+        }
+    }
+
+    /// The conversations whose actors are live on this node.
+    pub fn live_ids(&self) -> Vec<ConversationId> {
+        self.directory.iter().map(|entry| *entry.key()).collect()
+    }
+
+    /// Stops the live actor of `id` here (its lease went to another node).
+    pub fn retire(&self, id: ConversationId) {
+        if let Some(actor) = self.directory.get(&id).map(|a| a.clone()) {
+            actor.stop(Some("lease lost".into()));
+        }
     }
 
     /// Number of live conversation actors on this node.
@@ -103,14 +261,22 @@ impl Dispatcher {
     }
 
     /// Stops every conversation actor: each first processes the commands
-    /// already in its mailbox (bounded by `grace`).
+    /// already in its mailbox (bounded by `grace`). In a cluster the node then
+    /// gives up its leases, so that other nodes take the conversations over
+    /// at once instead of when the leases expire.
     pub async fn stop(&self, grace: Duration) {
+        let owned = self.live_ids();
         self.supervisor.drain_children();
         let deadline = tokio::time::Instant::now() + grace;
         while !self.directory.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.supervisor.stop(None);
+        if let Some(node) = &self.cluster
+            && let Err(e) = node.leases.release(&node.link, node.id(), &owned).await
+        {
+            tracing::warn!(error = %e, "could not release conversation leases; they expire by themselves");
+        }
     }
 
     async fn actor(&self, id: ConversationId) -> Result<ActorRef<ConversationMsg>, ChatError> {

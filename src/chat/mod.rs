@@ -10,15 +10,20 @@
 //! * [`safety`] — rate limits, sanctions, automated abuse signals.
 //! * [`moderation`] — blocks, reports, the admin queue, redaction, audit.
 //! * [`platform`] — the host platform's server-to-server calls.
-//! * [`dispatch`] — the one route of every command to a conversation's actor.
+//! * [`dispatch`] — the one route of every command to a conversation's actor,
+//!   here or on the node that owns it.
+//! * [`membership`] — what this node does for the others in a cluster;
+//!   [`wire`] — what nodes send each other.
 
 pub mod conversations;
 pub mod dispatch;
+pub mod membership;
 pub mod messages;
 pub mod moderation;
 pub mod platform;
 pub mod safety;
 pub mod users;
+pub mod wire;
 
 use std::{
     sync::{Arc, atomic::AtomicU64},
@@ -39,7 +44,8 @@ use crate::{
         user::{UserDirectory, UserLimits, sweep_presence},
     },
     cluster::{
-        EventBus, LocalBus, limits,
+        Bus, LocalBus, limits,
+        node::Node,
         presence::{LocalPresence, PresenceHub},
     },
     config::Settings,
@@ -68,7 +74,7 @@ pub struct Core {
     next_connection_id: AtomicU64,
     presence: Arc<PresenceHub>,
     /// The bus, for events that come from no conversation (blocks, moderation).
-    bus: Arc<dyn EventBus>,
+    bus: Arc<dyn Bus>,
     safety: Safety,
     /// Roles that may only start conversations inside a registered context.
     require_context_for: Vec<String>,
@@ -82,6 +88,10 @@ pub struct Core {
     user_upserts: Batcher<Upserts>,
     /// The node's one presence timer (see `actors::user::sweep_presence`).
     presence_sweeper: tokio::task::AbortHandle,
+    /// This node's membership of a cluster (`None`: a single node).
+    cluster: Option<Arc<Node>>,
+    /// The cluster's loops owned here (lease renewal).
+    cluster_tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl std::ops::Deref for ChatCore {
@@ -106,7 +116,8 @@ fn unexpected(reply: Reply) -> ChatError {
 }
 
 impl ChatCore {
-    /// Starts the supervisors. The bus, presence and limits are in-process.
+    /// Starts the supervisors, and joins the cluster when Redis is
+    /// configured (otherwise the bus is in-process).
     pub async fn start(
         pool: Pool,
         settings: &Settings,
@@ -114,7 +125,24 @@ impl ChatCore {
     ) -> anyhow::Result<Self> {
         let call_timeout = settings.chat.actor_call_timeout;
         let users: UserDirectory = Arc::new(DashMap::new());
-        let bus: Arc<dyn EventBus> = LocalBus::new(users.clone());
+        let (cluster, pushes) = match &settings.cluster.redis_url {
+            Some(url) => {
+                let id = settings
+                    .cluster
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+                let (node, pushes) =
+                    Node::join(&settings.cluster, url.expose(), &id, users.clone()).await?;
+                tracing::info!(node = %id, prefix = %settings.cluster.redis_prefix, "joined the cluster");
+                (Some(node), Some(pushes))
+            }
+            None => (None, None),
+        };
+        let bus: Arc<dyn Bus> = match &cluster {
+            Some(node) => node.bus.clone(),
+            None => LocalBus::new(users.clone()),
+        };
         let presence = PresenceHub::new(Arc::new(LocalPresence::default()), bus.clone());
         let safety = Safety::new(
             pool.clone(),
@@ -157,14 +185,20 @@ impl ChatCore {
                     replay_events: realtime.replay_events,
                     epoch: node_epoch(),
                 },
+                bus: bus.clone(),
             },
             (),
         )
         .await?;
         let presence_sweeper = sweep_presence(&users, realtime.presence_timeout).abort_handle();
-        Ok(Self(Arc::new(Core {
+        let chat = Self(Arc::new(Core {
             pool: pool.clone(),
-            dispatcher: Dispatcher::new(conversations, conversation_supervisor, call_timeout),
+            dispatcher: Dispatcher::new(
+                conversations,
+                conversation_supervisor,
+                call_timeout,
+                cluster.clone(),
+            ),
             users,
             user_supervisor,
             call_timeout,
@@ -176,7 +210,37 @@ impl ChatCore {
             known_users: DashMap::new(),
             presence_sweeper,
             user_upserts: Batcher::start(pool, Upserts),
-        })))
+            cluster: cluster.clone(),
+            cluster_tasks: std::sync::Mutex::new(Vec::new()),
+        }));
+        if let (Some(node), Some(pushes)) = (cluster, pushes) {
+            node.start(pushes, Arc::new(chat.clone()));
+            let renewal = membership::renew_leases(&chat, node).abort_handle();
+            if let Ok(mut tasks) = chat.cluster_tasks.lock() {
+                tasks.push(renewal);
+            }
+        }
+        Ok(chat)
+    }
+
+    /// This node's id in the cluster (`None`: a single node).
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_deref().map(Node::id)
+    }
+
+    /// Whether Redis answers and delivers (`None`: no Redis configured).
+    pub fn cluster_ready(&self) -> Option<bool> {
+        self.cluster.as_deref().map(Node::is_healthy)
+    }
+
+    /// Tells the other nodes of the cluster (nothing to do on a single node).
+    async fn tell_cluster(&self, notice: &wire::Notice) {
+        if let Some(node) = &self.cluster {
+            match serde_json::to_vec(notice) {
+                Ok(body) => node.broadcast(&body).await,
+                Err(e) => tracing::warn!(error = %e, "could not encode a cluster notice"),
+            }
+        }
     }
 
     /// Number of live conversation actors and user actors on this node.
@@ -203,6 +267,14 @@ impl ChatCore {
     /// commands already in their mailboxes (bounded by `grace`).
     pub async fn stop(&self, grace: Duration) {
         self.dispatcher.stop(grace).await;
+        if let Ok(mut tasks) = self.cluster_tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+        if let Some(node) = &self.cluster {
+            node.stop();
+        }
         self.presence_sweeper.abort();
         self.user_supervisor.stop_children(None);
         self.user_supervisor.stop(None);

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ChatCore, page_limit};
+use super::{ChatCore, page_limit, wire::Notice};
 use crate::{
     actors::conversation::Command,
     domain::{
@@ -278,6 +278,8 @@ impl ChatCore {
             .await?
             .ok_or(ChatError::NotFound { what: "report" })?;
         self.safety.sanction_changed(&target);
+        self.tell_cluster(&Notice::SanctionChanged(target.clone()))
+            .await;
         if action == ModerationAction::Warn {
             let notice = ServerEvent::SystemNotice {
                 code: "warning".into(),

@@ -179,6 +179,9 @@ impl ChatCore {
             };
             if let Attempt::Done(result) = attempt {
                 let Attached { actor, head } = result?;
+                // Events published for this user on any node reach this one
+                // from now on: only then may the client (re)sync.
+                self.bus.watch(user).await;
                 metrics::gauge!("parley_connections_open", "transport" => transport).increment(1.0);
                 metrics::counter!("parley_connects_total", "transport" => transport).increment(1);
                 return Ok(Attachment {

@@ -12,7 +12,7 @@ use std::{collections::HashMap, sync::Arc};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
-use super::EventBus;
+use super::Bus;
 use crate::domain::{
     UserId,
     event::ServerEvent,
@@ -50,7 +50,7 @@ impl PresenceStore for LocalPresence {
 /// Presence records plus who watches whom.
 pub struct PresenceHub {
     store: Arc<dyn PresenceStore>,
-    bus: Arc<dyn EventBus>,
+    bus: Arc<dyn Bus>,
     /// Watched user -> watching users, with how many of their connections watch.
     watchers: DashMap<UserId, HashMap<UserId, u32>>,
     /// Connection -> (its user, the users it watches), to replace or drop a subscription.
@@ -58,7 +58,7 @@ pub struct PresenceHub {
 }
 
 impl PresenceHub {
-    pub fn new(store: Arc<dyn PresenceStore>, bus: Arc<dyn EventBus>) -> Arc<Self> {
+    pub fn new(store: Arc<dyn PresenceStore>, bus: Arc<dyn Bus>) -> Arc<Self> {
         Arc::new(Self {
             store,
             bus,

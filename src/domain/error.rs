@@ -143,9 +143,130 @@ impl ChatError {
     }
 }
 
+/// A [`ChatError`] as it travels between nodes (the answer to a forwarded
+/// command). Failures keep only their detail: a cause does not cross nodes.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct WireError {
+    kind: WireKind,
+    code: String,
+    message: String,
+    #[serde(default)]
+    retry_after_ms: u64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WireKind {
+    Invalid,
+    NotFound,
+    Conflict,
+    Forbidden,
+    Limited,
+    Unavailable,
+    Internal,
+}
+
+impl From<&ChatError> for WireError {
+    fn from(e: &ChatError) -> Self {
+        let (kind, code, message, retry_after) = match e {
+            ChatError::Invalid { code, message } => (WireKind::Invalid, *code, message.clone(), 0),
+            ChatError::NotFound { what } => (WireKind::NotFound, *what, String::new(), 0),
+            ChatError::Conflict { code, message } => {
+                (WireKind::Conflict, *code, message.clone(), 0)
+            }
+            ChatError::Forbidden { code, message } => {
+                (WireKind::Forbidden, *code, message.clone(), 0)
+            }
+            ChatError::Limited {
+                code,
+                message,
+                retry_after,
+            } => (
+                WireKind::Limited,
+                *code,
+                message.clone(),
+                u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+            ),
+            ChatError::Unavailable { .. } => (WireKind::Unavailable, "", e.chain(), 0),
+            ChatError::Internal { .. } => (WireKind::Internal, "", e.chain(), 0),
+        };
+        Self {
+            kind,
+            code: code.to_owned(),
+            message,
+            retry_after_ms: retry_after,
+        }
+    }
+}
+
+impl From<WireError> for ChatError {
+    fn from(wire: WireError) -> Self {
+        let code = intern(wire.code);
+        match wire.kind {
+            WireKind::Invalid => Self::Invalid {
+                code,
+                message: wire.message,
+            },
+            WireKind::NotFound => Self::NotFound { what: code },
+            WireKind::Conflict => Self::Conflict {
+                code,
+                message: wire.message,
+            },
+            WireKind::Forbidden => Self::Forbidden {
+                code,
+                message: wire.message,
+            },
+            WireKind::Limited => Self::Limited {
+                code,
+                message: wire.message,
+                retry_after: std::time::Duration::from_millis(wire.retry_after_ms),
+            },
+            WireKind::Unavailable => {
+                Self::unavailable(format!("on the owner node: {}", wire.message))
+            }
+            WireKind::Internal => Self::internal(format!("on the owner node: {}", wire.message)),
+        }
+    }
+}
+
+/// The `'static` copy of an error code received from another node. Codes
+/// come from a fixed set written in this program, so each is leaked once and
+/// the set stays small.
+fn intern(code: String) -> &'static str {
+    static CODES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut codes = match CODES.lock() {
+        Ok(codes) => codes,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(known) = codes.iter().find(|known| **known == code) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(code.into_boxed_str());
+    codes.push(leaked);
+    leaked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_cross_nodes_with_their_code_and_status_kind() {
+        let limited = ChatError::rate_limited("messages", std::time::Duration::from_secs(7));
+        let json = serde_json::to_string(&WireError::from(&limited)).unwrap();
+        let back = ChatError::from(serde_json::from_str::<WireError>(&json).unwrap());
+        assert!(
+            matches!(back, ChatError::Limited { code: "rate_limited", retry_after, .. }
+            if retry_after == std::time::Duration::from_secs(7))
+        );
+        let json = serde_json::to_string(&WireError::from(&ChatError::not_delivered())).unwrap();
+        let back = ChatError::from(serde_json::from_str::<WireError>(&json).unwrap());
+        assert_eq!(back.code(), "not_delivered");
+        assert_eq!(back.public_message(), "Message could not be delivered.");
+        let json = serde_json::to_string(&WireError::from(&ChatError::unavailable("db"))).unwrap();
+        let back = ChatError::from(serde_json::from_str::<WireError>(&json).unwrap());
+        assert!(back.is_server_failure());
+    }
 
     #[test]
     fn causes_stay_attached_and_private() {

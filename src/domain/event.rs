@@ -134,7 +134,8 @@ pub enum ServerEvent {
 
 /// One user's new unread state in one conversation, as absolute values (so
 /// applying an update twice, or late, never skews the badge).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UnreadUpdate {
     pub conversation_id: Uuid,
     pub unread_count: i64,
@@ -152,6 +153,14 @@ struct Envelope<'a> {
 }
 
 impl ServerEvent {
+    /// Tells the client it may have missed events: call `GET /chat/sync`.
+    pub fn resync_required(why: &str) -> Self {
+        Self::SystemNotice {
+            code: "resync_required".into(),
+            message: why.into(),
+        }
+    }
+
     /// The envelope's `type`.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -13,6 +13,14 @@ pub struct Health {
     /// Per-dependency result (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<&'static str>,
+    /// `ok`, or `degraded` while Redis does not answer or deliver (the node
+    /// still serves: messages are stored and acknowledged, realtime delivery
+    /// across nodes waits). Absent on a single node without Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<&'static str>,
+    /// This node's id in the cluster (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The process is up.
@@ -21,10 +29,13 @@ pub async fn healthz() -> ApiJson<Health> {
     ApiJson(Health {
         status: "ok",
         database: None,
+        redis: None,
+        node: None,
     })
 }
 
-/// The process can serve: the database answers.
+/// The process can serve: the database answers (Redis is reported, but a
+/// node without it still serves).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, ApiJson<Health>) {
@@ -39,6 +50,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, ApiJson<Healt
         ApiJson(Health {
             status: word,
             database: Some(word),
+            redis: state
+                .chat
+                .cluster_ready()
+                .map(|ok| if ok { "ok" } else { "degraded" }),
+            node: state.chat.node_id().map(str::to_owned),
         }),
     )
 }

@@ -592,6 +592,9 @@ impl BatchJob for UnreadCounts {
 /// What a conversation actor needs to serialise sends and reads.
 #[derive(Clone, Debug)]
 pub struct ConversationSnapshot {
+    /// The owner epoch this actor took: its message writes carry it, and
+    /// fail once another actor has taken a newer one.
+    pub owner_epoch: i64,
     pub last_seq: i64,
     /// Registered as pre-accepted by its context: never a message request.
     pub pre_accepted: bool,
@@ -612,14 +615,27 @@ pub struct ParticipantSnapshot {
     pub archived: bool,
 }
 
-/// Loads the live state of a conversation; `None` when it does not exist. The
-/// next `seq` follows the highest stored message, so an actor rebuilt after a
-/// rival writer took a `seq` resumes after it instead of colliding again.
-pub async fn load_snapshot(
+/// Takes a conversation over for a new actor: the next owner epoch (which
+/// fences off any older actor of it, on this node or another, from writing
+/// messages), then its live state; `None` when it does not exist. Taking the
+/// epoch waits for a write of the previous owner that is in flight, so the
+/// state read afterwards includes it. The next `seq` follows the highest
+/// stored message, so an actor rebuilt after a rival writer took a `seq`
+/// resumes after it instead of colliding again.
+pub async fn take_over(
     pool: &Pool,
     id: ConversationId,
 ) -> Result<Option<ConversationSnapshot>, ChatError> {
     let db = client(pool).await?;
+    let epoch = db
+        .prepare_cached(
+            "UPDATE conversations SET owner_epoch = owner_epoch + 1 WHERE id = $1 RETURNING owner_epoch",
+        )
+        .await?;
+    let Some(epoch) = timed("conversations.take_over", db.query_opt(&epoch, &[&id.0])).await?
+    else {
+        return Ok(None);
+    };
     let conv = db
         .prepare_cached(
             concat!("SELECT GREATEST(c.last_seq, COALESCE((SELECT max(seq) FROM messages WHERE conversation_id = c.id), 0)),
@@ -655,6 +671,7 @@ pub async fn load_snapshot(
         })
         .collect::<Result<Vec<_>, ChatError>>()?;
     Ok(Some(ConversationSnapshot {
+        owner_epoch: epoch.get(0),
         last_seq: row.get(0),
         pre_accepted: row.get(1),
         blocked: row.get(2),

@@ -57,6 +57,8 @@ fn original_from_row(row: &Row, at: usize) -> Message {
 #[derive(Clone)]
 pub struct NewMessage {
     pub conversation: ConversationId,
+    /// The owner epoch of the actor writing it (see `conversations::take_over`).
+    pub owner_epoch: i64,
     pub seq: i64,
     pub sender: UserId,
     pub kind: MessageKind,
@@ -93,6 +95,9 @@ pub enum InsertOutcome {
     /// Another writer already committed this `seq`: the caller's view of the
     /// conversation is stale and must be rebuilt from the database.
     SeqTaken,
+    /// Another actor took the conversation over (a newer owner epoch):
+    /// nothing was written, and the caller must stop acting for it.
+    FencedOut,
 }
 
 /// Writes one message and its side effects atomically (a batch of one).
@@ -135,8 +140,11 @@ impl From<tokio_postgres::Error> for BatchError {
 /// participant's unread count and activity, the sender's read pointer, and
 /// the request states the message changes. A repeated `clientMessageId`
 /// inserts nothing and comes back as [`InsertOutcome::DuplicateClientId`];
-/// a taken `seq` fails the whole statement. The batch must not hold two
-/// messages of one conversation.
+/// a message whose owner epoch is no longer the conversation's inserts
+/// nothing and comes back as [`InsertOutcome::FencedOut`] (the epoch is
+/// checked under a share lock of the conversation row, so a takeover either
+/// waits for this write or this write sees it); a taken `seq` fails the
+/// whole statement. The batch must not hold two messages of one conversation.
 pub async fn insert_batch(
     db: &impl GenericClient,
     batch: &[NewMessage],
@@ -145,12 +153,17 @@ pub async fn insert_batch(
         .prepare_cached(
             "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::jsonb[], $9::text[], $10::text[])
+                                      $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::bigint[])
                      AS t(id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata,
-                          sender_request_state, recipient_request_state)
+                          sender_request_state, recipient_request_state, owner_epoch)
+             ), fence AS (
+                 SELECT c.id FROM conversations c JOIN input i
+                     ON i.conversation_id = c.id AND c.owner_epoch = i.owner_epoch
+                 FOR SHARE OF c
              ), ins AS (
                  INSERT INTO messages (id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata)
                  SELECT id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata FROM input
+                 WHERE conversation_id IN (SELECT id FROM fence)
                  ON CONFLICT (sender_id, client_message_id) DO NOTHING
                  RETURNING id, conversation_id, seq, sender_id, created_at
              ), written AS (
@@ -171,7 +184,8 @@ pub async fn insert_batch(
                          ELSE COALESCE(w.recipient_request_state, p.request_state) END
                  FROM written w WHERE p.conversation_id = w.conversation_id
              )
-             SELECT id, created_at FROM written",
+             SELECT i.id, w.created_at, i.conversation_id IN (SELECT id FROM fence)
+             FROM input i LEFT JOIN written w USING (id)",
         )
         .await?;
     let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
@@ -194,6 +208,7 @@ pub async fn insert_batch(
         .iter()
         .map(|m| state(m.request_change.recipients))
         .collect();
+    let epochs: Vec<i64> = batch.iter().map(|m| m.owner_epoch).collect();
     let rows = timed(
         "messages.insert_batch",
         db.query(
@@ -209,18 +224,22 @@ pub async fn insert_batch(
                 &metadata,
                 &sender_states,
                 &recipient_states,
+                &epochs,
             ],
         ),
     )
     .await?;
-    let created: std::collections::HashMap<Uuid, DateTime<Utc>> =
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let written: std::collections::HashMap<Uuid, (Option<DateTime<Utc>>, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
     Ok(batch
         .iter()
         .zip(ids)
-        .map(|(m, id)| match created.get(&id) {
-            Some(created_at) => InsertOutcome::Inserted(m.stored(id, *created_at)),
-            None => InsertOutcome::DuplicateClientId,
+        .map(|(m, id)| match written.get(&id) {
+            Some((Some(created_at), _)) => InsertOutcome::Inserted(m.stored(id, *created_at)),
+            Some((None, false)) => InsertOutcome::FencedOut,
+            _ => InsertOutcome::DuplicateClientId,
         })
         .collect())
 }

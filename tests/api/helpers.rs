@@ -47,6 +47,8 @@ pub struct TestApp {
     pub chat: ChatCore,
     /// The clock the server's rules use; tests move it forward.
     pub clock: parley::domain::clock::ManualClock,
+    /// Prefix of the node's keys and channels in Redis (cluster tests).
+    pub redis_prefix: String,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -65,6 +67,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     adjust(&mut settings);
     let clock = parley::domain::clock::ManualClock::default();
+    let redis_prefix = settings.cluster.redis_prefix.clone();
     // The tests' own connections, to look at and disturb the database.
     let pool = parley::persistence::connect_pool(&settings.database).expect("test pool");
     let app = Application::build_with_clock(settings, std::sync::Arc::new(clock.clone()))
@@ -83,9 +86,34 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         pool,
         chat,
         clock,
+        redis_prefix,
         stop: Some(stop),
         server: Some(server),
     }
+}
+
+/// The Redis the cluster tests use (`PARLEY_TEST_REDIS_URL`).
+pub fn redis_url() -> String {
+    std::env::var("PARLEY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// `n` nodes sharing the test database and one Redis under a prefix of
+/// their own, named `n0`, `n1`, …
+pub async fn spawn_cluster(n: usize, adjust: impl Fn(&mut Settings)) -> Vec<TestApp> {
+    let prefix = unique("parley-test");
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        nodes.push(
+            spawn_app_with(|s| {
+                s.cluster.redis_url = Some(Secret::new(redis_url()));
+                s.cluster.redis_prefix = prefix.clone();
+                s.cluster.node_id = Some(format!("n{i}"));
+                adjust(s);
+            })
+            .await,
+        );
+    }
+    nodes
 }
 
 /// A test server with a database of its own (created here, migrated by the
@@ -150,8 +178,8 @@ impl TestApp {
             .mint(&id, &format!("User {id}"), role, None, 3600)
             .unwrap();
         let user = TestUser { id, token };
-        let (status, _) = self.get(&user, "/chat/conversations").await;
-        assert_eq!(status, StatusCode::OK);
+        let (status, body) = self.get(&user, "/chat/conversations").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
         user
     }
 

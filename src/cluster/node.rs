@@ -1,0 +1,275 @@
+//! This node's membership of a cluster: its Redis link, the bus, its
+//! conversation leases and forwarded calls, and two loops.
+//!
+//! * The inbound loop reads every message of the node's subscriptions and
+//!   routes it: a user's channel to the bus, the node's own channel to the
+//!   forwarder (requests, answers, probes), the broadcast channel to the
+//!   [`NodeHandler`].
+//! * The probe loop publishes a probe on the node's own channel every
+//!   [`PROBE_EVERY`] and waits for it to come back. A probe that does not
+//!   (Redis is down, or the subscription silently stopped delivering, a known
+//!   failure of pub/sub behind failovers) marks the node degraded and opens a
+//!   fresh subscriber connection; the first probe that returns after that
+//!   re-subscribes every channel and tells every local client to resync (it
+//!   may have missed events published meanwhile).
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::future::BoxFuture;
+use redis::{AsyncCommands, PushInfo, PushKind, Value};
+use tokio::sync::{mpsc::UnboundedReceiver, watch};
+
+use super::{
+    LocalSink,
+    forward::{self, Forwarder},
+    link::RedisLink,
+    ownership::Leases,
+    redis_bus::RedisBus,
+};
+use crate::{config::ClusterSettings, domain::event::ServerEvent};
+
+/// How often the node checks that its subscription delivers.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long a probe may take to come back.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the application layer does with what other nodes send.
+pub trait NodeHandler: Send + Sync + 'static {
+    /// Runs a command forwarded by another node; returns its encoded answer.
+    fn request(&self, body: Vec<u8>) -> BoxFuture<'static, Vec<u8>>;
+    /// A notice another node broadcast (a cache to drop, a view to refresh).
+    fn notice(&self, body: &[u8]);
+}
+
+/// This node, as a member of the cluster.
+pub struct Node {
+    pub link: Arc<RedisLink>,
+    pub bus: Arc<RedisBus>,
+    pub leases: Leases,
+    pub forwarder: Forwarder,
+    sink: Arc<dyn LocalSink>,
+    /// False while Redis is unreachable or the subscription does not deliver.
+    healthy: AtomicBool,
+    /// The newest probe that came back.
+    probe_seen: watch::Sender<u64>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Node {
+    /// Connects to Redis as node `id` and starts the bus.
+    pub async fn join(
+        settings: &ClusterSettings,
+        url: &str,
+        id: &str,
+        sink: Arc<dyn LocalSink>,
+    ) -> anyhow::Result<(Arc<Self>, UnboundedReceiver<PushInfo>)> {
+        let (link, pushes) = RedisLink::connect(url, &settings.redis_prefix, id).await?;
+        let link = Arc::new(link);
+        let mut subscriber = link.subscriber();
+        subscriber
+            .subscribe(&[link.node_channel(id), link.broadcast_channel()])
+            .await?;
+        let node = Arc::new(Self {
+            bus: RedisBus::start(link.clone(), sink.clone()),
+            leases: Leases::new(settings.lease_ttl),
+            forwarder: Forwarder::default(),
+            link,
+            sink,
+            healthy: AtomicBool::new(true),
+            probe_seen: watch::channel(0).0,
+            tasks: Mutex::new(Vec::new()),
+        });
+        Ok((node, pushes))
+    }
+
+    /// Starts the inbound and probe loops (stopped by [`Node::stop`]).
+    pub fn start(
+        self: &Arc<Self>,
+        pushes: UnboundedReceiver<PushInfo>,
+        handler: Arc<dyn NodeHandler>,
+    ) {
+        let inbound = tokio::spawn(self.clone().inbound(pushes, handler)).abort_handle();
+        let probe = tokio::spawn(Self::probe_loop(Arc::downgrade(self))).abort_handle();
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.extend([inbound, probe]);
+        }
+    }
+
+    /// Stops the loops.
+    pub fn stop(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        self.link.node()
+    }
+
+    /// Whether Redis answers and the subscription delivers (readiness).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Tells every other node `body` (see [`NodeHandler::notice`]); best
+    /// effort: a node that misses it while Redis is away resyncs its clients
+    /// and its caches expire by themselves.
+    pub async fn broadcast(&self, body: &[u8]) {
+        let mut payload = format!("{}\n", self.id()).into_bytes();
+        payload.extend_from_slice(body);
+        let sent: redis::RedisResult<i64> = self
+            .link
+            .commands()
+            .publish(self.link.broadcast_channel(), payload)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "could not broadcast to the cluster");
+        }
+    }
+
+    async fn inbound(
+        self: Arc<Self>,
+        mut pushes: UnboundedReceiver<PushInfo>,
+        handler: Arc<dyn NodeHandler>,
+    ) {
+        while let Some(push) = pushes.recv().await {
+            match push.kind {
+                PushKind::Message => {
+                    if let [channel, payload] = push.data.as_slice()
+                        && let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload))
+                        && let Ok(channel) = std::str::from_utf8(channel)
+                    {
+                        self.route(channel, payload, &handler);
+                    }
+                }
+                PushKind::Disconnection if self.healthy.swap(false, Ordering::Relaxed) => {
+                    tracing::warn!("lost the Redis subscription; reconnecting");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn route(&self, channel: &str, payload: &[u8], handler: &Arc<dyn NodeHandler>) {
+        let Some(suffix) = self.link.channel_suffix(channel) else {
+            return;
+        };
+        if let Some(user) = suffix.strip_prefix("user:") {
+            self.bus.received(user, payload);
+        } else if suffix == "broadcast" {
+            if let Some(at) = payload.iter().position(|b| *b == b'\n')
+                && &payload[..at] != self.id().as_bytes()
+            {
+                handler.notice(&payload[at + 1..]);
+            }
+        } else if let Some(rest) = payload.strip_prefix(b"A ") {
+            self.forwarder.answered(rest);
+        } else if let Some(rest) = payload.strip_prefix(b"Q ") {
+            if let Some((id, from, body)) = forward::parse_request(rest) {
+                let work = handler.request(body.to_vec());
+                let link = self.link.clone();
+                tokio::spawn(async move {
+                    let answer = work.await;
+                    forward::answer(&link, &from, id, &answer).await;
+                });
+            }
+        } else if let Some(nonce) = payload.strip_prefix(b"P ")
+            && let Some(nonce) = std::str::from_utf8(nonce).ok().and_then(|n| n.parse().ok())
+        {
+            self.probe_seen.send_replace(nonce);
+        }
+    }
+
+    async fn probe_loop(node: std::sync::Weak<Self>) {
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut nonce: u64 = 0;
+        loop {
+            tick.tick().await;
+            let Some(node) = node.upgrade() else {
+                return;
+            };
+            nonce += 1;
+            node.probe(nonce).await;
+        }
+    }
+
+    /// Publishes probe `nonce` and waits for it to come back; mends the
+    /// subscription when it does not, and resyncs everyone when it comes back
+    /// after a failure.
+    async fn probe(&self, nonce: u64) {
+        let mut seen = self.probe_seen.subscribe();
+        let sent: redis::RedisResult<i64> = self
+            .link
+            .commands()
+            .publish(self.link.node_channel(self.id()), format!("P {nonce}"))
+            .await;
+        let returned = sent.is_ok()
+            && tokio::time::timeout(PROBE_TIMEOUT, seen.wait_for(|n| *n >= nonce))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        if returned {
+            if !self.healthy.load(Ordering::Relaxed) {
+                self.recovered().await;
+            }
+            return;
+        }
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            metrics::counter!("parley_cluster_probe_failures_total").increment(1);
+            tracing::warn!("the Redis subscription stopped delivering; reconnecting");
+        }
+        if sent.is_ok() {
+            // Redis answers but the subscription is silent: replace it now.
+            self.resubscribe().await;
+        }
+    }
+
+    /// Redis is back: subscribe afresh to every channel this node needs and
+    /// tell every local client to resync.
+    async fn recovered(&self) {
+        if !self.resubscribe().await {
+            return;
+        }
+        self.healthy.store(true, Ordering::Relaxed);
+        metrics::counter!("parley_resync_requests_total", "kind" => "bus_recovered").increment(1);
+        tracing::info!("Redis subscription restored; telling local clients to resync");
+        self.sink.deliver_to_all(
+            ServerEvent::resync_required("realtime delivery was interrupted; call GET /chat/sync")
+                .to_frame(),
+        );
+    }
+
+    async fn resubscribe(&self) -> bool {
+        let mut channels = vec![
+            self.link.node_channel(self.id()),
+            self.link.broadcast_channel(),
+        ];
+        channels.extend(self.bus.user_channels());
+        match self.link.replace_subscriber(&channels).await {
+            Ok(()) => {
+                self.bus.mark_all_subscribed();
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not resubscribe yet");
+                false
+            }
+        }
+    }
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        _ => None,
+    }
+}

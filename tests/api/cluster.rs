@@ -1,0 +1,170 @@
+//! Several nodes joined by the real Redis, sharing the real Postgres: each
+//! test runs its nodes under a Redis prefix of its own.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{TestApp, error_code, spawn_cluster, unique};
+
+/// Seqs stored for a conversation, in order.
+async fn stored_seqs(app: &TestApp, conversation: &str) -> Vec<i64> {
+    let db = app.pool.get().await.unwrap();
+    db.query(
+        "SELECT seq FROM messages WHERE conversation_id = $1::text::uuid ORDER BY seq",
+        &[&conversation],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn events_reach_every_tab_of_a_user_on_any_node() {
+    let nodes = spawn_cluster(3, |_| {}).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let alice = a.user("candidate").await;
+    let bob = a.user("recruiter").await;
+    let conversation = a.conversation(&alice, &bob).await;
+    let mut bob_on_b = b.ws(&bob).await;
+    let mut bob_on_c = c.ws(&bob).await;
+
+    let sent = a.send(&alice, &conversation, "hello across nodes").await;
+
+    for tab in [&mut bob_on_b, &mut bob_on_c] {
+        let created = tab.next_of_type("message.created").await;
+        assert_eq!(created["data"]["id"], sent["id"]);
+        let badge = tab.next_of_type("conversation.updated").await;
+        assert_eq!(badge["data"]["totalUnread"], 1, "{badge}");
+    }
+    // Exactly once per tab: nothing else follows.
+    bob_on_b
+        .assert_silent_of("message.created", Duration::from_millis(300))
+        .await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_send_arriving_at_another_node_is_forwarded_to_the_owner() {
+    let nodes = spawn_cluster(2, |_| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let alice = a.user("candidate").await;
+    let bob = a.user("recruiter").await;
+    let conversation = a.conversation(&alice, &bob).await;
+    a.send(&alice, &conversation, "first, through a").await;
+    let id = parley::domain::ConversationId::parse(&conversation).unwrap();
+    assert!(a.chat.is_live(id), "the first node to use it owns it");
+
+    let mut bob_on_a = a.ws(&bob).await;
+    let second = b.send(&alice, &conversation, "second, through b").await;
+    assert_eq!(second["seq"], 2);
+    assert!(
+        !b.chat.is_live(id),
+        "b forwarded instead of starting a second actor"
+    );
+    assert_eq!(
+        bob_on_a.next_of_type("message.created").await["data"]["seq"],
+        2
+    );
+    // A retry of the same send through b is the same message.
+    let cmid = second["clientMessageId"].as_str().unwrap();
+    let (status, again) = b
+        .send_raw(&alice, &conversation, "second, through b", cmid)
+        .await;
+    assert!(status.is_success(), "{status} {again}");
+    assert_eq!(again["id"], second["id"]);
+    // Typing and read receipts travel the same way.
+    let mut alice_on_b = b.ws(&alice).await;
+    let (status, _) = b
+        .post(
+            &bob,
+            &format!("/chat/conversations/{conversation}/read"),
+            json!({"seq": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    bob_on_a
+        .send_json(json!({"type": "typing.started", "data": {"conversationId": conversation}}))
+        .await;
+    assert_eq!(
+        alice_on_b.next_of_type("typing.started").await["data"]["userId"],
+        bob.id
+    );
+    assert_eq!(stored_seqs(a, &conversation).await, vec![1, 2]);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_block_made_on_one_node_stops_the_next_message_on_another() {
+    let nodes = spawn_cluster(2, |_| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let alice = a.user("candidate").await;
+    let bob = a.user("recruiter").await;
+    let conversation = a.conversation(&alice, &bob).await;
+    // The conversation's actor lives on b.
+    b.send(&alice, &conversation, "before the block").await;
+    let (status, _) = a
+        .post(&bob, "/chat/blocks", json!({"userId": alice.id}))
+        .await;
+    assert!(status.is_success(), "{status}");
+    let (status, body) = b
+        .send_raw(&alice, &conversation, "after the block", &unique("cmid"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(error_code(&body), "not_delivered");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_that_both_think_they_own_a_conversation_lose_and_duplicate_nothing() {
+    // Leases that outlive the test: only the database fences here.
+    let nodes = spawn_cluster(2, |s| s.cluster.lease_ttl = Duration::from_secs(120)).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let alice = a.user("candidate").await;
+    let bob = a.user("recruiter").await;
+    let conversation = a.conversation(&alice, &bob).await;
+    a.send(&alice, &conversation, "one").await;
+    let id = parley::domain::ConversationId::parse(&conversation).unwrap();
+
+    // Redis forgets the lease (a failover that lost it): b takes the
+    // conversation too while a's actor is still live.
+    let mut redis = redis::Client::open(crate::helpers::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let prefix = &a.redis_prefix;
+    let _: () = redis::AsyncCommands::del(&mut redis, format!("{prefix}:owner:{id}"))
+        .await
+        .unwrap();
+    let two = b.send(&alice, &conversation, "two").await;
+    assert_eq!(two["seq"], 2);
+    assert!(
+        a.chat.is_live(id) && b.chat.is_live(id),
+        "two would-be owners"
+    );
+
+    // a's stale actor is fenced on its first write; the client's retry with
+    // the same clientMessageId lands once, at the next seq.
+    let cmid = unique("cmid");
+    let (status, first_try) = a.send_raw(&alice, &conversation, "three", &cmid).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{first_try}");
+    let (status, retried) = a.send_raw(&alice, &conversation, "three", &cmid).await;
+    assert_eq!(status, StatusCode::CREATED, "{retried}");
+    assert_eq!(retried["seq"], 3);
+    let (status, _) = a.send_raw(&alice, &conversation, "three", &cmid).await;
+    assert!(status.is_success());
+    assert_eq!(stored_seqs(a, &conversation).await, vec![1, 2, 3]);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
