@@ -168,3 +168,123 @@ async fn two_nodes_that_both_think_they_own_a_conversation_lose_and_duplicate_no
         node.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_node_that_stops_gracefully_hands_its_conversations_over_at_once() {
+    let nodes = spawn_cluster(2, |_| {}).await;
+    let mut nodes = nodes.into_iter();
+    let (a, b) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let alice = a.user("candidate").await;
+    let bob = a.user("recruiter").await;
+    let conversation = a.conversation(&alice, &bob).await;
+    a.send(&alice, &conversation, "owned by a").await;
+    let prefix = a.redis_prefix.clone();
+    a.shutdown().await;
+
+    let mut redis = redis::Client::open(crate::helpers::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let holder: Option<String> =
+        redis::AsyncCommands::get(&mut redis, format!("{prefix}:owner:{conversation}"))
+            .await
+            .unwrap();
+    assert_eq!(holder, None, "the lease was released, not left to expire");
+    let started = std::time::Instant::now();
+    let next = b.send(&alice, &conversation, "taken over by b").await;
+    assert_eq!(next["seq"], 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_conversation_loses_no_acknowledged_message() {
+    let nodes = spawn_cluster(1, |_| {}).await;
+    let b = &nodes[0];
+    let (mut doomed, port) = crate::helpers::spawn_binary(&[
+        ("PARLEY_REDIS_URL", crate::helpers::redis_url()),
+        ("PARLEY_REDIS_PREFIX", b.redis_prefix.clone()),
+        ("PARLEY_NODE_ID", "doomed".to_string()),
+    ])
+    .await;
+    let alice = b.user("candidate").await;
+    let bob = b.user("recruiter").await;
+    let conversation = b.conversation(&alice, &bob).await;
+    let mut bob_on_b = b.ws(&bob).await;
+
+    // Alice sends through the doomed node, which owns the conversation, and
+    // it is killed while she is sending.
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/chat/conversations/{conversation}/messages");
+    let cmids: Vec<String> = (0..40).map(|i| format!("{}-{i}", unique("kill"))).collect();
+    let mut acknowledged = Vec::new();
+    for (i, cmid) in cmids.iter().enumerate() {
+        if i == 15 {
+            let pid = doomed.id().unwrap().to_string();
+            assert!(
+                std::process::Command::new("kill")
+                    .args(["-KILL", &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            doomed.wait().await.unwrap();
+        }
+        let sent = http
+            .post(&url)
+            .bearer_auth(&alice.token)
+            .json(&json!({"body": format!("message {i}"), "clientMessageId": cmid}))
+            .send()
+            .await;
+        if let Ok(response) = sent
+            && response.status() == StatusCode::CREATED
+        {
+            acknowledged.push(response.json::<serde_json::Value>().await.unwrap());
+        }
+    }
+    assert_eq!(
+        acknowledged.len(),
+        15,
+        "the doomed node served until it died"
+    );
+
+    // The client retries everything through the surviving node: the
+    // acknowledged ones come back as they were, the others land once.
+    let started = std::time::Instant::now();
+    for (i, cmid) in cmids.iter().enumerate() {
+        let (status, message) = b
+            .send_raw(&alice, &conversation, &format!("message {i}"), cmid)
+            .await;
+        assert!(status.is_success(), "{status} {message}");
+        assert_eq!(message["seq"], i as i64 + 1);
+        if let Some(acked) = acknowledged.get(i) {
+            assert_eq!(message["id"], acked["id"]);
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "takeover took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        stored_seqs(b, &conversation).await,
+        (1..=40).collect::<Vec<i64>>(),
+        "every message stored exactly once, gapless"
+    );
+    // The recipient on the surviving node saw every message live, each once
+    // (those from the dead node crossed over before it died).
+    let mut seen = Vec::new();
+    while seen.last() != Some(&40) {
+        let event = bob_on_b.next_of_type("message.created").await;
+        seen.push(event["data"]["seq"].as_i64().unwrap());
+    }
+    assert_eq!(seen, (1..=40).collect::<Vec<i64>>());
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -1,10 +1,10 @@
 //! Connection discipline: per-user limits, origin checks, graceful shutdown.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{JWT_SECRET, database_url, spawn_app, spawn_app_with};
+use crate::helpers::{JWT_SECRET, spawn_app, spawn_app_with, spawn_binary};
 
 #[tokio::test]
 async fn the_ninth_connection_of_a_user_is_refused_with_a_clear_close() {
@@ -92,36 +92,8 @@ async fn cross_site_origins_are_refused() {
 
 #[tokio::test]
 async fn sigterm_closes_every_socket_with_going_away_and_exits_cleanly() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .arg("serve")
-        .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("PARLEY_DATABASE_URL", database_url())
-        .env("PARLEY_JWT_SECRET", JWT_SECRET)
-        .env("PARLEY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut server, port) = spawn_binary(&[]).await;
     let http = reqwest::Client::new();
-    let ready = format!("http://127.0.0.1:{port}/readyz");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !http
-        .get(&ready)
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let keys = parley::http::auth::JwtKeys::new(&parley::config::Secret::new(JWT_SECRET));
     let user = crate::helpers::unique("sigterm");

@@ -92,6 +92,45 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// The real `parley` binary as a child process on a free port, against the
+/// test database, with `env` added; returns once it is ready.
+pub async fn spawn_binary(env: &[(&str, String)]) -> (tokio::process::Child, u16) {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let server = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("serve")
+        .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PARLEY_DATABASE_URL", database_url())
+        .env("PARLEY_JWT_SECRET", JWT_SECRET)
+        .env("PARLEY_INTERNAL_API_KEY", INTERNAL_API_KEY)
+        .env("PARLEY_RATE_LIMITS", "off")
+        .env("PARLEY_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !http
+        .get(&ready)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (server, port)
+}
+
 /// The Redis the cluster tests use (`PARLEY_TEST_REDIS_URL`).
 pub fn redis_url() -> String {
     std::env::var("PARLEY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
