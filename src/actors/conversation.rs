@@ -363,13 +363,7 @@ impl ConversationActor {
             ),
             Ok(InsertOutcome::FencedOut) => {
                 metrics::counter!("parley_actor_fenced_out_total").increment(1);
-                (
-                    Err(ChatError::unavailable(format!(
-                        "another actor took {} over",
-                        state.id
-                    ))),
-                    Some(StaleView),
-                )
+                (Err(ChatError::conversation_moved()), Some(StaleView))
             }
             Err(e) => (Err(e), None),
         }

@@ -66,6 +66,14 @@ fn is_alive<M>(actor: &ActorRef<M>) -> bool {
     ractor::ACTIVE_STATES.contains(&actor.get_status())
 }
 
+/// The conversation's actor on this node, if it is up.
+pub fn live_conversation(
+    directory: &ConversationDirectory,
+    id: ConversationId,
+) -> Option<ActorRef<ConversationMsg>> {
+    directory.get(&id).map(|a| a.clone()).filter(is_alive)
+}
+
 /// `user`'s actor on this node, if it is up: a new connection of a user who
 /// is already connected attaches to it directly, without a trip through the
 /// supervisor's mailbox (only spawning needs the supervisor).

@@ -27,14 +27,11 @@ use super::wire::Forwarded;
 use crate::{
     actors::{
         conversation::{Command, ConversationMsg, Reply},
-        supervisor::{ConversationDirectory, ConversationSupervisorMsg},
+        supervisor::{ConversationDirectory, ConversationSupervisorMsg, live_conversation},
     },
     cluster::{forward::ForwardError, node::Node, ownership::Owner},
     domain::{ChatError, ConversationId, error::WireError},
 };
-
-/// The answer of a node that no longer holds the lease it was asked under.
-const MOVED: &str = "conversation_moved";
 
 /// Routes commands to conversation actors; cheap to clone.
 #[derive(Clone)]
@@ -134,10 +131,7 @@ impl Dispatcher {
         }
         for _ in 0..2 {
             if let Route::There(_) = self.route(id).await {
-                return Err(ChatError::Conflict {
-                    code: MOVED,
-                    message: "the conversation moved to another node".into(),
-                });
+                return Err(ChatError::conversation_moved());
             }
             if let Attempt::Done(result) = self.call_here(id, command.clone()).await {
                 return result;
@@ -162,7 +156,7 @@ impl Dispatcher {
         let Some(node) = &self.cluster else {
             return Route::Here;
         };
-        if self.directory.contains_key(&id) {
+        if live_conversation(&self.directory, id).is_some() {
             return Route::Here;
         }
         match node.leases.claim(&node.link, id).await {
@@ -181,10 +175,20 @@ impl Dispatcher {
             Ok(actor) => actor,
             Err(e) => return Attempt::Done(Err(e)),
         };
-        call(&actor, self.call_timeout, |reply| {
+        let attempt = call(&actor, self.call_timeout, |reply| {
             ConversationMsg::Command(command, Some(reply))
         })
-        .await
+        .await;
+        match attempt {
+            // Fenced out by a newer owner: once it is gone, route afresh.
+            Attempt::Done(Err(e)) if e.is_moved() => {
+                let _ = actor
+                    .stop_and_wait(Some("fenced out".into()), Some(self.call_timeout))
+                    .await;
+                Attempt::ActorGone
+            }
+            attempt => attempt,
+        }
     }
 
     /// Sends the command to `owner` and waits for its answer; retried (as
@@ -228,7 +232,7 @@ impl Dispatcher {
             Ok(Ok(reply)) => Attempt::Done(Ok(reply)),
             Ok(Err(wire)) => {
                 let e = ChatError::from(wire);
-                if e.code() == MOVED {
+                if e.is_moved() {
                     Attempt::ActorGone
                 } else {
                     Attempt::Done(Err(e))
@@ -280,7 +284,7 @@ impl Dispatcher {
     }
 
     async fn actor(&self, id: ConversationId) -> Result<ActorRef<ConversationMsg>, ChatError> {
-        if let Some(actor) = self.directory.get(&id).map(|a| a.clone()) {
+        if let Some(actor) = live_conversation(&self.directory, id) {
             return Ok(actor);
         }
         match call(&self.supervisor, self.call_timeout, |reply| {

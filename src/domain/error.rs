@@ -78,6 +78,21 @@ impl ChatError {
         Self::forbidden("not_delivered", "Message could not be delivered.")
     }
 
+    /// The conversation's actor that was asked is not (or no longer) the
+    /// one that owns it: the caller retries against the owner. Never reaches
+    /// a client (the dispatcher retries; a second move in a row is a 503).
+    pub fn conversation_moved() -> Self {
+        Self::Conflict {
+            code: "conversation_moved",
+            message: "the conversation moved to another owner".into(),
+        }
+    }
+
+    /// Whether this is [`ChatError::conversation_moved`].
+    pub fn is_moved(&self) -> bool {
+        self.code() == "conversation_moved"
+    }
+
     /// A dependency did not answer in time, or failed in a way a retry may fix.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::Unavailable {
