@@ -13,7 +13,7 @@ use super::{
 use crate::{
     actors::conversation::Reply,
     cluster::node::{Node, NodeHandler},
-    domain::{ChatError, error::WireError},
+    domain::{ChatError, UserId, error::WireError},
 };
 
 impl NodeHandler for ChatCore {
@@ -42,6 +42,10 @@ impl NodeHandler for ChatCore {
             Ok(Notice::SanctionChanged(user)) => self.safety.sanction_changed(&user),
             Err(e) => tracing::warn!(error = %e, "unreadable cluster notice"),
         }
+    }
+
+    fn presence_changed(&self, user: &UserId) {
+        self.presence.tell_watchers(user);
     }
 }
 

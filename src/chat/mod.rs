@@ -46,7 +46,7 @@ use crate::{
     cluster::{
         Bus, LocalBus, limits,
         node::Node,
-        presence::{LocalPresence, PresenceHub},
+        presence::{LocalPresence, PresenceHub, PresenceStore, RedisPresence},
     },
     config::Settings,
     domain::{ChatError, UserId, clock::Clock, event::ServerEvent},
@@ -143,7 +143,14 @@ impl ChatCore {
             Some(node) => node.bus.clone(),
             None => LocalBus::new(users.clone()),
         };
-        let presence = PresenceHub::new(Arc::new(LocalPresence::default()), bus.clone());
+        let store: Arc<dyn PresenceStore> = match &cluster {
+            Some(node) => Arc::new(RedisPresence::new(
+                node.link.clone(),
+                settings.realtime.presence_timeout,
+            )),
+            None => Arc::new(LocalPresence::default()),
+        };
+        let presence = PresenceHub::new(store, users.clone());
         let safety = Safety::new(
             pool.clone(),
             clock,

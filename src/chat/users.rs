@@ -121,7 +121,10 @@ impl ChatCore {
         if !visible {
             return Err(not_found());
         }
-        Ok(self.presence.get(&user))
+        let mut found = self.presence.get(std::slice::from_ref(&user)).await;
+        found
+            .pop()
+            .ok_or_else(|| ChatError::internal("presence lookup returned nothing"))
     }
 
     /// A presence heartbeat for `user`'s connections on this node (all of
@@ -216,7 +219,7 @@ impl ChatCore {
             .map(|id| UserId::parse(id))
             .collect::<Result<Vec<_>, _>>()?;
         let allowed = conversations::contacts_among(&self.pool, caller, &candidates).await?;
-        let current = allowed.iter().map(|user| self.presence.get(user)).collect();
+        let current = self.presence.get(&allowed).await;
         self.presence.subscribe(connection.id, caller, allowed);
         Ok(current)
     }

@@ -13,8 +13,9 @@
 //! deployments or two test runs can share one Redis:
 //! `{prefix}:user:{userId}` (events for one user), `{prefix}:node:{nodeId}`
 //! (commands forwarded to one node, and their answers),
-//! `{prefix}:broadcast` (what every node must hear), `{prefix}:owner:{id}`
-//! (who owns a conversation).
+//! `{prefix}:broadcast` (what every node must hear), `{prefix}:presence`
+//! (whose presence changed), `{prefix}:owner:{id}` (who owns a
+//! conversation), `{prefix}:presence:{userId}` (a user's presence).
 
 use std::{sync::Mutex, time::Duration};
 
@@ -119,6 +120,11 @@ impl RedisLink {
     /// The channel every node listens to.
     pub fn broadcast_channel(&self) -> String {
         self.key(format_args!("broadcast"))
+    }
+
+    /// The channel on which nodes announce presence changes.
+    pub fn presence_channel(&self) -> String {
+        self.key(format_args!("presence"))
     }
 
     /// What a channel name means to this node, prefix removed.

@@ -32,7 +32,10 @@ use super::{
     ownership::Leases,
     redis_bus::RedisBus,
 };
-use crate::{config::ClusterSettings, domain::event::ServerEvent};
+use crate::{
+    config::ClusterSettings,
+    domain::{UserId, event::ServerEvent},
+};
 
 /// How often the node checks that its subscription delivers.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -45,6 +48,8 @@ pub trait NodeHandler: Send + Sync + 'static {
     fn request(&self, body: Vec<u8>) -> BoxFuture<'static, Vec<u8>>;
     /// A notice another node broadcast (a cache to drop, a view to refresh).
     fn notice(&self, body: &[u8]);
+    /// `user`'s presence changed somewhere in the cluster.
+    fn presence_changed(&self, user: &UserId);
 }
 
 /// This node, as a member of the cluster.
@@ -72,9 +77,7 @@ impl Node {
         let (link, pushes) = RedisLink::connect(url, &settings.redis_prefix, id).await?;
         let link = Arc::new(link);
         let mut subscriber = link.subscriber();
-        subscriber
-            .subscribe(&[link.node_channel(id), link.broadcast_channel()])
-            .await?;
+        subscriber.subscribe(&node_channels(&link)).await?;
         let node = Arc::new(Self {
             bus: RedisBus::start(link.clone(), sink.clone()),
             leases: Leases::new(settings.lease_ttl),
@@ -165,6 +168,12 @@ impl Node {
         };
         if let Some(user) = suffix.strip_prefix("user:") {
             self.bus.received(user, payload);
+        } else if suffix == "presence" {
+            if let Ok(user) = std::str::from_utf8(payload).map(UserId::parse)
+                && let Ok(user) = user
+            {
+                handler.presence_changed(&user);
+            }
         } else if suffix == "broadcast" {
             if let Some(at) = payload.iter().position(|b| *b == b'\n')
                 && &payload[..at] != self.id().as_bytes()
@@ -249,10 +258,7 @@ impl Node {
     }
 
     async fn resubscribe(&self) -> bool {
-        let mut channels = vec![
-            self.link.node_channel(self.id()),
-            self.link.broadcast_channel(),
-        ];
+        let mut channels = node_channels(&self.link).to_vec();
         channels.extend(self.bus.user_channels());
         match self.link.replace_subscriber(&channels).await {
             Ok(()) => {
@@ -265,6 +271,15 @@ impl Node {
             }
         }
     }
+}
+
+/// The channels every node listens to besides its users'.
+fn node_channels(link: &RedisLink) -> [String; 3] {
+    [
+        link.node_channel(link.node()),
+        link.broadcast_channel(),
+        link.presence_channel(),
+    ]
 }
 
 fn bytes(value: &Value) -> Option<&[u8]> {

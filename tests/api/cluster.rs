@@ -406,3 +406,64 @@ async fn without_redis_sends_are_still_stored_and_clients_resync_when_it_returns
         node.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn presence_is_one_answer_on_every_node_and_reaches_subscribers_anywhere() {
+    let nodes = spawn_cluster(3, |s| s.realtime.offline_grace = Duration::from_millis(100)).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let alice = a.user("recruiter").await;
+    let bob = a.user("candidate").await;
+    a.conversation(&alice, &bob).await;
+
+    let mut alice_on_b = b.ws(&alice).await;
+    alice_on_b
+        .send_json(json!({"type": "presence.subscribe", "data": {"userIds": [bob.id]}}))
+        .await;
+    let initial = alice_on_b.next_of_type("presence.updated").await;
+    assert_eq!(initial["data"]["status"], "offline");
+
+    // Bob comes online on a and on c; alice, on b, is told once he is.
+    let mut bob_on_a = a.ws(&bob).await;
+    assert_eq!(
+        alice_on_b.next_of_type("presence.updated").await["data"]["status"],
+        "online"
+    );
+    let mut bob_on_c = c.ws(&bob).await;
+    for node in [a, b, c] {
+        let (status, presence) = node
+            .get(&alice, &format!("/users/{}/presence", bob.id))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(presence["status"], "online", "{presence}");
+    }
+
+    // Hidden on a, still in the foreground on c: online everywhere.
+    bob_on_a
+        .send_json(json!({"type": "presence.ping", "data": {"status": "away"}}))
+        .await;
+    bob_on_c
+        .send_json(json!({"type": "presence.ping", "data": {"status": "online"}}))
+        .await;
+    let (_, presence) = b.get(&alice, &format!("/users/{}/presence", bob.id)).await;
+    assert_eq!(presence["status"], "online", "{presence}");
+
+    // Gone from both nodes: offline, on every node, after the grace period.
+    bob_on_a.stream.close(None).await.unwrap();
+    bob_on_c.stream.close(None).await.unwrap();
+    loop {
+        let event = alice_on_b.next_of_type("presence.updated").await;
+        if event["data"]["status"] == "offline" {
+            assert!(event["data"]["lastSeenAt"].is_string());
+            break;
+        }
+    }
+    for node in [a, b, c] {
+        let (_, presence) = node
+            .get(&alice, &format!("/users/{}/presence", bob.id))
+            .await;
+        assert_eq!(presence["status"], "offline", "{presence}");
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
