@@ -4,7 +4,8 @@
 //!
 //! A request is `Q {id} {fromNode}\n{body}`, its answer `A {id}\n{body}`;
 //! the bodies are the application layer's business (JSON of a command and of
-//! its result). A call that gets no answer within its timeout is a 503: the
+//! its result). A broadcast to every node is `{fromNode} {id}\n{body}` on
+//! the broadcast channel, confirmed by each node with `C {id}` once applied. A call that gets no answer within its timeout is a 503: the
 //! client retries, which is safe (sends are idempotent by `clientMessageId`).
 
 use std::{
@@ -34,9 +35,11 @@ pub enum ForwardError {
 pub struct Forwarder {
     next: AtomicU64,
     waiting: DashMap<u64, oneshot::Sender<Vec<u8>>>,
+    /// Broadcasts waiting for the other nodes to confirm them.
+    confirming: DashMap<u64, tokio::sync::mpsc::UnboundedSender<()>>,
 }
 
-/// Removes a request from the waiting list however the call ends.
+/// Removes a request from the waiting lists however the call ends.
 struct Waiting<'a> {
     forwarder: &'a Forwarder,
     id: u64,
@@ -45,6 +48,7 @@ struct Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.forwarder.waiting.remove(&self.id);
+        self.forwarder.confirming.remove(&self.id);
     }
 }
 
@@ -90,6 +94,52 @@ impl Forwarder {
         }
     }
 
+    /// Publishes `{thisNode} {id}\n{body}` on the broadcast channel and waits
+    /// (at most `timeout`) until every other node that heard it confirms
+    /// (`C {id}` on this node's channel) that it applied it. Returns whether
+    /// all did.
+    pub async fn broadcast(&self, link: &RedisLink, body: &[u8], timeout: Duration) -> bool {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (confirm, mut confirmed) = tokio::sync::mpsc::unbounded_channel();
+        self.confirming.insert(id, confirm);
+        let _waiting = Waiting {
+            forwarder: self,
+            id,
+        };
+        let mut payload = format!("{} {id}\n", link.node()).into_bytes();
+        payload.extend_from_slice(body);
+        let heard: i64 = match link
+            .commands()
+            .publish(link.broadcast_channel(), payload)
+            .await
+        {
+            Ok(heard) => heard,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not broadcast to the cluster");
+                return false;
+            }
+        };
+        // This node hears its own broadcast too, and ignores it.
+        let others = heard.saturating_sub(1);
+        let all = async {
+            for _ in 0..others {
+                confirmed.recv().await;
+            }
+        };
+        tokio::time::timeout(timeout, all).await.is_ok()
+    }
+
+    /// A node confirmed broadcast `id` (`C {id}`, the leading `C ` removed).
+    pub fn confirmed(&self, id: &[u8]) {
+        if let Some(id) = std::str::from_utf8(id)
+            .ok()
+            .and_then(|id| id.parse::<u64>().ok())
+            && let Some(confirm) = self.confirming.get(&id)
+        {
+            let _ = confirm.send(());
+        }
+    }
+
     /// An answer arrived: `A {id}\n{body}` with the leading `A ` removed.
     pub fn answered(&self, rest: &[u8]) {
         let Some((id, body)) = split_header(rest) else {
@@ -125,6 +175,26 @@ pub async fn answer(link: &RedisLink, to: &str, id: u64, body: &[u8]) {
     if let Err(e) = sent {
         tracing::warn!(error = %e, node = to, "could not answer a forwarded command");
     }
+}
+
+/// Confirms broadcast `id` to the node that sent it.
+pub async fn confirm(link: &RedisLink, to: &str, id: u64) {
+    let sent: redis::RedisResult<i64> = link
+        .commands()
+        .publish(link.node_channel(to), format!("C {id}"))
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, node = to, "could not confirm a broadcast");
+    }
+}
+
+/// Splits a broadcast `{fromNode} {id}\n{body}` into its sender, id and body.
+pub fn parse_broadcast(payload: &[u8]) -> Option<(String, u64, &[u8])> {
+    let (header, body) = split_header(payload)?;
+    let [from, id] = header.as_slice() else {
+        return None;
+    };
+    Some(((*from).to_owned(), id.parse().ok()?, body))
 }
 
 /// Splits `"{word} {word}…\n{body}"` into its header words and body.

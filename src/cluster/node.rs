@@ -39,6 +39,8 @@ use crate::{
 
 /// How often the node checks that its subscription delivers.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long a broadcast waits for the other nodes to confirm it.
+const BROADCAST_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a probe may take to come back.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -123,19 +125,18 @@ impl Node {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Tells every other node `body` (see [`NodeHandler::notice`]); best
-    /// effort: a node that misses it while Redis is away resyncs its clients
-    /// and its caches expire by themselves.
+    /// Tells every other node `body` (see [`NodeHandler::notice`]) and
+    /// waits until each has applied it (at most [`BROADCAST_TIMEOUT`]), so
+    /// that the very next request on any node sees it. Best effort beyond
+    /// that: a node that misses it while Redis is away resyncs its clients,
+    /// and caches expire by themselves.
     pub async fn broadcast(&self, body: &[u8]) {
-        let mut payload = format!("{}\n", self.id()).into_bytes();
-        payload.extend_from_slice(body);
-        let sent: redis::RedisResult<i64> = self
-            .link
-            .commands()
-            .publish(self.link.broadcast_channel(), payload)
-            .await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "could not broadcast to the cluster");
+        if !self
+            .forwarder
+            .broadcast(&self.link, body, BROADCAST_TIMEOUT)
+            .await
+        {
+            metrics::counter!("parley_cluster_broadcasts_unconfirmed_total").increment(1);
         }
     }
 
@@ -175,11 +176,15 @@ impl Node {
                 handler.presence_changed(&user);
             }
         } else if suffix == "broadcast" {
-            if let Some(at) = payload.iter().position(|b| *b == b'\n')
-                && &payload[..at] != self.id().as_bytes()
+            if let Some((from, id, body)) = forward::parse_broadcast(payload)
+                && from != self.id()
             {
-                handler.notice(&payload[at + 1..]);
+                handler.notice(body);
+                let link = self.link.clone();
+                tokio::spawn(async move { forward::confirm(&link, &from, id).await });
             }
+        } else if let Some(id) = payload.strip_prefix(b"C ") {
+            self.forwarder.confirmed(id);
         } else if let Some(rest) = payload.strip_prefix(b"A ") {
             self.forwarder.answered(rest);
         } else if let Some(rest) = payload.strip_prefix(b"Q ") {

@@ -467,3 +467,44 @@ async fn presence_is_one_answer_on_every_node_and_reaches_subscribers_anywhere()
         node.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_suspension_made_on_one_node_stops_the_next_message_on_another() {
+    let nodes = spawn_cluster(2, |_| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let offender = a.user("candidate").await;
+    let victim = a.user("recruiter").await;
+    let admin = a.user("admin").await;
+    let conversation = a.conversation(&victim, &offender).await;
+    // b has the offender's (clean) record cached from this send.
+    b.send(&offender, &conversation, "before").await;
+    let (status, report) = a
+        .post(
+            &victim,
+            "/chat/reports",
+            json!({"reportedUserId": offender.id, "category": "harassment"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    let (status, _) = a
+        .post(
+            &admin,
+            &format!(
+                "/admin/chat/reports/{}/action",
+                report["id"].as_str().unwrap()
+            ),
+            json!({"action": "suspend", "durationHours": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = b
+        .send_raw(&offender, &conversation, "after", &unique("cmid"))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::FORBIDDEN, "messaging_suspended")
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
