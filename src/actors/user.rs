@@ -453,14 +453,9 @@ impl Actor for UserActor {
             } => {
                 if state.connections.len() >= state.limits.max_connections {
                     metrics::counter!("parley_ws_disconnects_total", "reason" => "too_many_connections").increment(1);
-                    let _ = reply.send(Err(ChatError::Limited {
-                        code: "too_many_connections",
-                        message: format!(
-                            "at most {} connections per user",
-                            state.limits.max_connections
-                        ),
-                        retry_after: Duration::from_secs(5),
-                    }));
+                    let _ = reply.send(Err(ChatError::too_many_connections(
+                        state.limits.max_connections,
+                    )));
                     return Ok(());
                 }
                 if let Some(after) = resume_after

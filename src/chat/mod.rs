@@ -90,6 +90,8 @@ pub struct Core {
     presence_sweeper: tokio::task::AbortHandle,
     /// This node's membership of a cluster (`None`: a single node).
     cluster: Option<Arc<Node>>,
+    /// Realtime connections one user may hold (across the cluster too).
+    max_connections: usize,
     /// The cluster's loops owned here (lease renewal).
     cluster_tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -154,7 +156,7 @@ impl ChatCore {
         let safety = Safety::new(
             pool.clone(),
             clock,
-            limits::from_config(&settings.limits),
+            limits::from_config(&settings.limits, cluster.as_ref().map(|n| n.link.clone())),
             settings.chat.report_evidence_messages,
         );
         let conversations: ConversationDirectory = Arc::new(DashMap::new());
@@ -218,6 +220,7 @@ impl ChatCore {
             presence_sweeper,
             user_upserts: Batcher::start(pool, Upserts),
             cluster: cluster.clone(),
+            max_connections: realtime.max_connections_per_user,
             cluster_tasks: std::sync::Mutex::new(Vec::new()),
         }));
         if let (Some(node), Some(pushes)) = (cluster, pushes) {
@@ -280,7 +283,7 @@ impl ChatCore {
             }
         }
         if let Some(node) = &self.cluster {
-            node.stop();
+            node.stop().await;
         }
         self.presence_sweeper.abort();
         self.user_supervisor.stop_children(None);

@@ -86,7 +86,7 @@ impl Safety {
 
     /// One more `kind` for `user`, or 429; repeated refusals raise a signal.
     pub async fn check_limit(&self, user: &UserId, kind: LimitKind) -> Result<(), ChatError> {
-        let Err(retry_after) = self.limiter.check(user, kind) else {
+        let Err(retry_after) = self.limiter.check(user, kind).await else {
             return Ok(());
         };
         tracing::info!(%user, limit = kind.label(), "refused: rate limit");

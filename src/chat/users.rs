@@ -20,6 +20,7 @@ use crate::{
     cluster::{
         limits::LimitKind,
         presence::{ConnectionId, MAX_SUBSCRIPTIONS, PresenceHub},
+        slots::{Admission, Slot},
     },
     domain::{
         ChatError, UserId,
@@ -42,6 +43,8 @@ pub struct Attachment {
     actor: ActorRef<UserMsg>,
     presence: Arc<PresenceHub>,
     transport: &'static str,
+    /// The connection's place under the cluster-wide cap (given back on drop).
+    _slot: Option<Slot>,
 }
 
 /// What decides whether a user row needs writing again: a hash of the claims
@@ -154,6 +157,17 @@ impl ChatCore {
         transport: &'static str,
     ) -> Result<Attachment, ChatError> {
         let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let mut slot = match &self.cluster {
+            Some(node) => match node.slots.take(node, user, id, self.max_connections).await {
+                Admission::Granted(slot) => Some(slot),
+                Admission::Unchecked => None,
+                Admission::Full => {
+                    metrics::counter!("parley_ws_disconnects_total", "reason" => "too_many_connections").increment(1);
+                    return Err(ChatError::too_many_connections(self.max_connections));
+                }
+            },
+            None => None,
+        };
         // A user actor retiring at this very moment drops the request: retry once.
         for _ in 0..2 {
             let outbound = outbound.clone();
@@ -193,6 +207,7 @@ impl ChatCore {
                     actor,
                     presence: self.presence.clone(),
                     transport,
+                    _slot: slot.take(),
                 });
             }
         }

@@ -1,6 +1,8 @@
 //! Per-user rate limits. [`RateLimiter`] is the seam: [`LocalLimiter`] runs
-//! GCRA (the `governor` crate) in this process; the cluster issue will back the
-//! same trait with Redis so that limits hold across nodes.
+//! GCRA (the `governor` crate) in this process; [`RedisLimiter`] runs the same
+//! GCRA as one Lua script in Redis (on Redis's clock), so that a limit holds
+//! across every node of a cluster. When Redis does not answer, a node falls
+//! back to its own local limiter.
 //!
 //! Every refusal is also remembered as an abuse signal: a user who keeps
 //! hitting the limits lands in the moderation queue (see `chat::safety`).
@@ -8,8 +10,11 @@
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use dashmap::DashMap;
+use futures_util::future::BoxFuture;
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
+use redis::Script;
 
+use super::link::RedisLink;
 use crate::{config::RateLimits, domain::UserId};
 
 /// What is being limited.
@@ -36,7 +41,11 @@ impl LimitKind {
 /// Decides whether a user may do one more of something now.
 pub trait RateLimiter: Send + Sync + 'static {
     /// `Err(retry_after)` when the user is over the limit.
-    fn check(&self, user: &UserId, kind: LimitKind) -> Result<(), Duration>;
+    fn check<'a>(
+        &'a self,
+        user: &'a UserId,
+        kind: LimitKind,
+    ) -> BoxFuture<'a, Result<(), Duration>>;
 }
 
 /// The in-process GCRA limiter: one keyed limiter per kind.
@@ -44,37 +53,48 @@ pub struct LocalLimiter {
     limiters: Vec<(LimitKind, DefaultKeyedRateLimiter<UserId>)>,
 }
 
-/// The limits from the settings (or none at all when they are switched off
+/// Each limit of the settings: what, how many, per how long (a limit of 0
+/// is no limit).
+fn quotas(l: &RateLimits) -> Vec<(LimitKind, NonZeroU32, Duration)> {
+    const HOUR: Duration = Duration::from_secs(3600);
+    const MINUTE: Duration = Duration::from_secs(60);
+    [
+        (LimitKind::Messages, l.messages_per_hour, HOUR),
+        (LimitKind::NewConversations, l.conversations_per_hour, HOUR),
+        (LimitKind::Reads, l.reads_per_minute, MINUTE),
+    ]
+    .into_iter()
+    .filter_map(|(kind, n, per)| NonZeroU32::new(n).map(|n| (kind, n, per)))
+    .collect()
+}
+
+/// The limits from the settings: in Redis when the node is part of a
+/// cluster, in process otherwise (or none at all when they are switched off
 /// for a load test).
-pub fn from_config(l: &RateLimits) -> Arc<dyn RateLimiter> {
+pub fn from_config(l: &RateLimits, redis: Option<Arc<RedisLink>>) -> Arc<dyn RateLimiter> {
     if !l.enabled {
         return Arc::new(Unlimited);
     }
-    let quota = |n: u32, per: fn(NonZeroU32) -> Quota| NonZeroU32::new(n).map(per);
-    let mut limiters = Vec::new();
-    for (kind, q) in [
-        (
-            LimitKind::Messages,
-            quota(l.messages_per_hour, Quota::per_hour),
-        ),
-        (
-            LimitKind::NewConversations,
-            quota(l.conversations_per_hour, Quota::per_hour),
-        ),
-        (
-            LimitKind::Reads,
-            quota(l.reads_per_minute, Quota::per_minute),
-        ),
-    ] {
-        if let Some(q) = q {
-            limiters.push((kind, DefaultKeyedRateLimiter::dashmap(q)));
-        }
+    let local = LocalLimiter::new(l);
+    match redis {
+        Some(link) => Arc::new(RedisLimiter::new(link, l, local)),
+        None => Arc::new(local),
     }
-    Arc::new(LocalLimiter { limiters })
 }
 
-impl RateLimiter for LocalLimiter {
-    fn check(&self, user: &UserId, kind: LimitKind) -> Result<(), Duration> {
+impl LocalLimiter {
+    fn new(l: &RateLimits) -> Self {
+        let limiters = quotas(l)
+            .into_iter()
+            .filter_map(|(kind, n, per)| {
+                Quota::with_period(per / n.get())
+                    .map(|q| (kind, DefaultKeyedRateLimiter::dashmap(q.allow_burst(n))))
+            })
+            .collect();
+        Self { limiters }
+    }
+
+    fn check_now(&self, user: &UserId, kind: LimitKind) -> Result<(), Duration> {
         let Some((_, limiter)) = self.limiters.iter().find(|(k, _)| *k == kind) else {
             return Ok(());
         };
@@ -85,12 +105,99 @@ impl RateLimiter for LocalLimiter {
     }
 }
 
+impl RateLimiter for LocalLimiter {
+    fn check<'a>(
+        &'a self,
+        user: &'a UserId,
+        kind: LimitKind,
+    ) -> BoxFuture<'a, Result<(), Duration>> {
+        Box::pin(std::future::ready(self.check_now(user, kind)))
+    }
+}
+
+/// The cluster's limiter: GCRA state (the "theoretical arrival time") in
+/// `{prefix}:rate:{kind}:{userId}`, updated by one script.
+pub struct RedisLimiter {
+    link: Arc<RedisLink>,
+    /// Per kind: the emission interval and the burst tolerance, in ms.
+    quotas: Vec<(LimitKind, u64, u64)>,
+    gcra: Script,
+    fallback: LocalLimiter,
+}
+
+impl RedisLimiter {
+    fn new(link: Arc<RedisLink>, l: &RateLimits, fallback: LocalLimiter) -> Self {
+        let quotas = quotas(l)
+            .into_iter()
+            .map(|(kind, n, per)| {
+                let interval = u64::try_from((per / n.get()).as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                (kind, interval, interval * u64::from(n.get() - 1))
+            })
+            .collect();
+        Self {
+            link,
+            quotas,
+            // KEYS[1]: the state. ARGV: interval, tolerance (ms). Returns 0
+            // (allowed) or the ms to wait.
+            gcra: Script::new(
+                r"local t = redis.call('TIME')
+                  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                  local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+                  local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+                  if tat - now > tolerance then return tat - now - tolerance end
+                  tat = tat + interval
+                  redis.call('SET', KEYS[1], tat, 'PX', tat - now + 1000)
+                  return 0",
+            ),
+            fallback,
+        }
+    }
+}
+
+impl RateLimiter for RedisLimiter {
+    fn check<'a>(
+        &'a self,
+        user: &'a UserId,
+        kind: LimitKind,
+    ) -> BoxFuture<'a, Result<(), Duration>> {
+        Box::pin(async move {
+            let Some((_, interval, tolerance)) =
+                self.quotas.iter().find(|(k, _, _)| *k == kind).copied()
+            else {
+                return Ok(());
+            };
+            let key = self.link.key(format_args!("rate:{}:{user}", kind.label()));
+            let waited: redis::RedisResult<u64> = self
+                .gcra
+                .key(key)
+                .arg(interval)
+                .arg(tolerance)
+                .invoke_async(&mut self.link.commands())
+                .await;
+            match waited {
+                Ok(0) => Ok(()),
+                Ok(wait_ms) => {
+                    metrics::counter!("parley_rate_limited_total", "kind" => kind.label())
+                        .increment(1);
+                    Err(Duration::from_millis(wait_ms))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "rate limits in Redis unavailable; limiting locally");
+                    self.fallback.check_now(user, kind)
+                }
+            }
+        })
+    }
+}
+
 /// No limits at all (`PARLEY_RATE_LIMITS=off`, for load tests).
 struct Unlimited;
 
 impl RateLimiter for Unlimited {
-    fn check(&self, _: &UserId, _: LimitKind) -> Result<(), Duration> {
-        Ok(())
+    fn check<'a>(&'a self, _: &'a UserId, _: LimitKind) -> BoxFuture<'a, Result<(), Duration>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -120,27 +227,33 @@ impl ViolationCounter {
 mod tests {
     use super::*;
 
+    /// A local limiter answers at once.
+    fn check(limiter: &Arc<dyn RateLimiter>, user: &UserId) -> Result<(), Duration> {
+        use futures_util::FutureExt;
+        limiter
+            .check(user, LimitKind::Messages)
+            .now_or_never()
+            .unwrap()
+    }
+
     #[test]
     fn the_limit_allows_the_quota_then_says_when_to_retry() {
         let limits = RateLimits {
             messages_per_hour: 3,
             ..RateLimits::default()
         };
-        let limiter = from_config(&limits);
+        let limiter = from_config(&limits, None);
         let user = UserId::parse("u").unwrap();
         for _ in 0..3 {
-            assert!(limiter.check(&user, LimitKind::Messages).is_ok());
+            assert!(check(&limiter, &user).is_ok());
         }
-        let retry = limiter.check(&user, LimitKind::Messages).unwrap_err();
+        let retry = check(&limiter, &user).unwrap_err();
         assert!(
             retry > Duration::from_secs(60) && retry <= Duration::from_secs(1200),
             "{retry:?}"
         );
         let other = UserId::parse("v").unwrap();
-        assert!(
-            limiter.check(&other, LimitKind::Messages).is_ok(),
-            "limits are per user"
-        );
+        assert!(check(&limiter, &other).is_ok(), "limits are per user");
     }
 
     #[test]
@@ -150,10 +263,10 @@ mod tests {
             messages_per_hour: 1,
             ..RateLimits::default()
         };
-        let limiter = from_config(&limits);
+        let limiter = from_config(&limits, None);
         let user = UserId::parse("u").unwrap();
         for _ in 0..10 {
-            assert!(limiter.check(&user, LimitKind::Messages).is_ok());
+            assert!(check(&limiter, &user).is_ok());
         }
     }
 

@@ -8,8 +8,9 @@
 //! cross-node mailbox, so producers never know how many nodes there are.
 //! With Redis configured, [`node::Node`] is this node's membership of the
 //! cluster: its connections ([`link`]), conversation leases
-//! ([`ownership`]), commands forwarded to other nodes ([`forward`]), and the
-//! probe that notices a subscription which silently stopped delivering.
+//! ([`ownership`]), commands forwarded to other nodes ([`forward`]), the
+//! cluster-wide connection cap ([`slots`]), and the probe that notices a
+//! subscription which silently stopped delivering.
 //!
 //! This module depends on nothing above it: events for users connected to
 //! this node are handed to a [`LocalSink`], which the user side implements;
@@ -23,6 +24,7 @@ pub mod node;
 pub mod ownership;
 pub mod presence;
 pub mod redis_bus;
+pub mod slots;
 
 use std::sync::Arc;
 

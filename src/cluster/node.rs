@@ -31,6 +31,7 @@ use super::{
     link::RedisLink,
     ownership::Leases,
     redis_bus::RedisBus,
+    slots::ConnectionSlots,
 };
 use crate::{
     config::ClusterSettings,
@@ -39,6 +40,9 @@ use crate::{
 
 /// How often the node checks that its subscription delivers.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// A node that has not probed for this long counts as gone (its connections
+/// stop counting towards the per-user cap).
+pub const ALIVE_WINDOW: Duration = Duration::from_secs(6);
 /// How long a broadcast waits for the other nodes to confirm it.
 const BROADCAST_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a probe may take to come back.
@@ -65,6 +69,10 @@ pub struct Node {
     healthy: AtomicBool,
     /// The newest probe that came back.
     probe_seen: watch::Sender<u64>,
+    /// The nodes that probed within [`ALIVE_WINDOW`] (this one included),
+    /// as of this node's last probe.
+    alive: std::sync::RwLock<Vec<String>>,
+    pub slots: ConnectionSlots,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -88,8 +96,11 @@ impl Node {
             sink,
             healthy: AtomicBool::new(true),
             probe_seen: watch::channel(0).0,
+            alive: std::sync::RwLock::new(vec![id.to_owned()]),
+            slots: ConnectionSlots::default(),
             tasks: Mutex::new(Vec::new()),
         });
+        node.announce_alive().await?;
         Ok((node, pushes))
     }
 
@@ -106,13 +117,50 @@ impl Node {
         }
     }
 
-    /// Stops the loops.
-    pub fn stop(&self) {
+    /// Stops the loops and leaves the list of live nodes.
+    pub async fn stop(&self) {
         if let Ok(mut tasks) = self.tasks.lock() {
             for task in tasks.drain(..) {
                 task.abort();
             }
         }
+        let left: redis::RedisResult<i64> = self
+            .link
+            .commands()
+            .zrem(self.link.key(format_args!("nodes")), self.id())
+            .await;
+        if let Err(e) = left {
+            tracing::debug!(error = %e, "could not leave the list of live nodes");
+        }
+    }
+
+    /// The nodes alive as of this node's last probe (this one included).
+    pub fn alive_nodes(&self) -> Vec<String> {
+        match self.alive.read() {
+            Ok(alive) => alive.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Records this node as alive in `{prefix}:nodes` (a sorted set scored by
+    /// the time of each node's last probe) and reads which others are.
+    async fn announce_alive(&self) -> redis::RedisResult<()> {
+        let key = self.link.key(format_args!("nodes"));
+        let now = chrono::Utc::now().timestamp_millis();
+        let window = i64::try_from(ALIVE_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let (alive,): (Vec<String>,) = redis::pipe()
+            .zadd(&key, self.id(), now)
+            .ignore()
+            .zrembyscore(&key, "-inf", now - 10 * window)
+            .ignore()
+            .zrangebyscore(&key, now - window, "+inf")
+            .query_async(&mut self.link.commands())
+            .await?;
+        match self.alive.write() {
+            Ok(mut known) => *known = alive,
+            Err(poisoned) => *poisoned.into_inner() = alive,
+        }
+        Ok(())
     }
 
     /// This node's id.
@@ -221,6 +269,9 @@ impl Node {
     /// subscription when it does not, and resyncs everyone when it comes back
     /// after a failure.
     async fn probe(&self, nonce: u64) {
+        if let Err(e) = self.announce_alive().await {
+            tracing::debug!(error = %e, "could not announce this node");
+        }
         let mut seen = self.probe_seen.subscribe();
         let sent: redis::RedisResult<i64> = self
             .link

@@ -135,6 +135,16 @@ impl ChatError {
         }
     }
 
+    /// The user already holds `max` realtime connections (on this node, or
+    /// across the cluster).
+    pub fn too_many_connections(max: usize) -> Self {
+        Self::Limited {
+            code: "too_many_connections",
+            message: format!("at most {max} connections per user"),
+            retry_after: std::time::Duration::from_secs(5),
+        }
+    }
+
     /// The stable snake_case code clients branch on.
     pub fn code(&self) -> &'static str {
         match self {

@@ -508,3 +508,54 @@ async fn a_suspension_made_on_one_node_stops_the_next_message_on_another() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn rate_limits_and_the_connection_cap_hold_across_nodes() {
+    let nodes = spawn_cluster(3, |s| {
+        s.limits.enabled = true;
+        s.limits.messages_per_hour = 3;
+        s.realtime.max_connections_per_user = 2;
+    })
+    .await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let alice = a.user("recruiter").await;
+    let bob = a.user("candidate").await;
+    let conversation = a.conversation(&alice, &bob).await;
+    a.send(&alice, &conversation, "one").await;
+    a.send(&alice, &conversation, "two").await;
+    b.send(&alice, &conversation, "three").await;
+    let (status, body) = c
+        .send_raw(&alice, &conversation, "four", &unique("cmid"))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        "{body}"
+    );
+
+    let _on_a = a.ws(&bob).await;
+    let mut on_b = b.ws(&bob).await;
+    let mut third = c.ws(&bob).await;
+    let (_, code) = third.drain_until_closed(Duration::from_secs(5)).await;
+    assert_eq!(
+        code,
+        Some(parley::ws::connection::CLOSE_TOO_MANY_CONNECTIONS)
+    );
+    // Closing one makes room, on any node.
+    on_b.stream.close(None).await.unwrap();
+    on_b.drain_until_closed(Duration::from_secs(5)).await;
+    // Bob's own message reaches his connections: the new one is admitted
+    // once it is among them (his three messages bound the attempts).
+    for attempt in 1..=3 {
+        let mut again = c.ws(&bob).await;
+        b.send(&bob, &conversation, "room again").await;
+        let event = again.next_event_or_close(Duration::from_secs(2)).await;
+        if event.is_some_and(|e| e["type"] == "message.created") {
+            break;
+        }
+        assert!(attempt < 3, "no room after closing a connection");
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -433,6 +433,21 @@ impl WsClient {
         self.next_event_within(Duration::from_secs(5)).await
     }
 
+    /// The next event, or `None` when the server closes the socket first.
+    pub async fn next_event_or_close(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("timed out waiting for an event or a close")?;
+            match message.ok()? {
+                WsMessage::Text(text) => return Some(serde_json::from_str(text.as_str()).unwrap()),
+                WsMessage::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
     /// Waits for the next event of `kind`, skipping others.
     pub async fn next_of_type(&mut self, kind: &str) -> Value {
         loop {
