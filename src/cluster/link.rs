@@ -35,8 +35,10 @@ pub struct RedisLink {
     prefix: String,
     node: String,
     client: Client,
-    commands: ConnectionManager,
-    /// Replaced as a whole when it stops delivering (see `cluster::node`).
+    /// Both replaced as a whole when they stop answering or delivering (see
+    /// `cluster::node`): a connection that went silent is not closed by
+    /// anything else.
+    commands: Mutex<ConnectionManager>,
     subscriber: Mutex<ConnectionManager>,
     pushes: UnboundedSender<PushInfo>,
 }
@@ -62,7 +64,7 @@ impl RedisLink {
             prefix: prefix.to_owned(),
             node: node.to_owned(),
             client,
-            commands,
+            commands: Mutex::new(commands),
             subscriber: Mutex::new(subscriber),
             pushes,
         };
@@ -74,31 +76,29 @@ impl RedisLink {
         &self.node
     }
 
-    /// A handle for commands (a clone of the one multiplexed connection).
+    /// A handle for commands (a clone of the one multiplexed connection;
+    /// take a fresh one for each use, so a replaced connection is let go).
     pub fn commands(&self) -> ConnectionManager {
-        self.commands.clone()
+        current(&self.commands)
     }
 
     /// The subscriber connection (a clone sharing the one connection).
     pub fn subscriber(&self) -> ConnectionManager {
-        match self.subscriber.lock() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        current(&self.subscriber)
     }
 
-    /// Opens a fresh subscriber connection subscribed to `channels` and puts
-    /// it in place of the old one, which is dropped (its subscriptions end
-    /// with it).
-    pub async fn replace_subscriber(&self, channels: &[String]) -> RedisResult<()> {
+    /// Opens both connections afresh, the subscriber subscribed to
+    /// `channels`, and puts them in place of the old ones, which are dropped
+    /// (their subscriptions end with them).
+    pub async fn reconnect(&self, channels: &[String]) -> RedisResult<()> {
+        let commands =
+            ConnectionManager::new_with_config(self.client.clone(), manager_config()).await?;
         let mut fresh = subscriber(&self.client, self.pushes.clone()).await?;
         for chunk in channels.chunks(512) {
             fresh.subscribe(chunk).await?;
         }
-        match self.subscriber.lock() {
-            Ok(mut guard) => *guard = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
-        }
+        replace(&self.commands, commands);
+        replace(&self.subscriber, fresh);
         Ok(())
     }
 
@@ -132,6 +132,20 @@ impl RedisLink {
         channel
             .strip_prefix(self.prefix.as_str())
             .and_then(|rest| rest.strip_prefix(':'))
+    }
+}
+
+fn current(slot: &Mutex<ConnectionManager>) -> ConnectionManager {
+    match slot.lock() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn replace(slot: &Mutex<ConnectionManager>, fresh: ConnectionManager) {
+    match slot.lock() {
+        Ok(mut guard) => *guard = fresh,
+        Err(poisoned) => *poisoned.into_inner() = fresh,
     }
 }
 

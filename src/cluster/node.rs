@@ -261,68 +261,69 @@ impl Node {
                 return;
             };
             nonce += 1;
-            node.probe(nonce).await;
+            if node.probe(nonce).await {
+                // Back after a disconnection the connection manager mended:
+                // subscribe afresh too (users who connected meanwhile).
+                if !node.healthy.load(Ordering::Relaxed) && node.reconnect().await {
+                    node.recovered().await;
+                }
+                if let Err(e) = node.announce_alive().await {
+                    tracing::debug!(error = %e, "could not announce this node");
+                }
+                continue;
+            }
+            if node.healthy.swap(false, Ordering::Relaxed) {
+                metrics::counter!("parley_cluster_probe_failures_total").increment(1);
+                tracing::warn!("Redis does not answer or deliver; reconnecting");
+            }
+            // Whether Redis is down or a connection went silent, open both
+            // afresh (this fails, and is tried again next time, until Redis
+            // answers), and probe the new ones at once.
+            nonce += 1;
+            if node.reconnect().await && node.probe(nonce).await {
+                node.recovered().await;
+            }
         }
     }
 
-    /// Publishes probe `nonce` and waits for it to come back; mends the
-    /// subscription when it does not, and resyncs everyone when it comes back
-    /// after a failure.
-    async fn probe(&self, nonce: u64) {
-        if let Err(e) = self.announce_alive().await {
-            tracing::debug!(error = %e, "could not announce this node");
-        }
+    /// Publishes probe `nonce` on this node's channel; whether it came back.
+    async fn probe(&self, nonce: u64) -> bool {
         let mut seen = self.probe_seen.subscribe();
         let sent: redis::RedisResult<i64> = self
             .link
             .commands()
             .publish(self.link.node_channel(self.id()), format!("P {nonce}"))
             .await;
-        let returned = sent.is_ok()
+        sent.is_ok()
             && tokio::time::timeout(PROBE_TIMEOUT, seen.wait_for(|n| *n >= nonce))
                 .await
-                .is_ok_and(|r| r.is_ok());
-        if returned {
-            if !self.healthy.load(Ordering::Relaxed) {
-                self.recovered().await;
-            }
-            return;
-        }
-        if self.healthy.swap(false, Ordering::Relaxed) {
-            metrics::counter!("parley_cluster_probe_failures_total").increment(1);
-            tracing::warn!("the Redis subscription stopped delivering; reconnecting");
-        }
-        if sent.is_ok() {
-            // Redis answers but the subscription is silent: replace it now.
-            self.resubscribe().await;
-        }
+                .is_ok_and(|r| r.is_ok())
     }
 
-    /// Redis is back: subscribe afresh to every channel this node needs and
-    /// tell every local client to resync.
+    /// Redis answers and delivers again: tell every local client to resync
+    /// (events published meanwhile may never have arrived).
     async fn recovered(&self) {
-        if !self.resubscribe().await {
-            return;
-        }
         self.healthy.store(true, Ordering::Relaxed);
         metrics::counter!("parley_resync_requests_total", "kind" => "bus_recovered").increment(1);
-        tracing::info!("Redis subscription restored; telling local clients to resync");
+        tracing::info!("Redis delivers again; telling local clients to resync");
         self.sink.deliver_to_all(
             ServerEvent::resync_required("realtime delivery was interrupted; call GET /chat/sync")
                 .to_frame(),
         );
     }
 
-    async fn resubscribe(&self) -> bool {
+    /// Opens both connections afresh, subscribed to every channel this node
+    /// needs (users who connected while Redis was away included).
+    async fn reconnect(&self) -> bool {
         let mut channels = node_channels(&self.link).to_vec();
         channels.extend(self.bus.user_channels());
-        match self.link.replace_subscriber(&channels).await {
+        match self.link.reconnect(&channels).await {
             Ok(()) => {
                 self.bus.mark_all_subscribed();
                 true
             }
             Err(e) => {
-                tracing::debug!(error = %e, "could not resubscribe yet");
+                tracing::debug!(error = %e, "could not reconnect to Redis yet");
                 false
             }
         }

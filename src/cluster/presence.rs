@@ -344,8 +344,8 @@ async fn write_records(
           return 0",
     );
     let key_ttl = u64::try_from(PRESENCE_KEY_TTL.as_millis()).unwrap_or(u64::MAX);
-    let mut connection = link.commands();
     while let Some(write) = queued.recv().await {
+        let mut connection = link.commands();
         let key = presence_key(&link, &write.user);
         let recorded = script
             .key(key)

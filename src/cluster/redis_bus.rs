@@ -196,14 +196,13 @@ impl Bus for RedisBus {
 
 /// The writer: drains queued publishes into pipelines.
 async fn write_publishes(link: Arc<RedisLink>, mut queued: mpsc::Receiver<Publish>) {
-    let mut connection = link.commands();
     let mut batch = Vec::with_capacity(MAX_PIPELINE);
     while queued.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
         let mut pipe = redis::pipe();
         for (channel, payload) in &batch {
             pipe.publish(channel, payload.as_ref()).ignore();
         }
-        if let Err(e) = pipe.query_async::<()>(&mut connection).await {
+        if let Err(e) = pipe.query_async::<()>(&mut link.commands()).await {
             metrics::counter!("parley_bus_publishes_dropped_total").increment(batch.len() as u64);
             tracing::debug!(error = %e, "publishing to Redis failed");
         }

@@ -559,3 +559,134 @@ async fn rate_limits_and_the_connection_cap_hold_across_nodes() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_sse_or_long_poll_client_resuming_on_another_node_is_told_to_resync() {
+    let nodes = spawn_cluster(2, |_| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let alice = a.user("recruiter").await;
+    let bob = a.user("candidate").await;
+    let conversation = a.conversation(&alice, &bob).await;
+    let mut on_a = a.sse(&bob, None).await;
+    a.send(&alice, &conversation, "seen on a").await;
+    let (last_id, _) = on_a.next_of_type("message.created").await;
+    let last_id = last_id.expect("SSE events carry ids");
+    drop(on_a);
+
+    // The ids of one node's stream mean nothing on another: never a silent gap.
+    let mut on_b = b.sse(&bob, Some(&last_id)).await;
+    let (_, notice) = on_b.next_event().await;
+    assert_eq!(
+        (notice["type"].as_str(), notice["data"]["code"].as_str()),
+        (Some("system.notice"), Some("resync_required"))
+    );
+    let response = b
+        .http
+        .get(b.url(&format!("/events/poll?cursor={last_id}&timeout=1")))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    let polled: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(polled["events"][0]["data"]["code"], "resync_required");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A TCP proxy in front of Redis that can go silent: after
+/// [`SilentProxy::silence`], the connections open at that moment stay open
+/// but nothing Redis sends reaches the node any more (the failure pub/sub
+/// shows behind some failovers); connections opened later work.
+struct SilentProxy {
+    port: u16,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SilentProxy {
+    async fn start(redis_port: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let current = generation.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let born = current.load(Ordering::SeqCst);
+                let current = current.clone();
+                tokio::spawn(async move {
+                    let server = tokio::net::TcpStream::connect(("127.0.0.1", redis_port))
+                        .await
+                        .unwrap();
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+                    let downstream = async {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = server_read.read(&mut buffer).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            if current.load(Ordering::SeqCst) == born {
+                                client_write.write_all(&buffer[..n]).await?;
+                            }
+                        }
+                    };
+                    let _ = tokio::join!(upstream, downstream);
+                });
+            }
+        });
+        Self { port, generation }
+    }
+
+    fn silence(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_that_silently_stops_delivering_is_noticed_and_replaced() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _redis = own_redis(port).await;
+    let proxy = SilentProxy::start(port).await;
+    let direct = format!("redis://127.0.0.1:{port}");
+    let through_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    // a talks to Redis directly; b through the proxy that will go silent.
+    let prefix = unique("parley-test");
+    let node = |id: &'static str, url: String| {
+        let prefix = prefix.clone();
+        crate::helpers::spawn_app_with(move |s| {
+            s.cluster.redis_url = Some(parley::config::Secret::new(url));
+            s.cluster.redis_prefix = prefix;
+            s.cluster.node_id = Some(id.into());
+        })
+    };
+    let a = node("n0", direct).await;
+    let b = node("n1", through_proxy).await;
+    let alice = a.user("recruiter").await;
+    let bob = a.user("candidate").await;
+    let conversation = a.conversation(&alice, &bob).await;
+    let mut bob_on_b = b.ws(&bob).await;
+    a.send(&alice, &conversation, "before").await;
+    bob_on_b.next_of_type("message.created").await;
+
+    proxy.silence();
+    // The probe notices, b reconnects, and bob is told to resync.
+    let notice = bob_on_b.next_of_type("system.notice").await;
+    assert_eq!(notice["data"]["code"], "resync_required");
+    redis_reported(&b, "ok").await;
+    let after = a.send(&alice, &conversation, "after").await;
+    assert_eq!(
+        bob_on_b.next_of_type("message.created").await["data"]["seq"],
+        after["seq"]
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
