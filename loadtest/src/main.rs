@@ -26,9 +26,10 @@ use crate::{
 #[derive(Parser)]
 #[command(name = "loadtest", about = "Open-loop load generator for Parley")]
 struct Cli {
-    /// The server under test.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    server: SocketAddr,
+    /// The server under test; several (comma-separated) for the nodes of a
+    /// cluster, over which clients are spread.
+    #[arg(long, default_value = "127.0.0.1:8080", value_delimiter = ',')]
+    server: Vec<SocketAddr>,
     /// The server's PARLEY_JWT_SECRET (tokens are minted with it).
     #[arg(long, env = "PARLEY_JWT_SECRET", default_value = parley::config::DEVELOPMENT_JWT_SECRET)]
     secret: String,
@@ -39,7 +40,8 @@ struct Cli {
         default_value = "loadtest-platform-key"
     )]
     api_key: String,
-    /// The server's pid, for its memory (found by port when omitted).
+    /// The server's pid, for its memory (found by port when omitted; always
+    /// by port for several servers).
     #[arg(long)]
     server_pid: Option<u32>,
     /// Source addresses 127.0.0.1..=N to spread sockets over.
@@ -84,6 +86,10 @@ struct ReconnectArgs {
     /// (spread evenly over the clients) before it reconnects.
     #[arg(long, default_value_t = 0)]
     jitter_ms: u64,
+    /// Kill this node (its index in `--server`) instead of sockets: its
+    /// clients reconnect to the next node and catch up.
+    #[arg(long)]
+    kill_node: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,7 +103,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let target = Arc::new(Target::new(
-        cli.server,
+        cli.server.clone(),
         &cli.secret,
         &cli.api_key,
         cli.sources,
@@ -112,13 +118,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let (name, report) = match &cli.scenario {
         Scenario::Connections(args) => {
-            let pid = match cli.server_pid {
-                Some(pid) => pid,
-                None => server::pid_listening_on(cli.server.port())?,
+            let pids = match (cli.server_pid, cli.server.as_slice()) {
+                (Some(pid), [_]) => vec![pid],
+                _ => cli
+                    .server
+                    .iter()
+                    .map(|addr| server::pid_listening_on(addr.port()))
+                    .collect::<anyhow::Result<_>>()?,
             };
             (
                 "connections",
-                scenario::connections::run(target, args, &run_id, pid).await?,
+                scenario::connections::run(target, args, &run_id, &pids).await?,
             )
         }
         Scenario::Chat(args) => (
@@ -126,6 +136,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scenario::chat::run(target, args, &run_id, None).await?,
         ),
         Scenario::Reconnect(args) => {
+            if args.kill_node.is_some_and(|k| k >= cli.server.len()) {
+                anyhow::bail!("--kill-node names a node beyond the --server list");
+            }
             let mut chat = args.chat.clone();
             // Sends go over HTTP so that killing sockets loses no send.
             chat.transport = scenario::chat::Transport::Http;
@@ -133,6 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 fraction: args.fraction,
                 after: std::time::Duration::from_secs(args.after),
                 jitter: std::time::Duration::from_millis(args.jitter_ms),
+                kill_node: args.kill_node,
             };
             (
                 "reconnect",

@@ -13,9 +13,12 @@ use tokio_tungstenite::{
     tungstenite::protocol::WebSocketConfig,
 };
 
-/// How to reach and authenticate against the server under test.
+/// How to reach and authenticate against the server under test: one node,
+/// or several nodes of a cluster, over which clients are spread (client `n`
+/// talks to node `n % nodes`, so the two members of a pair, `2k` and
+/// `2k + 1`, are on different nodes).
 pub struct Target {
-    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
     pub keys: JwtKeys,
     pub api_key: String,
     pub http: reqwest::Client,
@@ -26,13 +29,21 @@ pub struct Target {
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 impl Target {
-    pub fn new(addr: SocketAddr, secret: &str, api_key: &str, sources: u8) -> anyhow::Result<Self> {
+    pub fn new(
+        addrs: Vec<SocketAddr>,
+        secret: &str,
+        api_key: &str,
+        sources: u8,
+    ) -> anyhow::Result<Self> {
+        if addrs.is_empty() {
+            bail!("no server to test");
+        }
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .timeout(Duration::from_secs(30))
             .build()?;
         Ok(Self {
-            addr,
+            addrs,
             keys: JwtKeys::new(&Secret::new(secret)),
             api_key: api_key.to_owned(),
             http,
@@ -40,8 +51,19 @@ impl Target {
         })
     }
 
+    /// The node client `n` talks to.
+    pub fn node(&self, n: usize) -> SocketAddr {
+        self.addrs[n % self.addrs.len()]
+    }
+
+    /// A URL on the first node (set-up calls).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.url_on(0, path)
+    }
+
+    /// A URL on the node client `n` talks to.
+    pub fn url_on(&self, n: usize, path: &str) -> String {
+        format!("http://{}{path}", self.node(n))
     }
 
     /// A token for `user` (valid for a day).
@@ -55,12 +77,12 @@ impl Target {
         let socket = TcpSocket::new_v4()?;
         let source = 1 + (n % usize::from(self.sources)) as u8;
         socket.bind(SocketAddr::from(([127, 0, 0, source], 0)))?;
-        let stream = socket.connect(self.addr).await?;
+        let stream = socket.connect(self.node(n)).await?;
         stream.set_nodelay(true)?;
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(4096);
-        let url = format!("ws://{}/ws?token={token}", self.addr);
+        let url = format!("ws://{}/ws?token={token}", self.node(n));
         let (socket, _) =
             client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config)).await?;
         Ok(socket)
@@ -172,6 +194,18 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("no VmRSS in /proc status")
+}
+
+/// Kills (SIGKILL) the server listening on `addr`; returns its pid.
+pub fn kill_node(addr: SocketAddr) -> anyhow::Result<u32> {
+    let pid = pid_listening_on(addr.port())?;
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()?;
+    if !status.success() {
+        bail!("kill -KILL {pid} failed");
+    }
+    Ok(pid)
 }
 
 /// The pid of the process listening on `port` (scans /proc; needs the same user or root).

@@ -198,14 +198,21 @@ pub async fn run(
     let schedule = Schedule::new(started, args.rate, Duration::from_secs(args.duration));
     let members = Arc::new(members);
     let disrupting = disruption.map(|d| {
-        let step = (1.0 / d.fraction.clamp(0.01, 1.0)).round().max(1.0) as usize;
-        let chosen: Vec<usize> = (0..members.len()).step_by(step).collect();
+        let nodes = target.addrs.len();
+        let chosen: Vec<usize> = match d.kill_node {
+            Some(k) => (0..members.len()).filter(|n| n % nodes == k).collect(),
+            None => {
+                let step = (1.0 / d.fraction.clamp(0.01, 1.0)).round().max(1.0) as usize;
+                (0..members.len()).step_by(step).collect()
+            }
+        };
         let mut victims = Vec::new();
         for &n in &chosen {
             let m = &members[n];
             victims.push((
                 Rejoin {
                     n,
+                    via: if d.kill_node.is_some() { n + 1 } else { n },
                     me: m.id.clone(),
                     token: m.token.clone(),
                     conversation: m.conversation.clone(),
@@ -227,6 +234,12 @@ pub async fn run(
         );
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
+            if let Some(k) = d.kill_node {
+                match crate::server::kill_node(target.addrs[k]) {
+                    Ok(pid) => eprintln!("chat: killed node {k} (pid {pid})"),
+                    Err(e) => eprintln!("chat: could not kill node {k}: {e}"),
+                }
+            }
             let dropped = Instant::now();
             let mut rejoins = Vec::new();
             let count = victims.len().max(1) as u32;
@@ -271,18 +284,23 @@ pub async fn run(
             None => {
                 let (target, observe, members) = (target.clone(), observe.clone(), members.clone());
                 tokio::spawn(async move {
-                    let member = &members[(i as usize) % members.len()];
-                    let url = target.url(&format!(
-                        "/chat/conversations/{}/messages",
-                        member.conversation
-                    ));
-                    let sent = target
-                        .http
-                        .post(url)
-                        .bearer_auth(&member.token)
-                        .json(&json!({"body": text, "clientMessageId": client_id}))
-                        .send()
-                        .await;
+                    let n = (i as usize) % members.len();
+                    let member = &members[n];
+                    let path = format!("/chat/conversations/{}/messages", member.conversation);
+                    let send = |via: usize| {
+                        target
+                            .http
+                            .post(target.url_on(via, &path))
+                            .bearer_auth(&member.token)
+                            .json(&json!({"body": text, "clientMessageId": client_id}))
+                            .send()
+                    };
+                    // A client whose node is gone retries on another one
+                    // (the same clientMessageId: never stored twice).
+                    let sent = match send(n).await {
+                        Err(e) if e.is_connect() && target.addrs.len() > 1 => send(n + 1).await,
+                        sent => sent,
+                    };
                     let observation = match sent {
                         Ok(response) if response.status().is_success() => {
                             match response.json::<Value>().await {
@@ -368,7 +386,7 @@ pub async fn run(
         "delivery_latency": delivery.summary(),
         "loss": loss.to_json(),
         "reconnect": disruption.map(|d| json!({
-            "fraction": d.fraction, "after_s": d.after.as_secs_f64(), "jitter_ms": d.jitter.as_millis() as u64, "recovery": recovery.summary(),
+            "fraction": d.fraction, "kill_node": d.kill_node, "after_s": d.after.as_secs_f64(), "jitter_ms": d.jitter.as_millis() as u64, "recovery": recovery.summary(),
         })),
         "errors": errors,
     }))
@@ -450,11 +468,17 @@ pub struct Disruption {
     pub after: Duration,
     /// Reconnects are spread over this long (after a 200 ms pause).
     pub jitter: Duration,
+    /// Instead of killing sockets, kill this node of the cluster (its index
+    /// in `--server`, SIGKILL): its clients reconnect to the next node.
+    pub kill_node: Option<usize>,
 }
 
 /// What a reconnecting member needs.
 struct Rejoin {
     n: usize,
+    /// The client index whose node it reconnects to (`n`, or the next
+    /// node's when its own was killed).
+    via: usize,
     me: String,
     token: String,
     conversation: String,
@@ -471,17 +495,20 @@ async fn rejoin(
     observe: mpsc::UnboundedSender<Observation>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     tokio::time::sleep(Duration::from_millis(200) + delay).await;
-    let (sink, source) = target.connect(&member.token, member.n).await?.split();
+    let (sink, source) = target.connect(&member.token, member.via).await?.split();
     tokio::spawn(async move {
         let _sink = sink;
         std::future::pending::<()>().await;
     });
     loop {
         let after = member.last_seen.load(Ordering::Relaxed);
-        let url = target.url(&format!(
-            "/chat/conversations/{}/messages?after={after}&limit=100",
-            member.conversation
-        ));
+        let url = target.url_on(
+            member.via,
+            &format!(
+                "/chat/conversations/{}/messages?after={after}&limit=100",
+                member.conversation
+            ),
+        );
         let page: Value = target
             .http
             .get(url)

@@ -112,12 +112,17 @@ pub async fn run(
     target: Arc<Target>,
     args: &ConnectionsArgs,
     run_id: &str,
-    server_pid: u32,
+    server_pids: &[u32],
 ) -> anyhow::Result<Value> {
     let tokens: Vec<String> = (0..args.count)
         .map(|i| target.token(&format!("{run_id}-c{i}"), "candidate"))
         .collect::<anyhow::Result<_>>()?;
-    let rss_before = rss_kib(server_pid)?;
+    // Per node, then the sum (one node: the same figure).
+    let rss_all =
+        || -> anyhow::Result<Vec<u64>> { server_pids.iter().map(|pid| rss_kib(*pid)).collect() };
+    let rss_before_nodes = rss_all()?;
+    let rss_before: u64 = rss_before_nodes.iter().sum();
+    let mut rss_after_nodes = rss_before_nodes.clone();
     let mut rss_after = rss_before;
     let mut per_connection = 0.0;
     let mut rounds = Vec::new();
@@ -129,12 +134,13 @@ pub async fn run(
             "connections: round {n}: opening {} sockets, {} at a time (server RSS {} KiB)",
             args.count,
             args.concurrency,
-            rss_kib(server_pid)?
+            rss_all()?.iter().sum::<u64>()
         );
         let round = connect_all(&target, &tokens, args.concurrency).await;
         tokio::time::sleep(Duration::from_secs(args.hold)).await;
         if n == 1 {
-            rss_after = rss_kib(server_pid)?;
+            rss_after_nodes = rss_all()?;
+            rss_after = rss_after_nodes.iter().sum();
             per_connection =
                 (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / round.open.max(1) as f64;
         }
@@ -169,6 +175,27 @@ pub async fn run(
     println!("  server RSS before     {rss_before:>10} KiB");
     println!("  server RSS after      {rss_after:>10} KiB (round 1, all open)");
     println!("  per connection        {:>10.0} bytes", per_connection);
+    let nodes = server_pids.len();
+    let per_node: Vec<Value> = rss_before_nodes
+        .iter()
+        .zip(&rss_after_nodes)
+        .map(|(before, after)| {
+            // Client n talks to node n % nodes: each holds its share.
+            let held = (first_open(&rounds) as f64 / nodes as f64).max(1.0);
+            json!({"rss_before_kib": before, "rss_after_kib": after,
+                   "bytes_per_connection": after.saturating_sub(*before) as f64 * 1024.0 / held})
+        })
+        .collect();
+    if nodes > 1 {
+        for (i, node) in per_node.iter().enumerate() {
+            println!(
+                "  node {i}: RSS {} -> {} KiB, {:.0} bytes per connection",
+                node["rss_before_kib"],
+                node["rss_after_kib"],
+                node["bytes_per_connection"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
     let first = rounds.first().cloned().unwrap_or(Value::Null);
     Ok(json!({
         "scenario": "connections",
@@ -181,5 +208,11 @@ pub async fn run(
         "server_rss_before_kib": rss_before,
         "server_rss_after_kib": rss_after,
         "server_bytes_per_connection": per_connection,
+        "nodes": per_node,
     }))
+}
+
+/// How many sockets the first round held open.
+fn first_open(rounds: &[Value]) -> u64 {
+    rounds.first().and_then(|r| r["open"].as_u64()).unwrap_or(0)
 }
