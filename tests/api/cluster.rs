@@ -580,14 +580,7 @@ async fn an_sse_or_long_poll_client_resuming_on_another_node_is_told_to_resync()
         (notice["type"].as_str(), notice["data"]["code"].as_str()),
         (Some("system.notice"), Some("resync_required"))
     );
-    let response = b
-        .http
-        .get(b.url(&format!("/events/poll?cursor={last_id}&timeout=1")))
-        .bearer_auth(&bob.token)
-        .send()
-        .await
-        .unwrap();
-    let polled: serde_json::Value = response.json().await.unwrap();
+    let polled = b.poll(&bob, &format!("cursor={last_id}&timeout=1")).await;
     assert_eq!(polled["events"][0]["data"]["code"], "resync_required");
     for node in nodes {
         node.shutdown().await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, error_code, spawn_app, spawn_app_with};
+use crate::helpers::{error_code, spawn_app, spawn_app_with};
 
 fn subscribe(ids: &[&str]) -> Value {
     json!({"type": "presence.subscribe", "data": {"userIds": ids}})
@@ -147,18 +147,6 @@ async fn sse_delivers_and_resumes_from_last_event_id_without_loss() {
     );
 }
 
-async fn poll(app: &TestApp, user: &TestUser, query: &str) -> Value {
-    let response = app
-        .http
-        .get(app.url(&format!("/events/poll?{query}")))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
-
 fn created_seqs(answer: &Value) -> Vec<i64> {
     answer["events"]
         .as_array()
@@ -177,14 +165,14 @@ async fn long_polling_receives_messages_and_resumes_from_its_cursor() {
     let id = app.conversation(&alice, &bob).await;
 
     // Nothing happens: the poll ends at its timeout with a cursor to resume from.
-    let idle = poll(&app, &bob, "timeout=1").await;
+    let idle = app.poll(&bob, "timeout=1").await;
     assert_eq!(idle["events"].as_array().unwrap().len(), 0);
     let cursor = idle["cursor"].as_str().unwrap().to_string();
 
     // A poll in progress is answered as soon as a message arrives.
     let waiting = {
         let (app, bob, cursor) = (&app, &bob, cursor.clone());
-        async move { poll(app, bob, &format!("cursor={cursor}&timeout=10")).await }
+        async move { app.poll(bob, &format!("cursor={cursor}&timeout=10")).await }
     };
     let sending = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -197,20 +185,20 @@ async fn long_polling_receives_messages_and_resumes_from_its_cursor() {
     // Messages sent between polls are not lost.
     app.send(&alice, &id, "between polls 1").await;
     app.send(&alice, &id, "between polls 2").await;
-    let next = poll(&app, &bob, &format!("cursor={cursor}&timeout=5")).await;
+    let next = app.poll(&bob, &format!("cursor={cursor}&timeout=5")).await;
     let mut seqs = created_seqs(&next);
     if seqs.len() < 2 {
-        let more = poll(
-            &app,
-            &bob,
-            &format!("cursor={}&timeout=5", next["cursor"].as_str().unwrap()),
-        )
-        .await;
+        let more = app
+            .poll(
+                &bob,
+                &format!("cursor={}&timeout=5", next["cursor"].as_str().unwrap()),
+            )
+            .await;
         seqs.extend(created_seqs(&more));
     }
     assert_eq!(seqs, vec![2, 3]);
 
-    let stale = poll(&app, &bob, "cursor=nonsense&timeout=1").await;
+    let stale = app.poll(&bob, "cursor=nonsense&timeout=1").await;
     assert_eq!(stale["events"][0]["data"]["code"], "resync_required");
     let response = app
         .http

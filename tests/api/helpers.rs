@@ -350,6 +350,19 @@ impl TestApp {
         WsClient { stream }
     }
 
+    /// One long-poll (`GET /events/poll?{query}`); asserts it answered 200.
+    pub async fn poll(&self, user: &TestUser, query: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(&format!("/events/poll?{query}")))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
     /// How many messages the conversation holds in Postgres.
     pub async fn stored_messages(&self, conversation: &str) -> i64 {
         self.sql_i64(
