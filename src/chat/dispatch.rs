@@ -119,7 +119,8 @@ impl Dispatcher {
     }
 
     /// Runs a command another node forwarded here because this node holds
-    /// the conversation's lease; answers [`MOVED`] when it no longer does.
+    /// the conversation's lease; answers `conversation_moved` when it no
+    /// longer does (the sender then routes afresh).
     pub async fn dispatch_forwarded(&self, forwarded: Forwarded) -> Result<Reply, ChatError> {
         let Forwarded {
             conversation: id,

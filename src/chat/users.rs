@@ -158,7 +158,17 @@ impl ChatCore {
     ) -> Result<Attachment, ChatError> {
         let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let mut slot = match &self.cluster {
-            Some(node) => match node.slots.take(node, user, id, self.max_connections).await {
+            Some(node) => match node
+                .slots
+                .take(
+                    &node.link,
+                    &node.alive_nodes(),
+                    user,
+                    id,
+                    self.max_connections,
+                )
+                .await
+            {
                 Admission::Granted(slot) => Some(slot),
                 Admission::Unchecked => None,
                 Admission::Full => {

@@ -44,7 +44,7 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// stop counting towards the per-user cap).
 pub const ALIVE_WINDOW: Duration = Duration::from_secs(6);
 /// How long a broadcast waits for the other nodes to confirm it.
-const BROADCAST_TIMEOUT: Duration = Duration::from_millis(500);
+pub const BROADCAST_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a probe may take to come back.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 

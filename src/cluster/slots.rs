@@ -1,16 +1,16 @@
 //! The per-user connection cap across a cluster: one Redis sorted set per
 //! user, `{prefix}:connections:{userId}`, with a member `{node}|{connection}`
 //! for each realtime connection. Taking a slot is one script that first
-//! drops the members of nodes that are no longer alive (see
-//! [`Node::alive_nodes`]: a killed node's connections stop counting within
-//! seconds), then counts and adds. Each node also keeps its own cap in the
+//! drops the members of nodes that are no longer alive (the caller passes
+//! `node::Node::alive_nodes`: a killed node's connections stop counting
+//! within seconds), then counts and adds. Each node also keeps its own cap in the
 //! user's actor; this one holds across nodes.
 
 use std::sync::Arc;
 
 use redis::Script;
 
-use super::node::Node;
+use super::link::RedisLink;
 use crate::domain::UserId;
 
 /// How long a user's set is kept after their last connection attempt.
@@ -34,19 +34,19 @@ pub struct ConnectionSlots {
 
 /// A slot held by one connection; given back when dropped.
 pub struct Slot {
-    node: Arc<Node>,
+    link: Arc<RedisLink>,
     key: String,
     member: String,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let node = self.node.clone();
+        let link = self.link.clone();
         let key = std::mem::take(&mut self.key);
         let member = std::mem::take(&mut self.member);
         tokio::spawn(async move {
             let removed: redis::RedisResult<i64> =
-                redis::AsyncCommands::zrem(&mut node.link.commands(), key, member).await;
+                redis::AsyncCommands::zrem(&mut link.commands(), key, member).await;
             if let Err(e) = removed {
                 tracing::debug!(error = %e, "could not give a connection slot back");
             }
@@ -76,25 +76,26 @@ impl Default for ConnectionSlots {
 }
 
 impl ConnectionSlots {
-    /// A slot for connection `connection` of `user`, unless the user already
-    /// holds `max` across the cluster.
+    /// A slot for connection `connection` of `user` on this node, unless the
+    /// user already holds `max` on the nodes in `alive`.
     pub async fn take(
         &self,
-        node: &Arc<Node>,
+        link: &Arc<RedisLink>,
+        alive: &[String],
         user: &UserId,
         connection: u64,
         max: usize,
     ) -> Admission {
-        let key = node.link.key(format_args!("connections:{user}"));
-        let member = format!("{}|{connection}", node.id());
+        let key = link.key(format_args!("connections:{user}"));
+        let member = format!("{}|{connection}", link.node());
         let mut call = self.take.prepare_invoke();
         call.key(&key).arg(&member).arg(max).arg(SET_TTL_MS);
-        for alive in node.alive_nodes() {
-            call.arg(alive);
+        for node in alive {
+            call.arg(node);
         }
-        match call.invoke_async::<i64>(&mut node.link.commands()).await {
+        match call.invoke_async::<i64>(&mut link.commands()).await {
             Ok(1) => Admission::Granted(Slot {
-                node: node.clone(),
+                link: link.clone(),
                 key,
                 member,
             }),
