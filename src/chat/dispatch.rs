@@ -19,7 +19,12 @@
 //! Commands that only refresh a live actor's view (block, archive) are
 //! applied to the live actor here and to the owner's, if another node owns it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use dashmap::DashMap;
 
 use ractor::{ActorRef, RpcReplyPort, rpc::CallResult};
 
@@ -41,7 +46,16 @@ pub struct Dispatcher {
     call_timeout: Duration,
     /// This node's membership of a cluster (`None`: a single node).
     cluster: Option<Arc<Node>>,
+    /// Conversations recently found owned by another node, and when: their
+    /// commands are forwarded without asking Redis again while the entry is
+    /// younger than [`OWNER_MEMORY`] (a wrong guess costs one retry).
+    known_owners: Arc<DashMap<ConversationId, (String, Instant)>>,
 }
+
+/// How long a conversation's owner elsewhere is remembered.
+const OWNER_MEMORY: Duration = Duration::from_secs(2);
+/// Most owners remembered (the memory is dropped whole beyond it).
+const OWNER_MEMORY_CAPACITY: usize = 100_000;
 
 /// Where a command runs.
 enum Route {
@@ -83,6 +97,7 @@ impl Dispatcher {
             supervisor,
             call_timeout,
             cluster,
+            known_owners: Arc::new(DashMap::new()),
         }
     }
 
@@ -160,9 +175,24 @@ impl Dispatcher {
         if live_conversation(&self.directory, id).is_some() {
             return Route::Here;
         }
+        if let Some(owner) = self
+            .known_owners
+            .get(&id)
+            .filter(|known| known.1.elapsed() < OWNER_MEMORY)
+            .map(|known| known.0.clone())
+        {
+            return Route::There(owner);
+        }
         match node.leases.claim(&node.link, id).await {
             Ok(Owner::Here) => Route::Here,
-            Ok(Owner::There(owner)) => Route::There(owner),
+            Ok(Owner::There(owner)) => {
+                if self.known_owners.len() >= OWNER_MEMORY_CAPACITY {
+                    self.known_owners.clear();
+                }
+                self.known_owners
+                    .insert(id, (owner.clone(), Instant::now()));
+                Route::There(owner)
+            }
             Err(e) => {
                 metrics::counter!("parley_lease_failures_total").increment(1);
                 tracing::debug!(error = %e, conversation = %id, "lease unavailable; running here");
@@ -195,6 +225,24 @@ impl Dispatcher {
     /// Sends the command to `owner` and waits for its answer; retried (as
     /// [`Attempt::ActorGone`]) when the owner no longer holds the lease.
     async fn forward(&self, owner: &str, id: ConversationId, command: Command) -> Attempt<Reply> {
+        let attempt = self.forward_once(owner, id, command).await;
+        let doubtful = match &attempt {
+            Attempt::ActorGone => true,
+            Attempt::Done(result) => result.as_ref().is_err_and(ChatError::is_server_failure),
+        };
+        if doubtful {
+            // The owner moved, vanished or failed: ask Redis again next time.
+            self.known_owners.remove(&id);
+        }
+        attempt
+    }
+
+    async fn forward_once(
+        &self,
+        owner: &str,
+        id: ConversationId,
+        command: Command,
+    ) -> Attempt<Reply> {
         let Some(node) = &self.cluster else {
             return Attempt::ActorGone;
         };
