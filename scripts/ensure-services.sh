@@ -8,8 +8,9 @@
 # empty schema every run, whatever an earlier run or branch left behind).
 #
 # Postgres is the only service a single node needs; Redis (127.0.0.1:6379, or
-# REDIS_PORT) joins the nodes of a cluster, and the test suite's cluster tests
-# use it. RabbitMQ joins with the jobs feature. Honours PGHOST/PGPORT/PGUSER.
+# REDIS_PORT) joins the nodes of a cluster, and RabbitMQ (127.0.0.1:5672,
+# guest/guest) carries follow-up jobs when PARLEY_AMQP_URL is set: the test
+# suite uses both. Honours PGHOST/PGPORT/PGUSER.
 set -euo pipefail
 
 PGHOST="${PGHOST:-127.0.0.1}"
@@ -107,7 +108,27 @@ ensure_redis() {
   exit 1
 }
 
+rabbitmq_ready() {
+  (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
+}
+
+ensure_rabbitmq() {
+  if rabbitmq_ready; then return; fi
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    apt_install rabbitmq-server
+  fi
+  log "starting RabbitMQ"
+  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 1 120); do
+    rabbitmq_ready && return
+    sleep 0.5
+  done
+  log "RabbitMQ did not become ready on port 5672"
+  exit 1
+}
+
 require_rust
 ensure_postgres
 ensure_databases
 ensure_redis
+ensure_rabbitmq

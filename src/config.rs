@@ -12,7 +12,7 @@
 //! never reach a log line or a `Debug` dump.
 //!
 //! Sections: `server`, `auth`, `database`, `chat`, `realtime`, `limits`,
-//! `cluster`; the AMQP, mail and blob settings join as sections of their own.
+//! `cluster`, `jobs`; the mail and blob settings join as sections of their own.
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -52,6 +52,7 @@ pub struct Settings {
     pub realtime: RealtimeSettings,
     pub limits: RateLimits,
     pub cluster: ClusterSettings,
+    pub jobs: JobSettings,
 }
 
 /// `[server]`: the HTTP listener.
@@ -168,6 +169,28 @@ pub struct ClusterSettings {
     /// (renewed every third of it): how soon a dead node's conversations are
     /// taken over.
     pub lease_ttl: Duration,
+}
+
+/// `[jobs]`: follow-up work (notifications) from the outbox.
+#[derive(Clone, Debug)]
+pub struct JobSettings {
+    /// RabbitMQ (unset: each node runs the outbox itself, in process).
+    pub amqp_url: Option<Secret>,
+    /// Prefix of the exchange and queue names (`{prefix}.notifications`, …),
+    /// so two deployments (or test runs) can share a broker.
+    pub amqp_prefix: String,
+    /// Jobs a consumer holds unacknowledged at once.
+    pub prefetch: u16,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            amqp_url: None,
+            amqp_prefix: "parley".into(),
+            prefetch: 32,
+        }
+    }
 }
 
 impl Default for ClusterSettings {
@@ -308,6 +331,9 @@ const KNOBS: &[Knob] = &[
     Knob { section: "cluster", key: "node_id", env: "PARLEY_NODE_ID", apply: |s, v| { s.cluster.node_id = (!v.is_empty()).then(|| v.to_owned()); Ok(()) } },
     Knob { section: "cluster", key: "redis_prefix", env: "PARLEY_REDIS_PREFIX", apply: |s, v| { s.cluster.redis_prefix = v.to_owned(); Ok(()) } },
     Knob { section: "cluster", key: "lease_ttl_ms", env: "PARLEY_LEASE_TTL_MS", apply: |s, v| millis(&mut s.cluster.lease_ttl, v) },
+    Knob { section: "jobs", key: "amqp_url", env: "PARLEY_AMQP_URL", apply: |s, v| { s.jobs.amqp_url = (!v.is_empty()).then(|| Secret::new(v)); Ok(()) } },
+    Knob { section: "jobs", key: "amqp_prefix", env: "PARLEY_AMQP_PREFIX", apply: |s, v| { s.jobs.amqp_prefix = v.to_owned(); Ok(()) } },
+    Knob { section: "jobs", key: "prefetch", env: "PARLEY_AMQP_PREFETCH", apply: |s, v| set(&mut s.jobs.prefetch, v) },
     Knob { section: "limits", key: "enabled", env: "PARLEY_RATE_LIMITS", apply: |s, v| switch(&mut s.limits.enabled, v) },
     Knob { section: "limits", key: "messages_per_hour", env: "PARLEY_RATE_MESSAGES_PER_HOUR", apply: |s, v| set(&mut s.limits.messages_per_hour, v) },
     Knob { section: "limits", key: "conversations_per_hour", env: "PARLEY_RATE_CONVERSATIONS_PER_HOUR", apply: |s, v| set(&mut s.limits.conversations_per_hour, v) },

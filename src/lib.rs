@@ -6,6 +6,8 @@
 //!   [`http::AppState`], auth, the JSON error shape, the origin check, metrics.
 //! * [`ws`] — the realtime transport: WebSocket gateway and client protocol,
 //!   SSE and long-poll fallback (stands on `http`'s shared parts).
+//! * [`jobs`] — the follow-up work of the outbox (notifications), through
+//!   RabbitMQ or in process; a transport like the others, calling `chat`.
 //! * [`chat`] — the application layer: every use case and policy decision,
 //!   written once, and [`chat::dispatch`], the one route of every command
 //!   to a conversation's actor.
@@ -27,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod jobs;
 pub mod persistence;
 pub mod server;
 pub mod ws;
@@ -55,6 +58,8 @@ pub struct Application {
     state: AppState,
     /// Tells realtime connections the server is going away.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The outbox relay and job consumers (or the in-process runner).
+    jobs: jobs::Jobs,
 }
 
 /// How long shutdown waits for realtime connections to say goodbye, and for
@@ -85,6 +90,7 @@ impl Application {
             tracing::info!(applied, "database migrations applied");
         }
         let chat = ChatCore::start(pool, &settings, clock).await?;
+        let jobs = jobs::Jobs::start(&chat, &settings.jobs).await?;
         let listener = listen(settings.server.listen, settings.server.listen_backlog)?;
         let port = listener.local_addr()?.port();
         let (shutdown, shutdown_signal) = tokio::sync::watch::channel(false);
@@ -101,6 +107,7 @@ impl Application {
             port,
             state,
             shutdown,
+            jobs,
         })
     }
 
@@ -131,6 +138,7 @@ impl Application {
         let chat = self.state.chat.clone();
         let realtime = self.state.realtime.clone();
         let shutdown = self.shutdown;
+        let jobs = self.jobs;
         let router = server::router(self.state);
         let signal = async move {
             stop.await;
@@ -148,6 +156,7 @@ impl Application {
             .with_graceful_shutdown(signal)
             .await;
         realtime.drained(SHUTDOWN_GRACE).await;
+        jobs.stop().await;
         chat.stop(SHUTDOWN_GRACE).await;
         served
     }

@@ -12,6 +12,7 @@ use crate::{
     persistence::{
         conversations,
         messages::{self, PageDirection},
+        notifications,
     },
 };
 
@@ -112,7 +113,9 @@ impl ChatCore {
         Ok(Page::new(page.items, next_cursor))
     }
 
-    /// Moves `user`'s read pointer forward to `seq` (clamped to the last message).
+    /// Moves `user`'s read pointer forward to `seq` (clamped to the last
+    /// message). Once nothing is left unread, the conversation's
+    /// `new_message` notification is read too.
     pub async fn mark_read(
         &self,
         conversation: ConversationId,
@@ -129,10 +132,14 @@ impl ChatCore {
             user: user.clone(),
             seq,
         };
-        match self.dispatcher.dispatch(conversation, command).await? {
-            Reply::Read(read) => Ok(read),
-            other => Err(unexpected(other)),
+        let read = match self.dispatcher.dispatch(conversation, command).await? {
+            Reply::Read(read) => read,
+            other => return Err(unexpected(other)),
+        };
+        if read.unread_count == 0 {
+            notifications::conversation_read(&self.pool, user, conversation.0).await?;
         }
+        Ok(read)
     }
 
     /// Relays a typing signal to the other participants (throttled; nothing

@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod membership;
 pub mod messages;
 pub mod moderation;
+pub mod notifications;
 pub mod platform;
 pub mod safety;
 pub mod users;
@@ -261,6 +262,11 @@ impl ChatCore {
     /// Whether the conversation currently has a live actor on this node.
     pub fn is_live(&self, conversation: crate::domain::ConversationId) -> bool {
         self.dispatcher.is_live(conversation)
+    }
+
+    /// The database pool, for the job runners' outbox (`jobs`).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Whether the database answers (readiness).

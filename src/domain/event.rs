@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::model::Message;
+use super::model::{Message, Notification};
 
 /// A serialised event: JSON text in one reference-counted buffer, so clones
 /// (one per recipient connection) share it. Transports turn it into their own
@@ -113,6 +113,10 @@ pub enum ServerEvent {
     /// The receiving user lifted a block.
     #[serde(rename = "block.removed", rename_all = "camelCase")]
     BlockRemoved { user_id: String },
+    /// A new in-app notification, or a `new_message` one that now stands for
+    /// one more message (same `id`, higher `messageCount`).
+    #[serde(rename = "notification.created")]
+    NotificationCreated(Notification),
     /// Something the client should act on; `resync_required` means: call `GET /chat/sync`.
     #[serde(rename = "system.notice")]
     SystemNotice { code: String, message: String },
@@ -172,6 +176,7 @@ impl ServerEvent {
             Self::TypingStopped { .. } => "typing.stopped",
             Self::PresenceUpdated(_) => "presence.updated",
             Self::SystemNotice { .. } => "system.notice",
+            Self::NotificationCreated(_) => "notification.created",
             Self::BlockCreated { .. } => "block.created",
             Self::ConversationRequested { .. } => "conversation.requested",
             Self::ConversationAccepted { .. } => "conversation.accepted",

@@ -278,6 +278,25 @@ pub enum PresenceStatus {
     Offline,
 }
 
+/// A notification as its user sees it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub id: i64,
+    /// `new_message`, `message_request`, `request_accepted` or `moderation_notice`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub conversation_id: Option<Uuid>,
+    /// Who caused it (the sender), when someone did.
+    pub actor_id: Option<String>,
+    pub preview: String,
+    /// Messages it stands for (`new_message`); 1 otherwise.
+    pub message_count: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
 /// A user's presence as others see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -65,5 +65,9 @@ pub async fn metrics(State(state): State<AppState>) -> String {
     let (conversations, users) = state.chat.live_actor_counts();
     metrics::gauge!("parley_conversation_actors_live").set(conversations as f64);
     metrics::gauge!("parley_user_actors_live").set(users as f64);
+    if let Ok((rows, oldest)) = state.chat.outbox_backlog().await {
+        metrics::gauge!("parley_outbox_backlog").set(rows as f64);
+        metrics::gauge!("parley_outbox_oldest_seconds").set(oldest);
+    }
     state.metrics.render()
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod internal;
 pub mod messages;
+pub mod notifications;
 pub mod reports;
 pub mod sync;
 pub mod users;

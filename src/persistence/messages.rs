@@ -137,8 +137,10 @@ impl From<tokio_postgres::Error> for BatchError {
 
 /// Writes messages as one statement (executor set-up is paid once, not per
 /// message): each message, the conversation's `last_seq`, every
-/// participant's unread count and activity, the sender's read pointer, and
-/// the request states the message changes. A repeated `clientMessageId`
+/// participant's unread count and activity, the sender's read pointer, the
+/// request states the message changes, and its follow-up job in the outbox
+/// (`message_created`: notifications), so a message and its follow-up are
+/// committed together or not at all. A repeated `clientMessageId`
 /// inserts nothing and comes back as [`InsertOutcome::DuplicateClientId`];
 /// a message whose owner epoch is no longer the conversation's inserts
 /// nothing and comes back as [`InsertOutcome::FencedOut`] (the epoch is
@@ -183,6 +185,13 @@ pub async fn insert_batch(
                          THEN COALESCE(w.sender_request_state, p.request_state)
                          ELSE COALESCE(w.recipient_request_state, p.request_state) END
                  FROM written w WHERE p.conversation_id = w.conversation_id
+             ), follow_up AS (
+                 INSERT INTO outbox (job_id, kind, payload)
+                 SELECT gen_random_uuid(), 'message_created', jsonb_build_object(
+                     'conversationId', w.conversation_id, 'messageId', w.id, 'seq', w.seq,
+                     'senderId', w.sender_id, 'senderRequestState', w.sender_request_state,
+                     'recipientRequestState', w.recipient_request_state)
+                 FROM written w
              )
              SELECT i.id, w.created_at, i.conversation_id IN (SELECT id FROM fence)
              FROM input i LEFT JOIN written w USING (id)",

@@ -36,6 +36,8 @@ pub mod conversations;
 pub mod group_commit;
 pub mod messages;
 pub mod migrations;
+pub mod notifications;
+pub mod outbox;
 pub mod reports;
 pub mod users;
 

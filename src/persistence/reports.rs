@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{
     KeysetCursor,
     audit::{self, AuditEntry},
-    client, timed,
+    client, outbox, timed,
 };
 use crate::domain::{ChatError, UserId};
 
@@ -398,6 +398,10 @@ pub async fn act(
         },
     )
     .await?;
+    if action != ModerationAction::Dismiss {
+        let notice = json!({ "userId": target.as_str(), "action": action.name(), "note": note });
+        outbox::add(&tx, "moderation_notice", &notice).await?;
+    }
     tx.commit().await?;
     Ok(Some(target))
 }

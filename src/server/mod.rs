@@ -14,8 +14,8 @@ use axum::{
 
 use crate::{
     http::{
-        self, AppState, admin, blocks, conversations, health, internal, messages, reports, sync,
-        users,
+        self, AppState, admin, blocks, conversations, health, internal, messages, notifications,
+        reports, sync, users,
     },
     ws,
 };
@@ -70,6 +70,8 @@ pub fn router(state: AppState) -> Router {
             get(admin::conversation_messages),
         )
         .route("/admin/chat/audit", get(admin::audit_log))
+        .route("/notifications", get(notifications::list))
+        .route("/notifications/read", post(notifications::read))
         .route("/users/me/presence", post(users::heartbeat))
         .route("/users/{id}/presence", get(users::presence))
         .route("/events", get(ws::fallback::sse))

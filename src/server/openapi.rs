@@ -9,7 +9,10 @@ use utoipa::{
 
 use crate::{
     domain::model,
-    http::{admin, blocks, conversations, error, health, internal, messages, reports, sync, users},
+    http::{
+        admin, blocks, conversations, error, health, internal, messages, notifications, reports,
+        sync, users,
+    },
 };
 
 #[derive(OpenApi)]
@@ -24,6 +27,7 @@ use crate::{
         users::presence, users::heartbeat, blocks::create, blocks::remove, blocks::list,
         internal::put_context, internal::put_user, reports::create,
         admin::list_reports, admin::get_report, admin::act, admin::redact, admin::conversation_messages, admin::audit_log, crate::ws::fallback::sse, crate::ws::fallback::poll,
+        notifications::list, notifications::read,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
@@ -36,7 +40,8 @@ use crate::{
         reports::ReportRequest, reports::ReportReceipt, crate::persistence::reports::ReportView,
         admin::ActionRequest, admin::ActionResult, admin::RedactRequest, admin::AdminMessages,
         crate::persistence::audit::AuditRow,
-        model::Presence, model::PresenceStatus,
+        model::Presence, model::PresenceStatus, model::Notification,
+        notifications::NotificationPage, notifications::ReadNotificationsRequest, notifications::UnreadNotifications,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),
     modifiers(&BearerAuth),

@@ -11,6 +11,7 @@ mod helpers;
 mod live;
 mod messages;
 mod moderation;
+mod notifications;
 mod realtime;
 mod resilience;
 mod safety;

@@ -1,0 +1,222 @@
+//! Notifications: the follow-up jobs of the outbox (run by `jobs`, in
+//! process or from RabbitMQ) and the in-app notification list.
+//!
+//! Each job runs at most once however often it is delivered: it records its
+//! id in the same transaction as its notifications. Who hears of a new
+//! message: every other participant who has not muted or archived the
+//! conversation and stands on no side of a block with the sender. A message
+//! that opens a request notifies as `message_request`, one that accepts a
+//! request as `request_accepted`, any other as `new_message` (one per
+//! conversation while unread: its count and preview move on).
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{ChatCore, page_limit};
+use crate::{
+    domain::{ChatError, UserId, event::ServerEvent, model::Notification, model::Page},
+    persistence::{
+        client,
+        notifications::{self, Recipient},
+        outbox::{self, Job},
+    },
+};
+
+/// Characters of a message shown in a notification.
+const PREVIEW_CHARS: usize = 140;
+/// Default and largest page of notifications.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 100;
+
+/// The payload of a `message_created` job (written by the message insert).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageCreated {
+    conversation_id: Uuid,
+    message_id: Uuid,
+    sender_id: String,
+    sender_request_state: Option<String>,
+    recipient_request_state: Option<String>,
+}
+
+/// The payload of a `moderation_notice` job (written with the moderator's action).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModerationNotice {
+    user_id: String,
+    action: String,
+    note: String,
+}
+
+impl ChatCore {
+    /// Runs one follow-up job; a job already done does nothing. An error
+    /// means "try again later" (the caller retries with backoff).
+    pub async fn run_job(&self, job: &Job) -> Result<(), ChatError> {
+        let created = match job.kind.as_str() {
+            "message_created" => self.message_notifications(job).await?,
+            "moderation_notice" => self.moderation_notification(job).await?,
+            other => {
+                return Err(ChatError::internal(format!(
+                    "no handler for job kind {other}"
+                )));
+            }
+        };
+        let delay = chrono::Utc::now() - job.created_at;
+        metrics::histogram!("parley_notification_delay_seconds")
+            .record(delay.to_std().unwrap_or_default().as_secs_f64());
+        for (user, notification) in created {
+            self.publish(
+                std::slice::from_ref(&user),
+                ServerEvent::NotificationCreated(notification),
+            );
+        }
+        Ok(())
+    }
+
+    async fn message_notifications(
+        &self,
+        job: &Job,
+    ) -> Result<Vec<(UserId, Notification)>, ChatError> {
+        let created: MessageCreated = decode(job)?;
+        let kind = if created.recipient_request_state.as_deref() == Some("pending") {
+            "message_request"
+        } else if created.sender_request_state.as_deref() == Some("accepted") {
+            "request_accepted"
+        } else {
+            "new_message"
+        };
+        let mut db = client(&self.pool).await?;
+        let tx = db.transaction().await?;
+        if !outbox::mark_done(&tx, job.job_id).await? {
+            return Ok(Vec::new());
+        }
+        let (recipients, body) = notifications::audience(
+            &tx,
+            created.conversation_id,
+            created.message_id,
+            &created.sender_id,
+        )
+        .await?;
+        let preview = preview(&body);
+        let mut recorded = Vec::new();
+        for Recipient {
+            user_id,
+            muted,
+            archived,
+            blocked,
+        } in recipients
+        {
+            if muted || archived || blocked {
+                continue;
+            }
+            let notification = notifications::record(
+                &tx,
+                &user_id,
+                kind,
+                Some(created.conversation_id),
+                Some(&created.sender_id),
+                &preview,
+            )
+            .await?;
+            recorded.push((user_id, notification));
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn moderation_notification(
+        &self,
+        job: &Job,
+    ) -> Result<Vec<(UserId, Notification)>, ChatError> {
+        let notice: ModerationNotice = decode(job)?;
+        let user = UserId::parse(&notice.user_id)?;
+        let text = if notice.note.is_empty() {
+            format!(
+                "A moderator took action on your account: {}.",
+                notice.action
+            )
+        } else {
+            notice.note
+        };
+        let mut db = client(&self.pool).await?;
+        let tx = db.transaction().await?;
+        if !outbox::mark_done(&tx, job.job_id).await? {
+            return Ok(Vec::new());
+        }
+        let notification =
+            notifications::record(&tx, &user, "moderation_notice", None, None, &text).await?;
+        tx.commit().await?;
+        Ok(vec![(user, notification)])
+    }
+
+    /// Jobs waiting in the outbox, and the age of the oldest in seconds.
+    pub async fn outbox_backlog(&self) -> Result<(i64, f64), ChatError> {
+        outbox::backlog(&self.pool).await
+    }
+
+    /// `user`'s notifications, newest first, below the id `before`.
+    pub async fn notifications(
+        &self,
+        user: &UserId,
+        before: Option<i64>,
+        limit: Option<i64>,
+    ) -> Result<(Page<Notification>, i64), ChatError> {
+        let limit = page_limit(limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+        let (items, has_more) = notifications::page(&self.pool, user, before, limit).await?;
+        let next_cursor = has_more
+            .then(|| items.last().map(|n| n.id.to_string()))
+            .flatten();
+        let unread = notifications::unread(&self.pool, user).await?;
+        Ok((Page::new(items, next_cursor), unread))
+    }
+
+    /// Marks `user`'s notifications read (`ids`, and all up to `up_to`);
+    /// returns how many are left unread.
+    pub async fn read_notifications(
+        &self,
+        user: &UserId,
+        ids: &[i64],
+        up_to: Option<i64>,
+    ) -> Result<i64, ChatError> {
+        if ids.len() > MAX_LIMIT as usize {
+            return Err(ChatError::invalid(
+                "too_many_ids",
+                format!("at most {MAX_LIMIT} ids at once; use upTo for more"),
+            ));
+        }
+        notifications::mark_read(&self.pool, user, ids, up_to).await
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, ChatError> {
+    serde_json::from_value(job.payload.clone())
+        .map_err(|e| ChatError::internal(format!("unreadable {} job: {e}", job.kind)))
+}
+
+/// The start of a message, on one line.
+fn preview(body: &str) -> String {
+    let flat: String = body
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= PREVIEW_CHARS {
+        flat
+    } else {
+        let mut cut: String = flat.chars().take(PREVIEW_CHARS - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preview;
+
+    #[test]
+    fn previews_are_one_short_line() {
+        assert_eq!(preview("hello\nthere"), "hello there");
+        let long = "x".repeat(500);
+        assert_eq!(preview(&long).chars().count(), 140);
+        assert!(preview(&long).ends_with('…'));
+    }
+}

@@ -1,0 +1,95 @@
+//! `/notifications`: the caller's in-app notifications, newest first, and
+//! marking them read.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    AppState,
+    auth::AuthUser,
+    error::{ApiError, ApiJson, ApiQuery, ErrorBody},
+};
+use crate::domain::{ChatError, model::Notification};
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationsQuery {
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1-100 (default 50; larger values are capped at 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationPage {
+    pub items: Vec<Notification>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+    /// The caller's unread notifications, all pages together.
+    pub unread_count: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadNotificationsRequest {
+    /// These notifications (at most 100).
+    #[serde(default)]
+    pub ids: Vec<i64>,
+    /// And every notification with an id up to this one.
+    pub up_to: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadNotifications {
+    pub unread_count: i64,
+}
+
+/// The caller's notifications, newest first.
+#[utoipa::path(get, path = "/notifications", tag = "notifications", params(NotificationsQuery),
+    responses((status = 200, body = NotificationPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiQuery(query): ApiQuery<NotificationsQuery>,
+) -> Result<ApiJson<NotificationPage>, ApiError> {
+    let before = match query.cursor.as_deref() {
+        None => None,
+        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
+            ChatError::invalid("invalid_cursor", "cursor must be a nextCursor of this list")
+        })?),
+    };
+    let (page, unread_count) = state
+        .chat
+        .notifications(caller.id(), before, query.limit)
+        .await?;
+    Ok(ApiJson(NotificationPage {
+        has_more: page.has_more,
+        items: page.items,
+        next_cursor: page.next_cursor,
+        unread_count,
+    }))
+}
+
+/// Marks notifications read: `ids`, and everything up to `upTo`.
+#[utoipa::path(post, path = "/notifications/read", tag = "notifications",
+    request_body = ReadNotificationsRequest,
+    responses((status = 200, body = UnreadNotifications), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiJson(request): ApiJson<ReadNotificationsRequest>,
+) -> Result<ApiJson<UnreadNotifications>, ApiError> {
+    if request.ids.is_empty() && request.up_to.is_none() {
+        return Err(ChatError::invalid("nothing_to_read", "give ids, upTo or both").into());
+    }
+    let unread_count = state
+        .chat
+        .read_notifications(caller.id(), &request.ids, request.up_to)
+        .await?;
+    Ok(ApiJson(UnreadNotifications { unread_count }))
+}

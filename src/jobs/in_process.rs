@@ -1,0 +1,67 @@
+//! The outbox run by the node itself (no broker configured): due rows are
+//! taken in a transaction (`FOR UPDATE SKIP LOCKED`), run, and removed; a
+//! failed one is postponed by [`super::retry_delay`] and, after
+//! [`super::MAX_ATTEMPTS`] runs, moved to `dead_jobs`.
+
+use std::time::Duration;
+
+use crate::{
+    chat::ChatCore,
+    domain::ChatError,
+    persistence::{client, outbox},
+};
+
+/// How long the runner waits when the outbox had nothing due.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Runs the outbox until the task is aborted.
+pub fn start(chat: ChatCore) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match run_due(&chat).await {
+                Ok(n) if n as i64 >= super::BATCH => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e.chain(), "running the outbox failed"),
+            }
+            tokio::time::sleep(IDLE_WAIT).await;
+        }
+    })
+}
+
+/// Runs one batch of due jobs; returns how many it took.
+async fn run_due(chat: &ChatCore) -> Result<usize, ChatError> {
+    let mut db = client(chat.pool()).await?;
+    let tx = db.transaction().await?;
+    let due = outbox::take_due(&tx, super::BATCH).await?;
+    let mut done = Vec::new();
+    for (id, job) in &due {
+        match chat.run_job(job).await {
+            Ok(()) => {
+                metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "done")
+                    .increment(1);
+                done.push(*id);
+            }
+            Err(e) if job.attempts + 1 >= super::MAX_ATTEMPTS => {
+                tracing::warn!(error = %e.chain(), job = %job.job_id, kind = %job.kind, "job dead-lettered");
+                metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "dead")
+                    .increment(1);
+                outbox::bury(&tx, job, job.attempts + 1, &e.chain()).await?;
+            }
+            Err(e) => {
+                metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "retry")
+                    .increment(1);
+                let wait = super::retry_delay(job.attempts + 1);
+                outbox::postpone(
+                    &tx,
+                    *id,
+                    i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                    &e.chain(),
+                )
+                .await?;
+            }
+        }
+    }
+    outbox::remove(&tx, &done).await?;
+    tx.commit().await?;
+    Ok(due.len())
+}

@@ -1,0 +1,85 @@
+//! The asynchronous half: follow-up jobs that the outbox holds (written in
+//! the same transaction as the action that needs them) run here, through
+//! `ChatCore::run_job` — the same handlers whichever way a job arrives.
+//!
+//! * With `PARLEY_AMQP_URL` ([`amqp`]): a relay hands outbox rows to
+//!   RabbitMQ (persistent messages, publisher confirms; a row is deleted only
+//!   once its message is confirmed) and consumers run them with bounded
+//!   prefetch, acking after the work, retrying through delay queues with
+//!   growing delays, and dead-lettering after [`MAX_ATTEMPTS`].
+//! * Without ([`in_process`]): the node runs the outbox itself, with the same
+//!   retries and dead-lettering, so one node with only Postgres still sends
+//!   notifications.
+//!
+//! Several nodes may run either at once: rows are taken `FOR UPDATE SKIP
+//! LOCKED`, and a job records its id when it runs, so one delivered twice
+//! (at-least-once is the contract) runs once.
+
+pub mod amqp;
+pub mod in_process;
+
+use std::time::Duration;
+
+use crate::{chat::ChatCore, config::JobSettings};
+
+/// The running job machinery of this node; stopped with [`Jobs::stop`].
+pub struct Jobs {
+    tasks: Vec<tokio::task::AbortHandle>,
+    broker: Option<amqp::Broker>,
+}
+
+impl Jobs {
+    /// Starts the relay and consumers (with a broker) or the in-process runner.
+    pub async fn start(chat: &ChatCore, settings: &JobSettings) -> anyhow::Result<Self> {
+        match &settings.amqp_url {
+            Some(url) => {
+                let broker = amqp::Broker::connect(url.expose(), settings).await?;
+                let tasks = broker.start(chat.clone());
+                tracing::info!(prefix = %settings.amqp_prefix, "jobs run through RabbitMQ");
+                Ok(Self {
+                    tasks,
+                    broker: Some(broker),
+                })
+            }
+            None => Ok(Self {
+                tasks: vec![in_process::start(chat.clone()).abort_handle()],
+                broker: None,
+            }),
+        }
+    }
+
+    /// Stops relaying and consuming (unfinished jobs stay in the outbox or
+    /// the queue, for another node or the next start).
+    pub async fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(broker) = self.broker {
+            broker.close().await;
+        }
+    }
+}
+
+/// Runs of a job before it is dead-lettered.
+pub const MAX_ATTEMPTS: i32 = 5;
+
+/// How long to wait before retrying a job that failed `attempts` times: 1 s,
+/// 4 s, 16 s, 64 s.
+pub fn retry_delay(attempts: i32) -> Duration {
+    let exponent = u32::try_from(attempts.clamp(1, 4) - 1).unwrap_or(0);
+    Duration::from_secs(4u64.pow(exponent))
+}
+
+/// Most outbox rows taken at once.
+const BATCH: i64 = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_longer_each_time() {
+        let delays: Vec<u64> = (1..=5).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![1, 4, 16, 64, 64]);
+    }
+}

@@ -1,0 +1,145 @@
+//! The transactional outbox: follow-up jobs written with the action that
+//! needs them (see `messages::insert_batch`, `reports::act`), taken by a
+//! relay or an in-process runner with `FOR UPDATE SKIP LOCKED` (so several
+//! nodes never take the same row), and the record of jobs already done (a
+//! job delivered twice runs once).
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{client, timed};
+use crate::domain::ChatError;
+
+/// One follow-up job.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub job_id: Uuid,
+    pub kind: String,
+    pub payload: Value,
+    /// Failed runs so far.
+    #[serde(default)]
+    pub attempts: i32,
+    /// When the action that needs it was stored (for time-to-notification).
+    pub created_at: DateTime<Utc>,
+}
+
+/// Adds a job in the caller's transaction.
+pub async fn add(db: &impl GenericClient, kind: &str, payload: &Value) -> Result<(), ChatError> {
+    let stmt = db
+        .prepare_cached("INSERT INTO outbox (job_id, kind, payload) VALUES ($1, $2, $3)")
+        .await?;
+    timed(
+        "outbox.add",
+        db.execute(&stmt, &[&Uuid::now_v7(), &kind, payload]),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes up to `limit` jobs that are due, oldest first, locking their rows
+/// for the caller's transaction (others skip them).
+pub async fn take_due(db: &impl GenericClient, limit: i64) -> Result<Vec<(i64, Job)>, ChatError> {
+    let stmt = db
+        .prepare_cached(
+            "SELECT id, job_id, kind, payload, attempts, created_at FROM outbox
+             WHERE available_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .await?;
+    let rows = timed("outbox.take_due", db.query(&stmt, &[&limit])).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Job {
+                    job_id: r.get(1),
+                    kind: r.get(2),
+                    payload: r.get(3),
+                    attempts: r.get(4),
+                    created_at: r.get(5),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Removes taken rows (handed on, or done).
+pub async fn remove(db: &impl GenericClient, ids: &[i64]) -> Result<(), ChatError> {
+    let stmt = db
+        .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
+        .await?;
+    timed("outbox.remove", db.execute(&stmt, &[&ids])).await?;
+    Ok(())
+}
+
+/// Puts a failed row back, due again after `retry_in_ms`.
+pub async fn postpone(
+    db: &impl GenericClient,
+    id: i64,
+    retry_in_ms: i64,
+    error: &str,
+) -> Result<(), ChatError> {
+    let stmt = db
+        .prepare_cached(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $3,
+                 available_at = now() + make_interval(secs => $2::bigint / 1000.0)
+             WHERE id = $1",
+        )
+        .await?;
+    timed(
+        "outbox.postpone",
+        db.execute(&stmt, &[&id, &retry_in_ms, &error]),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records a job that failed `attempts` times (and, when it came from the
+/// outbox, removes its row).
+pub async fn bury(
+    db: &impl GenericClient,
+    job: &Job,
+    attempts: i32,
+    error: &str,
+) -> Result<(), ChatError> {
+    let stmt = db
+        .prepare_cached(
+            "WITH gone AS (DELETE FROM outbox WHERE job_id = $1)
+             INSERT INTO dead_jobs (job_id, kind, payload, attempts, last_error)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id) DO NOTHING",
+        )
+        .await?;
+    timed(
+        "outbox.bury",
+        db.execute(
+            &stmt,
+            &[&job.job_id, &job.kind, &job.payload, &attempts, &error],
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Marks `job` done in the caller's transaction; false when it already was
+/// (a repeated delivery: do nothing).
+pub async fn mark_done(db: &impl GenericClient, job: Uuid) -> Result<bool, ChatError> {
+    let stmt = db
+        .prepare_cached("INSERT INTO jobs_done (job_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .await?;
+    Ok(timed("outbox.mark_done", db.execute(&stmt, &[&job])).await? == 1)
+}
+
+/// The backlog: rows waiting, and the age of the oldest in seconds.
+pub async fn backlog(pool: &Pool) -> Result<(i64, f64), ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 FROM outbox",
+        )
+        .await?;
+    let row = timed("outbox.backlog", db.query_one(&stmt, &[])).await?;
+    Ok((row.get(0), row.get(1)))
+}

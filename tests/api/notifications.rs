@@ -1,0 +1,237 @@
+//! Notifications from the outbox: in process (no broker) and through the real
+//! RabbitMQ. Each test runs on a database of its own, so that its jobs are run
+//! by its own server (whose connections they are published to).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestUser, drop_database, spawn_app_on_own_database, unique};
+
+/// The RabbitMQ the tests use (`PARLEY_TEST_AMQP_URL`).
+fn amqp_url() -> String {
+    std::env::var("PARLEY_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+/// Deletes what a test declared on the broker (its queues and exchange).
+async fn delete_topology(prefix: &str) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let connection =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut queues = vec![format!("{prefix}.notifications"), format!("{prefix}.dead")];
+    for attempt in 1..parley::jobs::MAX_ATTEMPTS {
+        let delay = parley::jobs::retry_delay(attempt).as_secs();
+        queues.push(format!("{prefix}.notifications.retry.{delay}s"));
+    }
+    for queue in queues {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    channel
+        .exchange_delete(prefix.into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}
+
+async fn notifications(app: &TestApp, user: &TestUser) -> Value {
+    let (status, page) = app.get(user, "/notifications").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page
+}
+
+/// Three messages, one collapsed notification pushed live; reading the
+/// conversation reads it.
+async fn messages_notify_once_per_conversation(app: &TestApp) {
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let conversation = app.conversation(&alice, &bob).await;
+    let mut bob_ws = app.ws(&bob).await;
+    for text in ["one", "two", "three"] {
+        app.send(&alice, &conversation, text).await;
+    }
+    let mut latest = Value::Null;
+    while latest["messageCount"] != 3 {
+        latest = bob_ws.next_of_type("notification.created").await["data"].clone();
+        assert_eq!(latest["type"], "new_message", "{latest}");
+    }
+    assert_eq!(latest["preview"], "three");
+    assert_eq!(latest["actorId"], alice.id);
+    let page = notifications(app, &bob).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["unreadCount"], 1);
+    // Alice, the sender, hears nothing.
+    assert_eq!(notifications(app, &alice).await["unreadCount"], 0);
+
+    let (status, _) = app
+        .post(
+            &bob,
+            &format!("/chat/conversations/{conversation}/read"),
+            json!({"seq": 3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(notifications(app, &bob).await["unreadCount"], 0);
+    // The next message starts a fresh notification.
+    app.send(&alice, &conversation, "four").await;
+    let fresh = bob_ws.next_of_type("notification.created").await;
+    assert_eq!(fresh["data"]["messageCount"], 1);
+    assert_ne!(fresh["data"]["id"], latest["id"]);
+}
+
+#[tokio::test]
+async fn without_a_broker_the_node_runs_the_outbox_itself() {
+    let (app, database) = spawn_app_on_own_database(|_| {}).await;
+    messages_notify_once_per_conversation(&app).await;
+    app.shutdown().await;
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn through_rabbitmq_the_same_notifications_arrive() {
+    let prefix = unique("parley-test").replace('-', "_");
+    let (app, database) = spawn_app_on_own_database(|s| {
+        s.jobs.amqp_url = Some(parley::config::Secret::new(amqp_url()));
+        s.jobs.amqp_prefix = prefix.clone();
+    })
+    .await;
+    messages_notify_once_per_conversation(&app).await;
+    app.shutdown().await;
+    delete_topology(&prefix).await;
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn requests_mute_archive_and_blocks_shape_who_hears_what() {
+    let (app, database) = spawn_app_on_own_database(|_| {}).await;
+    let stranger = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let mut bob_ws = app.ws(&bob).await;
+    let mut stranger_ws = app.ws(&stranger).await;
+
+    // A message request notifies as such, once.
+    let request = app.stranger_conversation(&stranger, &bob).await;
+    app.send(&stranger, &request, "hello, are you available?")
+        .await;
+    let requested = bob_ws.next_of_type("notification.created").await;
+    assert_eq!(requested["data"]["type"], "message_request");
+    // Bob's reply accepts it: the stranger hears "accepted".
+    app.send(&bob, &request, "yes").await;
+    let accepted = stranger_ws.next_of_type("notification.created").await;
+    assert_eq!(accepted["data"]["type"], "request_accepted");
+
+    // Muted: nothing. Archived: nothing. Blocked: nothing.
+    let carol = app.user("company").await;
+    let muted = app.conversation(&carol, &bob).await;
+    let (status, _) = app
+        .post(
+            &bob,
+            &format!("/chat/conversations/{muted}/mute"),
+            json!({}),
+        )
+        .await;
+    assert!(status.is_success());
+    app.send(&carol, &muted, "muted").await;
+    let dave = app.user("company").await;
+    let archived = app.conversation(&dave, &bob).await;
+    app.send(&dave, &archived, "before archiving").await;
+    bob_ws.next_of_type("notification.created").await;
+    let (status, _) = app
+        .post(
+            &bob,
+            &format!("/chat/conversations/{archived}/archive"),
+            json!({}),
+        )
+        .await;
+    assert!(status.is_success());
+    app.send(&dave, &archived, "archived").await;
+    let erin = app.user("company").await;
+    let blocked = app.conversation(&erin, &bob).await;
+    let (status, _) = app
+        .post(&bob, "/chat/blocks", json!({"userId": erin.id}))
+        .await;
+    assert!(status.is_success());
+    let (status, _) = app
+        .send_raw(&erin, &blocked, "blocked", &unique("cmid"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A last message from someone else: the next notification Bob gets is
+    // this one, so none came for the three above.
+    let frank = app.user("company").await;
+    let open = app.conversation(&frank, &bob).await;
+    app.send(&frank, &open, "last").await;
+    let next = bob_ws.next_of_type("notification.created").await;
+    assert_eq!(next["data"]["preview"], "last", "{next}");
+    let page = notifications(&app, &bob).await;
+    let kinds: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["new_message", "new_message", "message_request"]);
+
+    // Marking read: by id, then everything up to an id.
+    let newest = page["items"][0]["id"].as_i64().unwrap();
+    let (status, left) = app
+        .post(&bob, "/notifications/read", json!({"ids": [newest]}))
+        .await;
+    assert_eq!(
+        (status, left["unreadCount"].as_i64()),
+        (StatusCode::OK, Some(2))
+    );
+    let (status, left) = app
+        .post(&bob, "/notifications/read", json!({"upTo": newest}))
+        .await;
+    assert_eq!(
+        (status, left["unreadCount"].as_i64()),
+        (StatusCode::OK, Some(0))
+    );
+    let (status, _) = app.post(&bob, "/notifications/read", json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    app.shutdown().await;
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn a_moderator_action_leaves_a_notification() {
+    let (app, database) = spawn_app_on_own_database(|_| {}).await;
+    let offender = app.user("candidate").await;
+    let victim = app.user("recruiter").await;
+    let admin = app.user("admin").await;
+    let (status, report) = app
+        .post(
+            &victim,
+            "/chat/reports",
+            json!({"reportedUserId": offender.id, "category": "spam"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    let mut offender_ws = app.ws(&offender).await;
+    let (status, _) = app
+        .post(
+            &admin,
+            &format!(
+                "/admin/chat/reports/{}/action",
+                report["id"].as_str().unwrap()
+            ),
+            json!({"action": "warn", "note": "Keep it professional."}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let notice = offender_ws.next_of_type("notification.created").await;
+    assert_eq!(
+        (
+            notice["data"]["type"].as_str(),
+            notice["data"]["preview"].as_str()
+        ),
+        (Some("moderation_notice"), Some("Keep it professional."))
+    );
+    app.shutdown().await;
+    drop_database(&database).await;
+}
