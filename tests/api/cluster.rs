@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, error_code, spawn_cluster, unique};
+use crate::helpers::{TcpProxy, TestApp, error_code, spawn_cluster, unique};
 
 /// Seqs stored for a conversation, in order.
 async fn stored_seqs(app: &TestApp, conversation: &str) -> Vec<i64> {
@@ -587,59 +587,6 @@ async fn an_sse_or_long_poll_client_resuming_on_another_node_is_told_to_resync()
     }
 }
 
-/// A TCP proxy in front of Redis that can go silent: after
-/// [`SilentProxy::silence`], the connections open at that moment stay open
-/// but nothing Redis sends reaches the node any more (the failure pub/sub
-/// shows behind some failovers); connections opened later work.
-struct SilentProxy {
-    port: u16,
-    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl SilentProxy {
-    async fn start(redis_port: u16) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let current = generation.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let born = current.load(Ordering::SeqCst);
-                let current = current.clone();
-                tokio::spawn(async move {
-                    let server = tokio::net::TcpStream::connect(("127.0.0.1", redis_port))
-                        .await
-                        .unwrap();
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
-                    let downstream = async {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        let mut buffer = vec![0u8; 16 * 1024];
-                        loop {
-                            let n = server_read.read(&mut buffer).await?;
-                            if n == 0 {
-                                return Ok::<_, std::io::Error>(());
-                            }
-                            if current.load(Ordering::SeqCst) == born {
-                                client_write.write_all(&buffer[..n]).await?;
-                            }
-                        }
-                    };
-                    let _ = tokio::join!(upstream, downstream);
-                });
-            }
-        });
-        Self { port, generation }
-    }
-
-    fn silence(&self) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn a_subscription_that_silently_stops_delivering_is_noticed_and_replaced() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -648,7 +595,7 @@ async fn a_subscription_that_silently_stops_delivering_is_noticed_and_replaced()
         .unwrap()
         .port();
     let _redis = own_redis(port).await;
-    let proxy = SilentProxy::start(port).await;
+    let proxy = TcpProxy::start(port).await;
     let direct = format!("redis://127.0.0.1:{port}");
     let through_proxy = format!("redis://127.0.0.1:{}", proxy.port);
     // a talks to Redis directly; b through the proxy that will go silent.

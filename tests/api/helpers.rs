@@ -131,6 +131,84 @@ pub async fn spawn_binary(env: &[(&str, String)]) -> (tokio::process::Child, u16
     (server, port)
 }
 
+/// A TCP proxy in front of a local service (Redis, RabbitMQ) that a test can
+/// break in the two ways networks break:
+/// * [`TcpProxy::silence`]: the connections open at that moment stay open,
+///   but nothing the service sends reaches the client any more (the failure
+///   pub/sub shows behind some failovers); connections opened later work;
+/// * [`TcpProxy::cut`]: every connection is closed and new ones are refused
+///   until [`TcpProxy::restore`] (the service is down, as far as the client
+///   can tell).
+pub struct TcpProxy {
+    pub port: u16,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    down: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl TcpProxy {
+    pub async fn start(service_port: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let down = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let (current, is_down) = (generation.clone(), down.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *is_down.borrow() {
+                    continue; // dropped: refused
+                }
+                let born = current.load(Ordering::SeqCst);
+                let current = current.clone();
+                let mut cut = is_down.subscribe();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", service_port)).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+                    let downstream = async {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = server_read.read(&mut buffer).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            if current.load(Ordering::SeqCst) == born {
+                                client_write.write_all(&buffer[..n]).await?;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = async { tokio::join!(upstream, downstream) } => {}
+                        _ = cut.wait_for(|down| *down) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            generation,
+            down,
+        }
+    }
+
+    pub fn silence(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn cut(&self) {
+        self.down.send_replace(true);
+    }
+
+    pub fn restore(&self) {
+        self.down.send_replace(false);
+    }
+}
+
 /// The Redis the cluster tests use (`PARLEY_TEST_REDIS_URL`).
 pub fn redis_url() -> String {
     std::env::var("PARLEY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())

@@ -235,3 +235,67 @@ async fn a_moderator_action_leaves_a_notification() {
     app.shutdown().await;
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn while_rabbitmq_is_away_sends_succeed_and_afterwards_every_notification_arrives_once() {
+    let broker_port = amqp_url()
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next()?.parse::<u16>().ok())
+        .unwrap_or(5672);
+    let proxy = crate::helpers::TcpProxy::start(broker_port).await;
+    let through_proxy =
+        amqp_url().replace(&format!(":{broker_port}/"), &format!(":{}/", proxy.port));
+    let prefix = unique("parley-test").replace('-', "_");
+    let (app, database) = spawn_app_on_own_database(|s| {
+        s.jobs.amqp_url = Some(parley::config::Secret::new(through_proxy));
+        s.jobs.amqp_prefix = prefix.clone();
+    })
+    .await;
+    let bob = app.user("candidate").await;
+    let mut bob_ws = app.ws(&bob).await;
+    let mut senders = Vec::new();
+    for _ in 0..3 {
+        let sender = app.user("recruiter").await;
+        let conversation = app.conversation(&sender, &bob).await;
+        senders.push((sender, conversation));
+    }
+
+    proxy.cut();
+    for (sender, conversation) in &senders {
+        app.send(sender, conversation, "while the broker is away")
+            .await;
+    }
+    let waiting = app
+        .sql_i64(
+            "SELECT count(*) FROM outbox WHERE kind = 'message_created'",
+            &[],
+        )
+        .await;
+    assert_eq!(waiting, 3, "the jobs wait in the outbox");
+
+    proxy.restore();
+    let mut conversations = Vec::new();
+    for _ in 0..3 {
+        let notification = bob_ws.next_of_type("notification.created").await;
+        assert_eq!(notification["data"]["messageCount"], 1, "{notification}");
+        conversations.push(
+            notification["data"]["conversationId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    conversations.sort();
+    conversations.dedup();
+    assert_eq!(conversations.len(), 3, "one per conversation, none twice");
+    let page = notifications(&app, &bob).await;
+    assert_eq!(page["unreadCount"], 3);
+    assert_eq!(
+        app.sql_i64("SELECT count(*) FROM outbox", &[]).await,
+        0,
+        "the outbox drained"
+    );
+    app.shutdown().await;
+    delete_topology(&prefix).await;
+    drop_database(&database).await;
+}
