@@ -12,7 +12,7 @@
 //! never reach a log line or a `Debug` dump.
 //!
 //! Sections: `server`, `auth`, `database`, `chat`, `realtime`, `limits`,
-//! `cluster`, `jobs`; the mail and blob settings join as sections of their own.
+//! `cluster`, `jobs`, `mail`; the blob settings join as a section of their own.
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -53,6 +53,7 @@ pub struct Settings {
     pub limits: RateLimits,
     pub cluster: ClusterSettings,
     pub jobs: JobSettings,
+    pub mail: MailSettings,
 }
 
 /// `[server]`: the HTTP listener.
@@ -181,6 +182,40 @@ pub struct JobSettings {
     pub amqp_prefix: String,
     /// Jobs a consumer holds unacknowledged at once.
     pub prefetch: u16,
+}
+
+/// `[mail]`: notification emails.
+#[derive(Clone, Debug)]
+pub struct MailSettings {
+    /// `smtp://[user:pass@]host:port` (`?tls=required` for STARTTLS) or
+    /// `smtps://…`; unset, emails are written as `.eml` files to `dir`.
+    pub smtp_url: Option<Secret>,
+    /// Where emails go when there is no SMTP server.
+    pub dir: std::path::PathBuf,
+    /// The sender (`Name <address>`).
+    pub from: String,
+    /// The web app's address, for the links in emails.
+    pub public_url: String,
+    /// A user is emailed only after being away (no connection anywhere) this long.
+    pub delay: Duration,
+    /// At most one email per conversation per this long.
+    pub batch: Duration,
+    /// At most this many emails per user per hour.
+    pub per_hour: u32,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            dir: "data/mail".into(),
+            from: "Parley <no-reply@localhost>".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            delay: Duration::from_secs(300),
+            batch: Duration::from_secs(900),
+            per_hour: 10,
+        }
+    }
 }
 
 impl Default for JobSettings {
@@ -334,6 +369,13 @@ const KNOBS: &[Knob] = &[
     Knob { section: "jobs", key: "amqp_url", env: "PARLEY_AMQP_URL", apply: |s, v| { s.jobs.amqp_url = (!v.is_empty()).then(|| Secret::new(v)); Ok(()) } },
     Knob { section: "jobs", key: "amqp_prefix", env: "PARLEY_AMQP_PREFIX", apply: |s, v| { s.jobs.amqp_prefix = v.to_owned(); Ok(()) } },
     Knob { section: "jobs", key: "prefetch", env: "PARLEY_AMQP_PREFETCH", apply: |s, v| set(&mut s.jobs.prefetch, v) },
+    Knob { section: "mail", key: "smtp_url", env: "PARLEY_SMTP_URL", apply: |s, v| { s.mail.smtp_url = (!v.is_empty()).then(|| Secret::new(v)); Ok(()) } },
+    Knob { section: "mail", key: "dir", env: "PARLEY_MAIL_DIR", apply: |s, v| { s.mail.dir = v.into(); Ok(()) } },
+    Knob { section: "mail", key: "from", env: "PARLEY_MAIL_FROM", apply: |s, v| { s.mail.from = v.to_owned(); Ok(()) } },
+    Knob { section: "mail", key: "public_url", env: "PARLEY_PUBLIC_URL", apply: |s, v| { s.mail.public_url = v.trim_end_matches('/').to_owned(); Ok(()) } },
+    Knob { section: "mail", key: "email_delay_secs", env: "PARLEY_EMAIL_DELAY_SECS", apply: |s, v| secs(&mut s.mail.delay, v) },
+    Knob { section: "mail", key: "email_batch_secs", env: "PARLEY_EMAIL_BATCH_SECS", apply: |s, v| secs(&mut s.mail.batch, v) },
+    Knob { section: "mail", key: "emails_per_hour", env: "PARLEY_EMAILS_PER_HOUR", apply: |s, v| set(&mut s.mail.per_hour, v) },
     Knob { section: "limits", key: "enabled", env: "PARLEY_RATE_LIMITS", apply: |s, v| switch(&mut s.limits.enabled, v) },
     Knob { section: "limits", key: "messages_per_hour", env: "PARLEY_RATE_MESSAGES_PER_HOUR", apply: |s, v| set(&mut s.limits.messages_per_hour, v) },
     Knob { section: "limits", key: "conversations_per_hour", env: "PARLEY_RATE_CONVERSATIONS_PER_HOUR", apply: |s, v| set(&mut s.limits.conversations_per_hour, v) },

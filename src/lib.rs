@@ -30,6 +30,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod jobs;
+pub mod mail;
 pub mod persistence;
 pub mod server;
 pub mod ws;

@@ -12,11 +12,14 @@
 //! * [`platform`] — the host platform's server-to-server calls.
 //! * [`dispatch`] — the one route of every command to a conversation's actor,
 //!   here or on the node that owns it.
+//! * [`notifications`] — follow-up jobs and in-app notifications;
+//!   [`email`] — notification emails for people who are away.
 //! * [`membership`] — what this node does for the others in a cluster;
 //!   [`wire`] — what nodes send each other.
 
 pub mod conversations;
 pub mod dispatch;
+pub mod email;
 pub mod membership;
 pub mod messages;
 pub mod moderation;
@@ -49,8 +52,9 @@ use crate::{
         node::Node,
         presence::{LocalPresence, PresenceHub, PresenceStore, RedisPresence},
     },
-    config::Settings,
+    config::{MailSettings, Settings},
     domain::{ChatError, UserId, clock::Clock, event::ServerEvent},
+    mail::Mailer,
     persistence::{
         self, batch::Batcher, conversations::UnreadCounts, group_commit::MessageWrites,
         users::Upserts,
@@ -93,6 +97,9 @@ pub struct Core {
     cluster: Option<Arc<Node>>,
     /// Realtime connections one user may hold (across the cluster too).
     max_connections: usize,
+    /// Where notification emails go, and the rules they follow.
+    mailer: Mailer,
+    mail_settings: MailSettings,
     /// The cluster's loops owned here (lease renewal).
     cluster_tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -222,6 +229,8 @@ impl ChatCore {
             user_upserts: Batcher::start(pool, Upserts),
             cluster: cluster.clone(),
             max_connections: realtime.max_connections_per_user,
+            mailer: Mailer::from_settings(&settings.mail)?,
+            mail_settings: settings.mail.clone(),
             cluster_tasks: std::sync::Mutex::new(Vec::new()),
         }));
         if let (Some(node), Some(pushes)) = (cluster, pushes) {

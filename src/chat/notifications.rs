@@ -7,7 +7,9 @@
 //! conversation and stands on no side of a block with the sender. A message
 //! that opens a request notifies as `message_request`, one that accepts a
 //! request as `request_accepted`, any other as `new_message` (one per
-//! conversation while unread: its count and preview move on).
+//! conversation while unread: its count and preview move on). Each also
+//! queues an email, sent only if the person is still away when it is due
+//! (`chat::email`).
 
 use serde::Deserialize;
 use uuid::Uuid;
@@ -16,7 +18,7 @@ use super::{ChatCore, page_limit};
 use crate::{
     domain::{ChatError, UserId, event::ServerEvent, model::Notification, model::Page},
     persistence::{
-        client,
+        client, email,
         notifications::{self, Recipient},
         outbox::{self, Job},
     },
@@ -116,6 +118,20 @@ impl ChatCore {
                 Some(created.conversation_id),
                 Some(&created.sender_id),
                 &preview,
+            )
+            .await?;
+            let email_kind = if kind == "message_request" {
+                "request"
+            } else {
+                "messages"
+            };
+            email::schedule(
+                &tx,
+                &user_id,
+                created.conversation_id,
+                email_kind,
+                self.mail_settings.delay,
+                self.mail_settings.batch,
             )
             .await?;
             recorded.push((user_id, notification));

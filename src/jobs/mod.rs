@@ -46,6 +46,10 @@ impl Jobs {
                 broker: None,
             }),
         }
+        .map(|mut jobs| {
+            jobs.tasks.push(send_emails(chat.clone()).abort_handle());
+            jobs
+        })
     }
 
     /// Stops relaying and consuming (unfinished jobs stay in the outbox or
@@ -58,6 +62,24 @@ impl Jobs {
             broker.close().await;
         }
     }
+}
+
+/// How often a node looks for notification emails that are due.
+const EMAIL_PASS: Duration = Duration::from_secs(1);
+
+/// Sends due notification emails, on every node (rows are taken with
+/// `SKIP LOCKED`), until aborted.
+fn send_emails(chat: ChatCore) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EMAIL_PASS);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = chat.send_due_emails().await {
+                tracing::warn!(error = %e.chain(), "sending notification emails failed");
+            }
+        }
+    })
 }
 
 /// Runs of a job before it is dead-lettered.

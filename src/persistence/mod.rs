@@ -33,6 +33,7 @@ pub mod batch;
 pub mod blocks;
 pub mod contexts;
 pub mod conversations;
+pub mod email;
 pub mod group_commit;
 pub mod messages;
 pub mod migrations;

@@ -36,6 +36,8 @@ pub fn test_settings() -> Settings {
     settings.auth.internal_api_key = Some(Secret::new(INTERNAL_API_KEY));
     // Tests send hundreds of messages; the rate-limit tests switch them back on.
     settings.limits.enabled = false;
+    // Emails of tests that do not look at them go to a scratch folder.
+    settings.mail.dir = std::env::temp_dir().join("parley-test-mail");
     settings
 }
 
@@ -206,6 +208,61 @@ impl TcpProxy {
 
     pub fn restore(&self) {
         self.down.send_replace(false);
+    }
+}
+
+/// A minimal SMTP server that accepts every message and hands each one's
+/// raw text (headers and body) to the test.
+pub struct SmtpSink {
+    pub port: u16,
+    pub received: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (deliver, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let deliver = deliver.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+                    let mut data: Option<String> = None;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if let Some(text) = data.as_mut() {
+                            if line == "." {
+                                let _ = deliver.send(std::mem::take(text));
+                                data = None;
+                                let _ = write.write_all(b"250 queued\r\n").await;
+                            } else {
+                                text.push_str(line.strip_prefix('.').unwrap_or(&line));
+                                text.push('\n');
+                            }
+                            continue;
+                        }
+                        let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 sink\r\n",
+                            "DATA" => {
+                                data = Some(String::new());
+                                b"354 go on\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = write.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"250 ok\r\n",
+                        };
+                        let _ = write.write_all(reply).await;
+                    }
+                });
+            }
+        });
+        Self { port, received }
     }
 }
 

@@ -299,3 +299,121 @@ async fn while_rabbitmq_is_away_sends_succeed_and_afterwards_every_notification_
     delete_topology(&prefix).await;
     drop_database(&database).await;
 }
+
+/// A user whose token carries an email address.
+async fn user_with_email(app: &TestApp, role: &str) -> TestUser {
+    let id = unique(role);
+    let token = app
+        .keys
+        .mint(
+            &id,
+            &format!("User {id}"),
+            role,
+            Some(&format!("{id}@example.test")),
+            3600,
+        )
+        .unwrap();
+    let user = TestUser { id, token };
+    let (status, _) = app.get(&user, "/chat/conversations").await;
+    assert_eq!(status, StatusCode::OK);
+    user
+}
+
+#[tokio::test]
+async fn people_who_are_away_get_one_email_per_conversation_and_nobody_else_does() {
+    let mut sink = crate::helpers::SmtpSink::start().await;
+    let (app, database) = spawn_app_on_own_database(|s| {
+        s.mail.smtp_url = Some(parley::config::Secret::new(format!(
+            "smtp://127.0.0.1:{}",
+            sink.port
+        )));
+        s.mail.delay = std::time::Duration::from_secs(1);
+        s.mail.batch = std::time::Duration::from_secs(3600);
+        s.mail.public_url = "https://chat.example.test".into();
+    })
+    .await;
+    let carol = user_with_email(&app, "recruiter").await;
+    let online = user_with_email(&app, "candidate").await;
+    let reader = user_with_email(&app, "candidate").await;
+    let away = user_with_email(&app, "candidate").await;
+    let stranger = user_with_email(&app, "company").await;
+
+    // Someone connected gets no email; someone who reads in time neither.
+    let _online_ws = app.ws(&online).await;
+    let to_online = app.conversation(&carol, &online).await;
+    app.send(&carol, &to_online, "you are here").await;
+    let to_reader = app.conversation(&carol, &reader).await;
+    app.send(&carol, &to_reader, "read me quickly").await;
+    let (status, _) = app
+        .post(
+            &reader,
+            &format!("/chat/conversations/{to_reader}/read"),
+            json!({"seq": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Three messages to someone away: one email, listing them.
+    let to_away = app.conversation(&carol, &away).await;
+    for text in ["first", "second", "R&D <3"] {
+        app.send(&carol, &to_away, text).await;
+    }
+    // A message request gets an email of its own.
+    let request = app.stranger_conversation(&stranger, &away).await;
+    app.send(&stranger, &request, "are you available?").await;
+
+    let mut emails = Vec::new();
+    while emails.len() < 2 {
+        let email = tokio::time::timeout(std::time::Duration::from_secs(10), sink.received.recv())
+            .await
+            .expect("the emails arrive")
+            .unwrap();
+        assert!(
+            !email.contains(&online.id) && !email.contains(&reader.id),
+            "nobody present or caught up is emailed: {email}"
+        );
+        // Undo the quoted-printable line wrapping (and `=` escapes) of the parts.
+        emails.push(email.replace("=\n", "").replace("=3D", "="));
+    }
+    let digest = emails
+        .iter()
+        .find(|e| e.contains("first"))
+        .expect("the digest email");
+    assert!(
+        digest.contains(&format!("To: {}@example.test", away.id)),
+        "{digest}"
+    );
+    assert!(digest.contains("second"));
+    assert!(
+        digest.contains("R&amp;D"),
+        "the HTML part is escaped: {digest}"
+    );
+    assert!(
+        digest.contains("List-Unsubscribe: <https://chat.example.test/settings/notifications>")
+    );
+    assert!(digest.contains(&format!(
+        "https://chat.example.test/conversations/{to_away}"
+    )));
+    let requested = emails
+        .iter()
+        .find(|e| e.contains("are you available?"))
+        .expect("the request email");
+    let subject = requested
+        .split("\nSubject: ")
+        .nth(1)
+        .and_then(|rest| rest.split("\nList-Unsubscribe").next())
+        .unwrap_or_default()
+        .replace("\n ", " ");
+    assert!(subject.ends_with("sent you a message request"), "{subject}");
+    // Nothing more: the batch window holds the next email about either.
+    app.send(&carol, &to_away, "fourth").await;
+    let queued = app
+        .sql_i64(
+            "SELECT count(*) FROM email_log WHERE user_id = $1",
+            &[&away.id],
+        )
+        .await;
+    assert_eq!(queued, 2);
+    assert!(sink.received.try_recv().is_err());
+    app.shutdown().await;
+    drop_database(&database).await;
+}

@@ -1,0 +1,176 @@
+//! Notification emails, for people who are away.
+//!
+//! A message that notifies someone also queues an email about its
+//! conversation (`persistence::email`): due `PARLEY_EMAIL_DELAY_SECS` later,
+//! and not before `PARLEY_EMAIL_BATCH_SECS` after the last email about the
+//! same conversation; a message request queues one of its own. When it is
+//! due ([`ChatCore::send_due_emails`], every second on some node), it goes
+//! out only if the user has had no connection anywhere for the delay, and
+//! lists the messages still unread then — none left (read meanwhile, muted,
+//! archived, blocked): nothing is sent. At most `PARLEY_EMAILS_PER_HOUR`
+//! emails per user per hour; the rest wait.
+
+use chrono::Utc;
+use lettre::{
+    Message,
+    message::{
+        Mailbox, MultiPart,
+        header::{HeaderName, HeaderValue},
+    },
+};
+
+use super::ChatCore;
+use crate::{
+    domain::{ChatError, model::PresenceStatus},
+    persistence::{
+        client,
+        email::{self, Digest, Pending},
+    },
+};
+
+/// Most due emails handled in one pass.
+const PASS: i64 = 20;
+/// How long a failed send waits before it is tried again.
+const RETRY_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+
+impl ChatCore {
+    /// Sends the emails that are due; returns how many it looked at.
+    pub async fn send_due_emails(&self) -> Result<usize, ChatError> {
+        let mut db = client(&self.pool).await?;
+        let tx = db.transaction().await?;
+        let due = email::take_due(&tx, PASS).await?;
+        for pending in &due {
+            self.send_due_email(&tx, pending).await?;
+        }
+        tx.commit().await?;
+        Ok(due.len())
+    }
+
+    async fn send_due_email(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        pending: &Pending,
+    ) -> Result<(), ChatError> {
+        let mail = &self.mail_settings;
+        let delay = chrono::Duration::from_std(mail.delay).unwrap_or(chrono::Duration::MAX);
+        let presence = self
+            .presence
+            .get(std::slice::from_ref(&pending.user))
+            .await
+            .pop();
+        if let Some(presence) = presence {
+            if presence.status != PresenceStatus::Offline {
+                // Connected somewhere: they see it in the app.
+                return email::discard(tx, pending).await;
+            }
+            if let Some(seen) = presence.last_seen_at
+                && seen + delay > Utc::now()
+            {
+                return email::postpone(tx, pending, seen + delay).await;
+            }
+        }
+        let digest = email::digest(tx, pending).await?;
+        let Some(address) = digest.email.clone().filter(|_| !digest.silenced) else {
+            return email::discard(tx, pending).await;
+        };
+        if digest.messages.is_empty() {
+            // Read (or gone) before the email went out.
+            return email::discard(tx, pending).await;
+        }
+        let (sent, oldest) = email::sent_last_hour(tx, &pending.user).await?;
+        if sent >= i64::from(mail.per_hour) {
+            let until = oldest.unwrap_or_else(Utc::now) + chrono::Duration::hours(1);
+            return email::postpone(tx, pending, until).await;
+        }
+        let message = self.compose(pending, &digest, &address)?;
+        match self.mailer.send(message).await {
+            Ok(()) => {
+                metrics::counter!("parley_emails_sent_total", "kind" => pending.kind.clone())
+                    .increment(1);
+                email::sent(tx, pending).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "an email could not be sent; retrying later");
+                metrics::counter!("parley_email_failures_total").increment(1);
+                email::postpone(tx, pending, Utc::now() + RETRY_AFTER).await
+            }
+        }
+    }
+
+    /// The email about `pending`: plain text and HTML (escaped), a link to
+    /// the conversation and one to the notification settings, which
+    /// `List-Unsubscribe` names too.
+    fn compose(
+        &self,
+        pending: &Pending,
+        digest: &Digest,
+        address: &str,
+    ) -> Result<Message, ChatError> {
+        let mail = &self.mail_settings;
+        let conversation_link =
+            format!("{}/conversations/{}", mail.public_url, pending.conversation);
+        let settings_link = format!("{}/settings/notifications", mail.public_url);
+        let first_sender = digest
+            .messages
+            .first()
+            .map_or("Someone", |(sender, _)| sender.as_str());
+        let about = digest
+            .context_title
+            .as_deref()
+            .map(|title| format!(" about {title}"))
+            .unwrap_or_default();
+        let subject = if pending.kind == "request" {
+            format!("{first_sender} sent you a message request{about}")
+        } else if digest.unread == 1 {
+            format!("New message from {first_sender}{about}")
+        } else {
+            format!("{} new messages{about}", digest.unread)
+        };
+        let mut text = format!("Hello {},\n\n", digest.recipient_name);
+        let mut html = format!(
+            "<p>Hello {},</p>\n<ul>\n",
+            html_escape::encode_text(&digest.recipient_name)
+        );
+        for (sender, body) in &digest.messages {
+            text.push_str(&format!("{sender}: {body}\n"));
+            html.push_str(&format!(
+                "<li><strong>{}</strong>: {}</li>\n",
+                html_escape::encode_text(sender),
+                html_escape::encode_text(body)
+            ));
+        }
+        let more = digest.unread - digest.messages.len() as i64;
+        if more > 0 {
+            text.push_str(&format!("…and {more} more.\n"));
+            html.push_str(&format!("<li>…and {more} more.</li>\n"));
+        }
+        text.push_str(&format!(
+            "\nReply: {conversation_link}\n\nYou get this email because you were away. \
+             Choose which emails you get: {settings_link}\n"
+        ));
+        html.push_str(&format!(
+            "</ul>\n<p><a href=\"{}\">Reply</a></p>\n<p style=\"color:#666\">You get this email because \
+             you were away. <a href=\"{}\">Choose which emails you get</a>.</p>\n",
+            html_escape::encode_double_quoted_attribute(&conversation_link),
+            html_escape::encode_double_quoted_attribute(&settings_link)
+        ));
+        let invalid = |e: String| ChatError::internal(format!("composing an email: {e}"));
+        let to: Mailbox = address
+            .parse()
+            .map_err(|e: lettre::address::AddressError| invalid(e.to_string()))?;
+        let from: Mailbox = mail
+            .from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| invalid(e.to_string()))?;
+        Message::builder()
+            .from(from)
+            .to(to)
+            .subject(subject)
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{settings_link}>"),
+            ))
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|e| invalid(e.to_string()))
+    }
+}
