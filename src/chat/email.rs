@@ -8,7 +8,10 @@
 //! out only if the user has had no connection anywhere for the delay, and
 //! lists the messages still unread then — none left (read meanwhile, muted,
 //! archived, blocked): nothing is sent. At most `PARLEY_EMAILS_PER_HOUR`
-//! emails per user per hour; the rest wait.
+//! emails per user per hour; the rest wait. The user's preferences decide
+//! whether they want these emails at all, and during their quiet hours
+//! nothing goes out: what falls due waits for their end (one email per
+//! conversation, with what is unread then).
 
 use chrono::Utc;
 use lettre::{
@@ -38,7 +41,7 @@ impl ChatCore {
     pub async fn send_due_emails(&self) -> Result<usize, ChatError> {
         let mut db = client(&self.pool).await?;
         let tx = db.transaction().await?;
-        let due = email::take_due(&tx, PASS).await?;
+        let due = email::take_due(&tx, self.safety.clock().now(), PASS).await?;
         for pending in &due {
             self.send_due_email(&tx, pending).await?;
         }
@@ -70,9 +73,19 @@ impl ChatCore {
             }
         }
         let digest = email::digest(tx, pending).await?;
-        let Some(address) = digest.email.clone().filter(|_| !digest.silenced) else {
+        let kind = if pending.kind == "request" {
+            "message_request"
+        } else {
+            "new_message"
+        };
+        let wanted = digest.preferences.channels(kind).email;
+        let Some(address) = digest.email.clone().filter(|_| !digest.silenced && wanted) else {
             return email::discard(tx, pending).await;
         };
+        if let Some(until) = digest.preferences.quiet_until(self.safety.clock().now()) {
+            // Quiet hours: it goes out when they end, with whatever is unread then.
+            return email::postpone(tx, pending, until).await;
+        }
         if digest.messages.is_empty() {
             // Read (or gone) before the email went out.
             return email::discard(tx, pending).await;

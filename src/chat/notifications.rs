@@ -16,11 +16,16 @@ use uuid::Uuid;
 
 use super::{ChatCore, page_limit};
 use crate::{
-    domain::{ChatError, UserId, event::ServerEvent, model::Notification, model::Page},
+    domain::{
+        ChatError, UserId,
+        event::ServerEvent,
+        model::{Notification, NotificationPreferences, Page},
+    },
     persistence::{
         client, email,
         notifications::{self, Recipient},
         outbox::{self, Job},
+        users,
     },
 };
 
@@ -106,9 +111,30 @@ impl ChatCore {
             muted,
             archived,
             blocked,
+            preferences,
         } in recipients
         {
             if muted || archived || blocked {
+                continue;
+            }
+            let channels = preferences.channels(kind);
+            if channels.email {
+                let email_kind = if kind == "message_request" {
+                    "request"
+                } else {
+                    "messages"
+                };
+                email::schedule(
+                    &tx,
+                    &user_id,
+                    created.conversation_id,
+                    email_kind,
+                    self.mail_settings.delay,
+                    self.mail_settings.batch,
+                )
+                .await?;
+            }
+            if !channels.in_app {
                 continue;
             }
             let notification = notifications::record(
@@ -118,20 +144,6 @@ impl ChatCore {
                 Some(created.conversation_id),
                 Some(&created.sender_id),
                 &preview,
-            )
-            .await?;
-            let email_kind = if kind == "message_request" {
-                "request"
-            } else {
-                "messages"
-            };
-            email::schedule(
-                &tx,
-                &user_id,
-                created.conversation_id,
-                email_kind,
-                self.mail_settings.delay,
-                self.mail_settings.batch,
             )
             .await?;
             recorded.push((user_id, notification));
@@ -163,6 +175,34 @@ impl ChatCore {
             notifications::record(&tx, &user, "moderation_notice", None, None, &text).await?;
         tx.commit().await?;
         Ok(vec![(user, notification)])
+    }
+
+    /// `user`'s notification preferences.
+    pub async fn notification_preferences(
+        &self,
+        user: &UserId,
+    ) -> Result<NotificationPreferences, ChatError> {
+        users::notification_preferences(&self.pool, user).await
+    }
+
+    /// Changes some of `user`'s notification preferences: `patch` has the
+    /// shape of the preferences, with only what changes (objects are merged,
+    /// `quietHours: null` removes them). Returns them all.
+    pub async fn update_notification_preferences(
+        &self,
+        user: &UserId,
+        patch: serde_json::Value,
+    ) -> Result<NotificationPreferences, ChatError> {
+        let current = users::notification_preferences(&self.pool, user).await?;
+        let mut merged = serde_json::to_value(&current)
+            .map_err(|e| ChatError::internal(format!("encoding preferences: {e}")))?;
+        merge(&mut merged, patch);
+        let updated: NotificationPreferences = serde_json::from_value(merged).map_err(|e| {
+            ChatError::invalid("invalid_preferences", format!("invalid preferences: {e}"))
+        })?;
+        updated.validate()?;
+        users::set_notification_preferences(&self.pool, user, &updated).await?;
+        Ok(updated)
     }
 
     /// Jobs waiting in the outbox, and the age of the oldest in seconds.
@@ -201,6 +241,18 @@ impl ChatCore {
             ));
         }
         notifications::mark_read(&self.pool, user, ids, up_to).await
+    }
+}
+
+/// Merges `patch` into `target`: objects key by key, anything else replaced.
+fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (target, patch) => *target = patch,
     }
 }
 

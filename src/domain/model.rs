@@ -297,6 +297,108 @@ pub struct Notification {
     pub read_at: Option<DateTime<Utc>>,
 }
 
+/// Which channels one kind of notification uses (each on by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Channels {
+    pub in_app: bool,
+    pub email: bool,
+    pub push: bool,
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Self {
+            in_app: true,
+            email: true,
+            push: true,
+        }
+    }
+}
+
+/// Hours during which no email or push goes out (what falls due then waits
+/// for their end), in the user's time zone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuietHours {
+    /// `HH:MM`, 24-hour clock.
+    pub start: String,
+    /// `HH:MM`; earlier than `start` means the next day (`22:00`–`07:00`).
+    pub end: String,
+    /// An IANA time zone (`Europe/Berlin`).
+    pub time_zone: String,
+}
+
+/// A user's notification preferences: per kind and channel, and quiet hours.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NotificationPreferences {
+    pub new_message: Channels,
+    pub message_request: Channels,
+    pub request_accepted: Channels,
+    pub moderation_notice: Channels,
+    pub quiet_hours: Option<QuietHours>,
+}
+
+impl NotificationPreferences {
+    /// The channels of notification kind `kind` (unknown kinds: all on).
+    pub fn channels(&self, kind: &str) -> Channels {
+        match kind {
+            "new_message" => self.new_message,
+            "message_request" => self.message_request,
+            "request_accepted" => self.request_accepted,
+            "moderation_notice" => self.moderation_notice,
+            _ => Channels::default(),
+        }
+    }
+
+    /// Checks the quiet hours (times and time zone).
+    pub fn validate(&self) -> Result<(), ChatError> {
+        if let Some(quiet) = &self.quiet_hours {
+            quiet.bounds()?;
+        }
+        Ok(())
+    }
+
+    /// When the quiet hours around `now` end, if `now` is inside them.
+    pub fn quiet_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let (start, end, zone) = self.quiet_hours.as_ref()?.bounds().ok()?;
+        let local = now.with_timezone(&zone);
+        let time = local.time();
+        let inside = if start <= end {
+            time >= start && time < end
+        } else {
+            time >= start || time < end
+        };
+        if !inside {
+            return None;
+        }
+        let mut day = local.date_naive();
+        if start > end && time >= start {
+            day = day.succ_opt()?;
+        }
+        let end_local = day.and_time(end).and_local_timezone(zone).earliest()?;
+        Some(end_local.with_timezone(&Utc))
+    }
+}
+
+impl QuietHours {
+    fn bounds(&self) -> Result<(chrono::NaiveTime, chrono::NaiveTime, chrono_tz::Tz), ChatError> {
+        let time = |raw: &str| {
+            chrono::NaiveTime::parse_from_str(raw, "%H:%M").map_err(|_| {
+                ChatError::invalid("invalid_quiet_hours", "quiet hours are HH:MM to HH:MM")
+            })
+        };
+        let zone = self.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            ChatError::invalid(
+                "invalid_time_zone",
+                "timeZone must be an IANA time zone such as Europe/Berlin",
+            )
+        })?;
+        Ok((time(&self.start)?, time(&self.end)?, zone))
+    }
+}
+
 /// A user's presence as others see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -362,6 +464,40 @@ mod tests {
             assert_eq!(reply.recipients, None);
         }
         assert!(!RequestChange::of_message(RequestState::Accepted, false).accepts());
+    }
+
+    #[test]
+    fn quiet_hours_cross_midnight_in_the_users_time_zone() {
+        let prefs = NotificationPreferences {
+            quiet_hours: Some(QuietHours {
+                start: "22:00".into(),
+                end: "07:00".into(),
+                time_zone: "Europe/Berlin".into(),
+            }),
+            ..Default::default()
+        };
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // 23:30 in Berlin (UTC+1 in December): quiet until 07:00 Berlin, 06:00 UTC.
+        assert_eq!(
+            prefs.quiet_until(at("2026-12-01T22:30:00Z")),
+            Some(at("2026-12-02T06:00:00Z"))
+        );
+        // 05:00 Berlin: quiet until 07:00 the same day.
+        assert_eq!(
+            prefs.quiet_until(at("2026-12-02T04:00:00Z")),
+            Some(at("2026-12-02T06:00:00Z"))
+        );
+        // Noon: not quiet.
+        assert_eq!(prefs.quiet_until(at("2026-12-02T11:00:00Z")), None);
+        let bad = NotificationPreferences {
+            quiet_hours: Some(QuietHours {
+                start: "22:00".into(),
+                end: "07:00".into(),
+                time_zone: "Mars/Olympus".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().code(), "invalid_time_zone");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `/notifications`: the caller's in-app notifications, newest first, and
-//! marking them read.
+//! marking them read; `/users/me/notification-settings`: what reaches them how.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,10 @@ use super::{
     auth::AuthUser,
     error::{ApiError, ApiJson, ApiQuery, ErrorBody},
 };
-use crate::domain::{ChatError, model::Notification};
+use crate::domain::{
+    ChatError,
+    model::{Notification, NotificationPreferences},
+};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -92,4 +95,43 @@ pub async fn read(
         .read_notifications(caller.id(), &request.ids, request.up_to)
         .await?;
     Ok(ApiJson(UnreadNotifications { unread_count }))
+}
+
+/// The caller's notification preferences: per kind (`newMessage`,
+/// `messageRequest`, `requestAccepted`, `moderationNotice`) which channels
+/// (`inApp`, `email`, `push`), and quiet hours.
+#[utoipa::path(get, path = "/users/me/notification-settings", tag = "notifications",
+    responses((status = 200, body = NotificationPreferences), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_preferences(
+    State(state): State<AppState>,
+    caller: AuthUser,
+) -> Result<ApiJson<NotificationPreferences>, ApiError> {
+    Ok(ApiJson(
+        state.chat.notification_preferences(caller.id()).await?,
+    ))
+}
+
+/// Changes some of the caller's notification preferences: send only what
+/// changes (`{"newMessage": {"email": false}}`, `{"quietHours": {"start":
+/// "22:00", "end": "07:00", "timeZone": "Europe/Berlin"}}`, `{"quietHours":
+/// null}`); answers with all of them.
+#[utoipa::path(patch, path = "/users/me/notification-settings", tag = "notifications",
+    request_body = NotificationPreferences,
+    responses((status = 200, body = NotificationPreferences), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn patch_preferences(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<ApiJson<NotificationPreferences>, ApiError> {
+    if !patch.is_object() {
+        return Err(ChatError::invalid("invalid_preferences", "send a JSON object").into());
+    }
+    Ok(ApiJson(
+        state
+            .chat
+            .update_notification_preferences(caller.id(), patch)
+            .await?,
+    ))
 }

@@ -8,8 +8,11 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::timed;
-use crate::domain::{ChatError, UserId, model::REDACTED_BODY};
+use super::{timed, users};
+use crate::domain::{
+    ChatError, UserId,
+    model::{NotificationPreferences, REDACTED_BODY},
+};
 
 /// An email waiting to go out.
 #[derive(Clone, Debug)]
@@ -28,6 +31,7 @@ pub struct Digest {
     pub context_title: Option<String>,
     /// The recipient muted or archived the conversation since.
     pub silenced: bool,
+    pub preferences: NotificationPreferences,
     /// Unread messages from others across no block, oldest first (at most
     /// [`DIGEST_MESSAGES`]), each with its sender's name.
     pub messages: Vec<(String, String)>,
@@ -81,15 +85,20 @@ pub async fn schedule(
     Ok(())
 }
 
-/// Takes up to `limit` due emails, locking them for the caller's transaction.
-pub async fn take_due(db: &impl GenericClient, limit: i64) -> Result<Vec<Pending>, ChatError> {
+/// Takes up to `limit` emails due by `now` (the rules' clock), locking them
+/// for the caller's transaction.
+pub async fn take_due(
+    db: &impl GenericClient,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Pending>, ChatError> {
     let stmt = db
         .prepare_cached(
-            "SELECT user_id, conversation_id, kind FROM email_queue WHERE due_at <= now()
-             ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT user_id, conversation_id, kind FROM email_queue WHERE due_at <= $1
+             ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .await?;
-    let rows = timed("email.take_due", db.query(&stmt, &[&limit])).await?;
+    let rows = timed("email.take_due", db.query(&stmt, &[&now, &limit])).await?;
     rows.iter()
         .map(|r| {
             Ok(Pending {
@@ -106,7 +115,8 @@ pub async fn digest(db: &impl GenericClient, pending: &Pending) -> Result<Digest
     let head = db
         .prepare_cached(
             "SELECT u.email, u.display_name, c.context_title,
-                    p.muted_at IS NOT NULL OR p.archived_at IS NOT NULL, p.last_read_seq
+                    p.muted_at IS NOT NULL OR p.archived_at IS NOT NULL, p.last_read_seq,
+                    u.settings->'notifications'
              FROM conversation_participants p
              JOIN users u ON u.id = p.user_id JOIN conversations c ON c.id = p.conversation_id
              WHERE p.conversation_id = $2 AND p.user_id = $1",
@@ -123,6 +133,7 @@ pub async fn digest(db: &impl GenericClient, pending: &Pending) -> Result<Digest
             recipient_name: String::new(),
             context_title: None,
             silenced: true,
+            preferences: NotificationPreferences::default(),
             messages: Vec::new(),
             unread: 0,
         });
@@ -158,6 +169,7 @@ pub async fn digest(db: &impl GenericClient, pending: &Pending) -> Result<Digest
         recipient_name: row.get(1),
         context_title: row.get(2),
         silenced: row.get(3),
+        preferences: users::preferences_from(row.get(5)),
         unread: rows.first().map_or(0, |r| r.get(2)),
         messages: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
     })

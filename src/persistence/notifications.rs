@@ -7,8 +7,11 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{client, timed};
-use crate::domain::{ChatError, UserId, model::Notification};
+use super::{client, timed, users};
+use crate::domain::{
+    ChatError, UserId,
+    model::{Notification, NotificationPreferences},
+};
 
 const COLUMNS: &str =
     "id, kind, conversation_id, actor_id, preview, message_count, created_at, updated_at, read_at";
@@ -34,6 +37,7 @@ pub struct Recipient {
     pub archived: bool,
     /// A block stands between them and the sender, in either direction.
     pub blocked: bool,
+    pub preferences: NotificationPreferences,
 }
 
 /// The other participants of `conversation` than `sender`, and the message's body.
@@ -47,8 +51,9 @@ pub async fn audience(
         .prepare_cached(concat!(
             "SELECT p.user_id, p.muted_at IS NOT NULL, p.archived_at IS NOT NULL, ",
             blocked_between!("p.user_id", "$3"),
-            ", (SELECT body FROM messages WHERE id = $2)
-             FROM conversation_participants p WHERE p.conversation_id = $1 AND p.user_id <> $3"
+            ", (SELECT body FROM messages WHERE id = $2), u.settings->'notifications'
+             FROM conversation_participants p JOIN users u ON u.id = p.user_id
+             WHERE p.conversation_id = $1 AND p.user_id <> $3"
         ))
         .await?;
     let rows = timed(
@@ -68,6 +73,7 @@ pub async fn audience(
                 muted: r.get(1),
                 archived: r.get(2),
                 blocked: r.get(3),
+                preferences: users::preferences_from(r.get(5)),
             })
         })
         .collect::<Result<_, ChatError>>()?;

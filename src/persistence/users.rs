@@ -9,7 +9,7 @@ use super::{
 };
 use crate::domain::{
     ChatError, UserId,
-    model::UserSummary,
+    model::{NotificationPreferences, UserSummary},
     text::{Padding, TextField},
 };
 
@@ -173,6 +173,55 @@ pub async fn settings(pool: &Pool, id: &UserId) -> Result<UserSettings, ChatErro
     Ok(UserSettings {
         read_receipts: row.get(0),
     })
+}
+
+/// The user's notification preferences (defaults for anything never set).
+pub async fn notification_preferences(
+    pool: &Pool,
+    id: &UserId,
+) -> Result<NotificationPreferences, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached("SELECT settings->'notifications' FROM users WHERE id = $1")
+        .await?;
+    let row = timed(
+        "users.notification_preferences",
+        db.query_opt(&stmt, &[&id.as_str()]),
+    )
+    .await?
+    .ok_or(ChatError::NotFound { what: "user" })?;
+    Ok(preferences_from(row.get(0)))
+}
+
+/// Replaces the user's notification preferences.
+pub async fn set_notification_preferences(
+    pool: &Pool,
+    id: &UserId,
+    preferences: &NotificationPreferences,
+) -> Result<(), ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "UPDATE users SET settings = jsonb_set(settings, '{notifications}', $2), updated_at = now()
+             WHERE id = $1",
+        )
+        .await?;
+    let value = serde_json::to_value(preferences)
+        .map_err(|e| ChatError::internal(format!("encoding preferences: {e}")))?;
+    timed(
+        "users.set_notification_preferences",
+        db.execute(&stmt, &[&id.as_str(), &value]),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Preferences as stored (`settings->'notifications'`); what cannot be
+/// read counts as the defaults.
+pub fn preferences_from(stored: Option<serde_json::Value>) -> NotificationPreferences {
+    stored
+        .and_then(|value| serde_json::from_value(value).ok())
+        .unwrap_or_default()
 }
 
 /// Changes the settings given (`None` leaves a setting as it is) and returns them all.

@@ -72,6 +72,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/chat/audit", get(admin::audit_log))
         .route("/notifications", get(notifications::list))
         .route("/notifications/read", post(notifications::read))
+        .route(
+            "/users/me/notification-settings",
+            get(notifications::get_preferences).patch(notifications::patch_preferences),
+        )
         .route("/users/me/presence", post(users::heartbeat))
         .route("/users/{id}/presence", get(users::presence))
         .route("/events", get(ws::fallback::sse))

@@ -27,7 +27,7 @@ use crate::{
         users::presence, users::heartbeat, blocks::create, blocks::remove, blocks::list,
         internal::put_context, internal::put_user, reports::create,
         admin::list_reports, admin::get_report, admin::act, admin::redact, admin::conversation_messages, admin::audit_log, crate::ws::fallback::sse, crate::ws::fallback::poll,
-        notifications::list, notifications::read,
+        notifications::list, notifications::read, notifications::get_preferences, notifications::patch_preferences,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
@@ -40,7 +40,7 @@ use crate::{
         reports::ReportRequest, reports::ReportReceipt, crate::persistence::reports::ReportView,
         admin::ActionRequest, admin::ActionResult, admin::RedactRequest, admin::AdminMessages,
         crate::persistence::audit::AuditRow,
-        model::Presence, model::PresenceStatus, model::Notification,
+        model::Presence, model::PresenceStatus, model::Notification, model::NotificationPreferences, model::Channels, model::QuietHours,
         notifications::NotificationPage, notifications::ReadNotificationsRequest, notifications::UnreadNotifications,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),

@@ -417,3 +417,105 @@ async fn people_who_are_away_get_one_email_per_conversation_and_nobody_else_does
     app.shutdown().await;
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn preferences_switch_channels_off_and_quiet_hours_hold_emails_until_they_end() {
+    let mut sink = crate::helpers::SmtpSink::start().await;
+    let (app, database) = spawn_app_on_own_database(|s| {
+        s.mail.smtp_url = Some(parley::config::Secret::new(format!(
+            "smtp://127.0.0.1:{}",
+            sink.port
+        )));
+        s.mail.delay = std::time::Duration::ZERO;
+    })
+    .await;
+    let carol = user_with_email(&app, "recruiter").await;
+    let quiet = user_with_email(&app, "candidate").await;
+    let no_in_app = user_with_email(&app, "candidate").await;
+
+    // Defaults: everything on, no quiet hours.
+    let (status, defaults) = app.get(&quiet, "/users/me/notification-settings").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        defaults["newMessage"],
+        json!({"inApp": true, "email": true, "push": true})
+    );
+    assert_eq!(defaults["quietHours"], Value::Null);
+    // Bad input is refused whole.
+    for bad in [
+        json!({"quietHours": {"start": "25:00", "end": "07:00", "timeZone": "UTC"}}),
+        json!({"quietHours": {"start": "22:00", "end": "07:00", "timeZone": "Mars/Olympus"}}),
+        json!({"newMessage": {"email": "sometimes"}}),
+        json!({"unknownKind": {"email": false}}),
+    ] {
+        let (status, body) = app
+            .patch(&quiet, "/users/me/notification-settings", bad.clone())
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad} -> {body}");
+    }
+    // Quiet now (an hour either side of the present, in UTC).
+    let now = chrono::Utc::now();
+    let hhmm = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M").to_string();
+    let (status, set) = app
+        .patch(
+            &quiet,
+            "/users/me/notification-settings",
+            json!({"quietHours": {"start": hhmm(now - chrono::Duration::hours(1)),
+                                  "end": hhmm(now + chrono::Duration::hours(1)), "timeZone": "UTC"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(set["newMessage"]["email"], true, "the rest is kept");
+    let (status, _) = app
+        .patch(
+            &no_in_app,
+            "/users/me/notification-settings",
+            json!({"newMessage": {"inApp": false}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // No in-app notification for the one who switched it off (an email still goes).
+    let to_no_in_app = app.conversation(&carol, &no_in_app).await;
+    app.send(&carol, &to_no_in_app, "email only").await;
+    let email = tokio::time::timeout(std::time::Duration::from_secs(10), sink.received.recv())
+        .await
+        .expect("an email")
+        .unwrap();
+    assert!(email.contains("email only"));
+    assert_eq!(notifications(&app, &no_in_app).await["unreadCount"], 0);
+
+    // During quiet hours the email waits (its due time moves to their end)…
+    let to_quiet = app.conversation(&carol, &quiet).await;
+    app.send(&carol, &to_quiet, "sent at night").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let held = app
+            .sql_i64(
+                "SELECT count(*) FROM email_queue WHERE user_id = $1 AND due_at > now() + interval '30 minutes'",
+                &[&quiet.id],
+            )
+            .await;
+        if held == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the email was never held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        sink.received.try_recv().is_err(),
+        "nothing went out at night"
+    );
+    // …and goes out once they are over.
+    app.clock.advance(chrono::Duration::minutes(61));
+    let email = tokio::time::timeout(std::time::Duration::from_secs(10), sink.received.recv())
+        .await
+        .expect("the held email")
+        .unwrap();
+    assert!(email.contains("sent at night"));
+    app.shutdown().await;
+    drop_database(&database).await;
+}
