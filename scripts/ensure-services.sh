@@ -2,7 +2,7 @@
 # Makes sure what Parley needs on this machine is installed and running, and
 # that its databases exist. Safe to run any number of times.
 #
-#   scripts/ensure-services.sh [--recreate] [database ...]   (default: parley parley_test)
+#   scripts/ensure-services.sh [--push-stand-in] [--recreate] [database ...]   (default: parley parley_test)
 #
 # --recreate drops the named databases first (the test suite starts from an
 # empty schema every run, whatever an earlier run or branch left behind).
@@ -18,6 +18,11 @@ PGPORT="${PGPORT:-5432}"
 PGUSER="${PGUSER:-postgres}"
 export PGHOST PGPORT PGUSER
 recreate=0
+push_stand_in=0
+if [ "${1:-}" = "--push-stand-in" ]; then
+  push_stand_in=1
+  shift
+fi
 if [ "${1:-}" = "--recreate" ]; then
   recreate=1
   shift
@@ -127,8 +132,23 @@ ensure_rabbitmq() {
   exit 1
 }
 
+# The web-push stand-in of the tests (npm's web-push-testing: it checks the
+# VAPID signature and decrypts each push), installed once under
+# target/tools/. Only with --push-stand-in (the test script asks for it).
+PUSH_STAND_IN_DIR="$(cd "$(dirname "$0")/.." && pwd)/target/tools/web-push-testing"
+ensure_push_stand_in() {
+  if [ -f "$PUSH_STAND_IN_DIR/node_modules/web-push-testing/src/bin/server.js" ]; then return; fi
+  if ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+  fi
+  log "installing web-push-testing (npm) into $PUSH_STAND_IN_DIR"
+  mkdir -p "$PUSH_STAND_IN_DIR"
+  (cd "$PUSH_STAND_IN_DIR" && npm install --silent --no-audit --no-fund web-push-testing@1.2.2 >/dev/null)
+}
+
 require_rust
 ensure_postgres
 ensure_databases
 ensure_redis
 ensure_rabbitmq
+if [ "$push_stand_in" -eq 1 ]; then ensure_push_stand_in; fi

@@ -12,7 +12,7 @@
 //! never reach a log line or a `Debug` dump.
 //!
 //! Sections: `server`, `auth`, `database`, `chat`, `realtime`, `limits`,
-//! `cluster`, `jobs`, `mail`; the blob settings join as a section of their own.
+//! `cluster`, `jobs`, `mail`, `push`; the blob settings join as a section of their own.
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -54,6 +54,7 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     pub jobs: JobSettings,
     pub mail: MailSettings,
+    pub push: PushSettings,
 }
 
 /// `[server]`: the HTTP listener.
@@ -202,6 +203,26 @@ pub struct MailSettings {
     pub batch: Duration,
     /// At most this many emails per user per hour.
     pub per_hour: u32,
+}
+
+/// `[push]`: web push (VAPID).
+#[derive(Clone, Debug)]
+pub struct PushSettings {
+    /// The VAPID private key: the 32-byte P-256 scalar, base64url. Unset, a
+    /// fresh key is made at each start (fine for development only: browsers'
+    /// subscriptions are bound to the key).
+    pub vapid_private_key: Option<Secret>,
+    /// Who runs this server, for push services (`mailto:` or `https:`).
+    pub vapid_subject: String,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            vapid_private_key: None,
+            vapid_subject: "mailto:admin@localhost".into(),
+        }
+    }
 }
 
 impl Default for MailSettings {
@@ -376,6 +397,8 @@ const KNOBS: &[Knob] = &[
     Knob { section: "mail", key: "email_delay_secs", env: "PARLEY_EMAIL_DELAY_SECS", apply: |s, v| secs(&mut s.mail.delay, v) },
     Knob { section: "mail", key: "email_batch_secs", env: "PARLEY_EMAIL_BATCH_SECS", apply: |s, v| secs(&mut s.mail.batch, v) },
     Knob { section: "mail", key: "emails_per_hour", env: "PARLEY_EMAILS_PER_HOUR", apply: |s, v| set(&mut s.mail.per_hour, v) },
+    Knob { section: "push", key: "vapid_private_key", env: "PARLEY_VAPID_PRIVATE_KEY", apply: |s, v| { s.push.vapid_private_key = (!v.is_empty()).then(|| Secret::new(v)); Ok(()) } },
+    Knob { section: "push", key: "vapid_subject", env: "PARLEY_VAPID_SUBJECT", apply: |s, v| { s.push.vapid_subject = v.to_owned(); Ok(()) } },
     Knob { section: "limits", key: "enabled", env: "PARLEY_RATE_LIMITS", apply: |s, v| switch(&mut s.limits.enabled, v) },
     Knob { section: "limits", key: "messages_per_hour", env: "PARLEY_RATE_MESSAGES_PER_HOUR", apply: |s, v| set(&mut s.limits.messages_per_hour, v) },
     Knob { section: "limits", key: "conversations_per_hour", env: "PARLEY_RATE_CONVERSATIONS_PER_HOUR", apply: |s, v| set(&mut s.limits.conversations_per_hour, v) },

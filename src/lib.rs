@@ -32,6 +32,7 @@ pub mod http;
 pub mod jobs;
 pub mod mail;
 pub mod persistence;
+pub mod push;
 pub mod server;
 pub mod ws;
 

@@ -38,6 +38,7 @@ impl Target {
         if addrs.is_empty() {
             bail!("no server to test");
         }
+        parley::push::install_tls_provider();
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .timeout(Duration::from_secs(30))

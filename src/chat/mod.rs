@@ -13,7 +13,8 @@
 //! * [`dispatch`] — the one route of every command to a conversation's actor,
 //!   here or on the node that owns it.
 //! * [`notifications`] — follow-up jobs and in-app notifications;
-//!   [`email`] — notification emails for people who are away.
+//!   [`email`] — notification emails for people who are away;
+//!   [`push`] — web push for people whose app is not in the foreground.
 //! * [`membership`] — what this node does for the others in a cluster;
 //!   [`wire`] — what nodes send each other.
 
@@ -25,6 +26,7 @@ pub mod messages;
 pub mod moderation;
 pub mod notifications;
 pub mod platform;
+pub mod push;
 pub mod safety;
 pub mod users;
 pub mod wire;
@@ -59,6 +61,7 @@ use crate::{
         self, batch::Batcher, conversations::UnreadCounts, group_commit::MessageWrites,
         users::Upserts,
     },
+    push::Pusher,
 };
 
 /// How many users' claims each node remembers as already upserted.
@@ -100,6 +103,8 @@ pub struct Core {
     /// Where notification emails go, and the rules they follow.
     mailer: Mailer,
     mail_settings: MailSettings,
+    /// Sends web push, signed with this server's VAPID key.
+    pusher: Pusher,
     /// The cluster's loops owned here (lease renewal).
     cluster_tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -231,6 +236,7 @@ impl ChatCore {
             max_connections: realtime.max_connections_per_user,
             mailer: Mailer::from_settings(&settings.mail)?,
             mail_settings: settings.mail.clone(),
+            pusher: Pusher::from_settings(&settings.push)?,
             cluster_tasks: std::sync::Mutex::new(Vec::new()),
         }));
         if let (Some(node), Some(pushes)) = (cluster, pushes) {

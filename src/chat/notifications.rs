@@ -46,6 +46,13 @@ struct MessageCreated {
     recipient_request_state: Option<String>,
 }
 
+/// A notification just recorded, for the user it is for, with their preferences.
+struct Recorded {
+    user: UserId,
+    notification: Notification,
+    preferences: NotificationPreferences,
+}
+
 /// The payload of a `moderation_notice` job (written with the moderator's action).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -71,19 +78,23 @@ impl ChatCore {
         let delay = chrono::Utc::now() - job.created_at;
         metrics::histogram!("parley_notification_delay_seconds")
             .record(delay.to_std().unwrap_or_default().as_secs_f64());
-        for (user, notification) in created {
+        for Recorded {
+            user,
+            notification,
+            preferences,
+        } in created
+        {
             self.publish(
                 std::slice::from_ref(&user),
-                ServerEvent::NotificationCreated(notification),
+                ServerEvent::NotificationCreated(notification.clone()),
             );
+            self.push_notification(&user, &notification, &preferences)
+                .await;
         }
         Ok(())
     }
 
-    async fn message_notifications(
-        &self,
-        job: &Job,
-    ) -> Result<Vec<(UserId, Notification)>, ChatError> {
+    async fn message_notifications(&self, job: &Job) -> Result<Vec<Recorded>, ChatError> {
         let created: MessageCreated = decode(job)?;
         let kind = if created.recipient_request_state.as_deref() == Some("pending") {
             "message_request"
@@ -146,16 +157,17 @@ impl ChatCore {
                 &preview,
             )
             .await?;
-            recorded.push((user_id, notification));
+            recorded.push(Recorded {
+                user: user_id,
+                notification,
+                preferences,
+            });
         }
         tx.commit().await?;
         Ok(recorded)
     }
 
-    async fn moderation_notification(
-        &self,
-        job: &Job,
-    ) -> Result<Vec<(UserId, Notification)>, ChatError> {
+    async fn moderation_notification(&self, job: &Job) -> Result<Vec<Recorded>, ChatError> {
         let notice: ModerationNotice = decode(job)?;
         let user = UserId::parse(&notice.user_id)?;
         let text = if notice.note.is_empty() {
@@ -174,7 +186,12 @@ impl ChatCore {
         let notification =
             notifications::record(&tx, &user, "moderation_notice", None, None, &text).await?;
         tx.commit().await?;
-        Ok(vec![(user, notification)])
+        let preferences = users::notification_preferences(&self.pool, &user).await?;
+        Ok(vec![Recorded {
+            user,
+            notification,
+            preferences,
+        }])
     }
 
     /// `user`'s notification preferences.

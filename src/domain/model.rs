@@ -330,7 +330,7 @@ pub struct QuietHours {
 }
 
 /// A user's notification preferences: per kind and channel, and quiet hours.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct NotificationPreferences {
     pub new_message: Channels,
@@ -338,6 +338,21 @@ pub struct NotificationPreferences {
     pub request_accepted: Channels,
     pub moderation_notice: Channels,
     pub quiet_hours: Option<QuietHours>,
+    /// Pushes show the start of the message (off: only who wrote).
+    pub push_preview: bool,
+}
+
+impl Default for NotificationPreferences {
+    fn default() -> Self {
+        Self {
+            new_message: Channels::default(),
+            message_request: Channels::default(),
+            request_accepted: Channels::default(),
+            moderation_notice: Channels::default(),
+            quiet_hours: None,
+            push_preview: true,
+        }
+    }
 }
 
 impl NotificationPreferences {

@@ -15,6 +15,7 @@ pub mod health;
 pub mod internal;
 pub mod messages;
 pub mod notifications;
+pub mod push;
 pub mod reports;
 pub mod sync;
 pub mod users;

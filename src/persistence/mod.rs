@@ -39,6 +39,7 @@ pub mod messages;
 pub mod migrations;
 pub mod notifications;
 pub mod outbox;
+pub mod push;
 pub mod reports;
 pub mod users;
 

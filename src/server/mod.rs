@@ -15,7 +15,7 @@ use axum::{
 use crate::{
     http::{
         self, AppState, admin, blocks, conversations, health, internal, messages, notifications,
-        reports, sync, users,
+        push, reports, sync, users,
     },
     ws,
 };
@@ -72,6 +72,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/chat/audit", get(admin::audit_log))
         .route("/notifications", get(notifications::list))
         .route("/notifications/read", post(notifications::read))
+        .route(
+            "/users/me/push-subscriptions",
+            post(push::subscribe).delete(push::unsubscribe),
+        )
+        .route("/push/vapid-public-key", get(push::vapid_public_key))
         .route(
             "/users/me/notification-settings",
             get(notifications::get_preferences).patch(notifications::patch_preferences),

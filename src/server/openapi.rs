@@ -10,8 +10,8 @@ use utoipa::{
 use crate::{
     domain::model,
     http::{
-        admin, blocks, conversations, error, health, internal, messages, notifications, reports,
-        sync, users,
+        admin, blocks, conversations, error, health, internal, messages, notifications, push,
+        reports, sync, users,
     },
 };
 
@@ -28,6 +28,7 @@ use crate::{
         internal::put_context, internal::put_user, reports::create,
         admin::list_reports, admin::get_report, admin::act, admin::redact, admin::conversation_messages, admin::audit_log, crate::ws::fallback::sse, crate::ws::fallback::poll,
         notifications::list, notifications::read, notifications::get_preferences, notifications::patch_preferences,
+        push::vapid_public_key, push::subscribe, push::unsubscribe,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
@@ -41,7 +42,7 @@ use crate::{
         admin::ActionRequest, admin::ActionResult, admin::RedactRequest, admin::AdminMessages,
         crate::persistence::audit::AuditRow,
         model::Presence, model::PresenceStatus, model::Notification, model::NotificationPreferences, model::Channels, model::QuietHours,
-        notifications::NotificationPage, notifications::ReadNotificationsRequest, notifications::UnreadNotifications,
+        notifications::NotificationPage, push::VapidKey, push::PushSubscriptionJson, push::PushKeys, push::Unsubscribe, notifications::ReadNotificationsRequest, notifications::UnreadNotifications,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),
     modifiers(&BearerAuth),

@@ -219,6 +219,7 @@ async fn a_node_killed_mid_conversation_loses_no_acknowledged_message() {
 
     // Alice sends through the doomed node, which owns the conversation, and
     // it is killed while she is sending.
+    parley::push::install_tls_provider();
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/chat/conversations/{conversation}/messages");
     let cmids: Vec<String> = (0..40).map(|i| format!("{}-{i}", unique("kill"))).collect();

@@ -93,6 +93,7 @@ async fn cross_site_origins_are_refused() {
 #[tokio::test]
 async fn sigterm_closes_every_socket_with_going_away_and_exits_cleanly() {
     let (mut server, port) = spawn_binary(&[]).await;
+    parley::push::install_tls_provider();
     let http = reqwest::Client::new();
 
     let keys = parley::http::auth::JwtKeys::new(&parley::config::Secret::new(JWT_SECRET));

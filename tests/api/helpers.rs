@@ -28,6 +28,8 @@ pub fn database_url() -> String {
 
 /// Settings for a test server: port 0, the test database, a known secret.
 pub fn test_settings() -> Settings {
+    // Before any HTTP client of the tests is built (see `parley::push`).
+    parley::push::install_tls_provider();
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.database.url = Secret::new(database_url());
@@ -97,6 +99,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 /// The real `parley` binary as a child process on a free port, against the
 /// test database, with `env` added; returns once it is ready.
 pub async fn spawn_binary(env: &[(&str, String)]) -> (tokio::process::Child, u16) {
+    parley::push::install_tls_provider();
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()

@@ -519,3 +519,186 @@ async fn preferences_switch_channels_off_and_quiet_hours_hold_emails_until_they_
     app.shutdown().await;
     drop_database(&database).await;
 }
+
+/// npm's web-push-testing, a push service stand-in that checks each push's
+/// VAPID signature and decrypts it (`PARLEY_TEST_PUSH_STAND_IN`: its
+/// `server.js`, installed by scripts/test.sh).
+struct PushStandIn {
+    url: String,
+    http: reqwest::Client,
+    _server: tokio::process::Child,
+}
+
+impl PushStandIn {
+    async fn start() -> Self {
+        let script = std::env::var("PARLEY_TEST_PUSH_STAND_IN").expect(
+            "PARLEY_TEST_PUSH_STAND_IN names web-push-testing's server.js (scripts/test.sh installs it)",
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = tokio::process::Command::new("node")
+            .arg(&script)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs the push stand-in");
+        let url = format!("http://127.0.0.1:{port}");
+        parley::push::install_tls_provider();
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !http
+            .post(format!("{url}/status"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the push stand-in never started"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self {
+            url,
+            http,
+            _server: server,
+        }
+    }
+
+    /// A browser's subscription for `server_key`, and its id at the stand-in.
+    async fn subscribe(&self, server_key: &str) -> (Value, String) {
+        let response: Value = self
+            .http
+            .post(format!("{}/subscribe", self.url))
+            .json(&json!({"userVisibleOnly": "true", "applicationServerKey": server_key}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let data = response["data"].clone();
+        let client = data["clientHash"]
+            .as_str()
+            .expect("a subscription")
+            .to_owned();
+        (data, client)
+    }
+
+    /// The decrypted pushes `client` received, waiting (up to 10 s) for at least `count`.
+    async fn received(&self, client: &str, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let response: Value = self
+                .http
+                .post(format!("{}/get-notifications", self.url))
+                .json(&json!({"clientHash": client}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let messages: Vec<Value> = response["data"]["messages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|m| serde_json::from_str(m.as_str().unwrap()).unwrap())
+                .collect();
+            if messages.len() >= count {
+                return messages;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{count} pushes never came"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn expire(&self, client: &str) {
+        let response = self
+            .http
+            .post(format!("{}/expire-subscription/{client}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+}
+
+#[tokio::test]
+async fn pushes_reach_browsers_encrypted_and_signed_and_a_gone_subscription_is_removed() {
+    let stand_in = PushStandIn::start().await;
+    let (app, database) = spawn_app_on_own_database(|_| {}).await;
+    let (status, key) = app.anonymous_get("/push/vapid-public-key").await;
+    assert_eq!(status, StatusCode::OK);
+    let server_key = key["publicKey"].as_str().unwrap();
+    let alice = app.user("recruiter").await;
+    let bob = app.user("candidate").await;
+    let conversation = app.conversation(&alice, &bob).await;
+
+    let (subscription, client) = stand_in.subscribe(server_key).await;
+    let (status, body) = app
+        .post(&bob, "/users/me/push-subscriptions", subscription.clone())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = app
+        .post(
+            &bob,
+            "/users/me/push-subscriptions",
+            json!({"endpoint": "https://push.example/x", "keys": {"p256dh": "not-a-key", "auth": "x"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Bob has no app open: the push arrives, decrypted by the stand-in.
+    app.send(&alice, &conversation, "are you free on Monday?")
+        .await;
+    let pushes = stand_in.received(&client, 1).await;
+    assert_eq!(pushes[0]["type"], "new_message");
+    assert_eq!(pushes[0]["body"], "are you free on Monday?");
+    assert_eq!(pushes[0]["title"], format!("User {}", alice.id));
+    assert_eq!(pushes[0]["conversationId"], conversation.as_str());
+
+    // With previews off, only who wrote.
+    let (status, _) = app
+        .patch(
+            &bob,
+            "/users/me/notification-settings",
+            json!({"pushPreview": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.send(&alice, &conversation, "the secret plan").await;
+    let pushes = stand_in.received(&client, 2).await;
+    assert_eq!(pushes[1]["body"], "");
+
+    // The browser unsubscribed at the push service: the next push is told 410
+    // and the subscription is removed.
+    stand_in.expire(&client).await;
+    app.send(&alice, &conversation, "still there?").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app
+        .sql_i64(
+            "SELECT count(*) FROM push_subscriptions WHERE user_id = $1",
+            &[&bob.id],
+        )
+        .await
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gone subscription stayed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.shutdown().await;
+    drop_database(&database).await;
+}
