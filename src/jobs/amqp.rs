@@ -237,13 +237,26 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
+        // Each delivery runs on its own task: at most `prefetch` are unacknowledged,
+        // so at most that many run at once.
         while let Some(delivery) = deliveries.next().await {
             let delivery = delivery?;
-            match serde_json::from_slice::<outbox::Job>(&delivery.data) {
-                Ok(job) => self.run(chat, &channel, job).await?,
-                Err(e) => tracing::warn!(error = %e, "unreadable job dropped"),
-            }
-            delivery.ack(BasicAckOptions::default()).await?;
+            let (broker, chat, channel) = (self.clone(), chat.clone(), channel.clone());
+            tokio::spawn(async move {
+                let handled = match serde_json::from_slice::<outbox::Job>(&delivery.data) {
+                    Ok(job) => broker.run(&chat, &channel, job).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable job dropped");
+                        Ok(())
+                    }
+                };
+                // Unacknowledged (the broker failed): redelivered, and run at most once.
+                if let Err(e) = handled {
+                    tracing::warn!(error = %e, "a job could not be handed on; it will be redelivered");
+                } else if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(error = %e, "a job could not be acknowledged; it will be redelivered");
+                }
+            });
         }
         anyhow::bail!("the broker cancelled the consumer")
     }

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use futures_util::{StreamExt, stream};
+
 use crate::{
     chat::ChatCore,
     domain::ChatError,
@@ -28,24 +30,36 @@ pub fn start(chat: ChatCore) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Runs one batch of due jobs; returns how many it took.
+/// Runs one batch of due jobs, [`super::CONCURRENT`] at a time; returns how
+/// many it took.
 async fn run_due(chat: &ChatCore) -> Result<usize, ChatError> {
     let mut db = client(chat.pool()).await?;
     let tx = db.transaction().await?;
     let due = outbox::take_due(&tx, super::BATCH).await?;
+    let outcomes: Vec<(i64, outbox::Job, Result<(), ChatError>)> = stream::iter(due.clone())
+        .map(|(id, job)| {
+            let chat = chat.clone();
+            async move {
+                let outcome = chat.run_job(&job).await;
+                (id, job, outcome)
+            }
+        })
+        .buffer_unordered(super::CONCURRENT)
+        .collect()
+        .await;
     let mut done = Vec::new();
-    for (id, job) in &due {
-        match chat.run_job(job).await {
+    for (id, job, outcome) in outcomes {
+        match outcome {
             Ok(()) => {
                 metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "done")
                     .increment(1);
-                done.push(*id);
+                done.push(id);
             }
             Err(e) if job.attempts + 1 >= super::MAX_ATTEMPTS => {
                 tracing::warn!(error = %e.chain(), job = %job.job_id, kind = %job.kind, "job dead-lettered");
                 metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "dead")
                     .increment(1);
-                outbox::bury(&tx, job, job.attempts + 1, &e.chain()).await?;
+                outbox::bury(&tx, &job, job.attempts + 1, &e.chain()).await?;
             }
             Err(e) => {
                 metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "retry")
@@ -53,7 +67,7 @@ async fn run_due(chat: &ChatCore) -> Result<usize, ChatError> {
                 let wait = super::retry_delay(job.attempts + 1);
                 outbox::postpone(
                     &tx,
-                    *id,
+                    id,
                     i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
                     &e.chain(),
                 )

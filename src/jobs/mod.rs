@@ -93,7 +93,9 @@ pub fn retry_delay(attempts: i32) -> Duration {
 }
 
 /// Most outbox rows taken at once.
-const BATCH: i64 = 100;
+const BATCH: i64 = 200;
+/// Jobs a node runs at once (each holds a pooled connection while it runs).
+const CONCURRENT: usize = 8;
 
 #[cfg(test)]
 mod tests {
