@@ -11,6 +11,8 @@
 //! queues an email, sent only if the person is still away when it is due
 //! (`chat::email`).
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -23,7 +25,7 @@ use crate::{
     },
     persistence::{
         client, email,
-        notifications::{self, Recipient},
+        notifications::{self, NewMessageRef, NewNotification},
         outbox::{self, Job},
         users,
     },
@@ -46,6 +48,19 @@ struct MessageCreated {
     recipient_request_state: Option<String>,
 }
 
+impl MessageCreated {
+    /// The notification it makes: a request opened, a request accepted, or a message.
+    fn kind(&self) -> &'static str {
+        if self.recipient_request_state.as_deref() == Some("pending") {
+            "message_request"
+        } else if self.sender_request_state.as_deref() == Some("accepted") {
+            "request_accepted"
+        } else {
+            "new_message"
+        }
+    }
+}
+
 /// A notification just recorded, for the user it is for, with their preferences.
 struct Recorded {
     user: UserId,
@@ -66,23 +81,146 @@ impl ChatCore {
     /// Runs one follow-up job; a job already done does nothing. An error
     /// means "try again later" (the caller retries with backoff).
     pub async fn run_job(&self, job: &Job) -> Result<(), ChatError> {
-        let created = match job.kind.as_str() {
-            "message_created" => self.message_notifications(job).await?,
-            "moderation_notice" => self.moderation_notification(job).await?,
-            other => {
-                return Err(ChatError::internal(format!(
-                    "no handler for job kind {other}"
-                )));
+        match job.kind.as_str() {
+            "message_created" => self.run_message_jobs(std::slice::from_ref(job)).await,
+            "moderation_notice" => {
+                let created = self.moderation_notification(job).await?;
+                self.deliver(created, std::slice::from_ref(job)).await;
+                Ok(())
             }
-        };
-        let delay = chrono::Utc::now() - job.created_at;
-        metrics::histogram!("parley_notification_delay_seconds")
-            .record(delay.to_std().unwrap_or_default().as_secs_f64());
+            other => Err(ChatError::internal(format!(
+                "no handler for job kind {other}"
+            ))),
+        }
+    }
+
+    /// Runs `message_created` jobs together, in one transaction and a few
+    /// statements whatever their number (as group commit writes messages):
+    /// the jobs are marked done, every audience read, every notification
+    /// recorded and every email queued at once. All or nothing: on an error
+    /// the caller runs them one by one.
+    pub async fn run_message_jobs(&self, jobs: &[Job]) -> Result<(), ChatError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let created = jobs
+            .iter()
+            .map(|job| Ok((job.job_id, decode::<MessageCreated>(job)?)))
+            .collect::<Result<Vec<_>, ChatError>>()?;
+        let mut db = client(&self.pool).await?;
+        let tx = db.transaction().await?;
+        let ids: Vec<Uuid> = created.iter().map(|(id, _)| *id).collect();
+        let fresh: std::collections::HashSet<Uuid> =
+            outbox::mark_done(&tx, &ids).await?.into_iter().collect();
+        let created: Vec<MessageCreated> = created
+            .into_iter()
+            .filter(|(id, _)| fresh.contains(id))
+            .map(|(_, c)| c)
+            .collect();
+        if created.is_empty() {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let messages: Vec<NewMessageRef<'_>> = created
+            .iter()
+            .map(|c| NewMessageRef {
+                conversation: c.conversation_id,
+                message: c.message_id,
+                sender: &c.sender_id,
+            })
+            .collect();
+        let recipients = notifications::audience(&tx, &messages).await?;
+        let previews: Vec<String> = recipients.iter().map(|r| preview(&r.body)).collect();
+        let mut wanted: Vec<NewNotification<'_>> = Vec::new();
+        // One `new_message` per user and conversation: later messages of the batch join it.
+        let mut collapsed: HashMap<(&UserId, Uuid), usize> = HashMap::new();
+        let mut emails: Vec<(&UserId, Uuid, &str)> = Vec::new();
+        let mut preferences: HashMap<&UserId, &NotificationPreferences> = HashMap::new();
+        for (recipient, preview) in recipients.iter().zip(&previews) {
+            let message = &created[recipient.job];
+            let kind = message.kind();
+            let channels = recipient.preferences.channels(kind);
+            preferences.insert(&recipient.user_id, &recipient.preferences);
+            if channels.email {
+                let email_kind = if kind == "message_request" {
+                    "request"
+                } else {
+                    "messages"
+                };
+                let email = (&recipient.user_id, message.conversation_id, email_kind);
+                if !emails.contains(&email) {
+                    emails.push(email);
+                }
+            }
+            if !channels.in_app {
+                continue;
+            }
+            let key = (&recipient.user_id, message.conversation_id);
+            if kind == "new_message"
+                && let Some(&at) = collapsed.get(&key)
+            {
+                let joined = &mut wanted[at];
+                joined.count += 1;
+                joined.preview = preview;
+                joined.actor = Some(&message.sender_id);
+                continue;
+            }
+            if kind == "new_message" {
+                collapsed.insert(key, wanted.len());
+            }
+            wanted.push(NewNotification {
+                user: &recipient.user_id,
+                kind,
+                conversation: Some(message.conversation_id),
+                actor: Some(&message.sender_id),
+                preview,
+                count: 1,
+            });
+        }
+        email::schedule(
+            &tx,
+            &emails,
+            self.mail_settings.delay,
+            self.mail_settings.batch,
+        )
+        .await?;
+        let recorded = notifications::record_all(&tx, &wanted).await?;
+        tx.commit().await?;
+        let recorded = recorded
+            .into_iter()
+            .map(|(user, notification)| {
+                let preferences = preferences
+                    .get(&user)
+                    .map(|p| (*p).clone())
+                    .unwrap_or_default();
+                Recorded {
+                    user,
+                    notification,
+                    preferences,
+                }
+            })
+            .collect();
+        self.deliver(recorded, jobs).await;
+        Ok(())
+    }
+
+    /// Tells each user of their new notification (event and push) and
+    /// records how long the jobs took from their action.
+    async fn deliver(&self, recorded: Vec<Recorded>, jobs: &[Job]) {
+        let now = chrono::Utc::now();
+        for job in jobs {
+            metrics::histogram!("parley_notification_delay_seconds").record(
+                (now - job.created_at)
+                    .to_std()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+        }
         for Recorded {
             user,
             notification,
             preferences,
-        } in created
+        } in recorded
         {
             self.publish(
                 std::slice::from_ref(&user),
@@ -91,80 +229,6 @@ impl ChatCore {
             self.push_notification(&user, &notification, &preferences)
                 .await;
         }
-        Ok(())
-    }
-
-    async fn message_notifications(&self, job: &Job) -> Result<Vec<Recorded>, ChatError> {
-        let created: MessageCreated = decode(job)?;
-        let kind = if created.recipient_request_state.as_deref() == Some("pending") {
-            "message_request"
-        } else if created.sender_request_state.as_deref() == Some("accepted") {
-            "request_accepted"
-        } else {
-            "new_message"
-        };
-        let mut db = client(&self.pool).await?;
-        let tx = db.transaction().await?;
-        if !outbox::mark_done(&tx, job.job_id).await? {
-            return Ok(Vec::new());
-        }
-        let (recipients, body) = notifications::audience(
-            &tx,
-            created.conversation_id,
-            created.message_id,
-            &created.sender_id,
-        )
-        .await?;
-        let preview = preview(&body);
-        let mut recorded = Vec::new();
-        for Recipient {
-            user_id,
-            muted,
-            archived,
-            blocked,
-            preferences,
-        } in recipients
-        {
-            if muted || archived || blocked {
-                continue;
-            }
-            let channels = preferences.channels(kind);
-            if channels.email {
-                let email_kind = if kind == "message_request" {
-                    "request"
-                } else {
-                    "messages"
-                };
-                email::schedule(
-                    &tx,
-                    &user_id,
-                    created.conversation_id,
-                    email_kind,
-                    self.mail_settings.delay,
-                    self.mail_settings.batch,
-                )
-                .await?;
-            }
-            if !channels.in_app {
-                continue;
-            }
-            let notification = notifications::record(
-                &tx,
-                &user_id,
-                kind,
-                Some(created.conversation_id),
-                Some(&created.sender_id),
-                &preview,
-            )
-            .await?;
-            recorded.push(Recorded {
-                user: user_id,
-                notification,
-                preferences,
-            });
-        }
-        tx.commit().await?;
-        Ok(recorded)
     }
 
     async fn moderation_notification(&self, job: &Job) -> Result<Vec<Recorded>, ChatError> {
@@ -180,11 +244,21 @@ impl ChatCore {
         };
         let mut db = client(&self.pool).await?;
         let tx = db.transaction().await?;
-        if !outbox::mark_done(&tx, job.job_id).await? {
+        if outbox::mark_done(&tx, &[job.job_id]).await?.is_empty() {
             return Ok(Vec::new());
         }
-        let notification =
-            notifications::record(&tx, &user, "moderation_notice", None, None, &text).await?;
+        let notification = notifications::record(
+            &tx,
+            NewNotification {
+                user: &user,
+                kind: "moderation_notice",
+                conversation: None,
+                actor: None,
+                preview: &text,
+                count: 1,
+            },
+        )
+        .await?;
         tx.commit().await?;
         let preferences = users::notification_preferences(&self.pool, &user).await?;
         Ok(vec![Recorded {

@@ -30,13 +30,34 @@ pub fn start(chat: ChatCore) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Runs one batch of due jobs, [`super::CONCURRENT`] at a time; returns how
-/// many it took.
+/// Runs one batch of due jobs — the message jobs together, the others
+/// [`super::CONCURRENT`] at a time; returns how many it took.
 async fn run_due(chat: &ChatCore) -> Result<usize, ChatError> {
     let mut db = client(chat.pool()).await?;
     let tx = db.transaction().await?;
     let due = outbox::take_due(&tx, super::BATCH).await?;
-    let outcomes: Vec<(i64, outbox::Job, Result<(), ChatError>)> = stream::iter(due.clone())
+    // Message jobs together (a few statements for the whole batch); whatever
+    // is left — other kinds, or every one of them if the batch failed — one
+    // by one, with its own retries.
+    let (messages, others): (Vec<_>, Vec<_>) = due
+        .iter()
+        .cloned()
+        .partition(|(_, job)| job.kind == "message_created");
+    let mut done = Vec::new();
+    let message_jobs: Vec<outbox::Job> = messages.iter().map(|(_, job)| job.clone()).collect();
+    let one_by_one = match chat.run_message_jobs(&message_jobs).await {
+        Ok(()) => {
+            metrics::counter!("parley_jobs_total", "kind" => "message_created", "outcome" => "done")
+                .increment(message_jobs.len() as u64);
+            done.extend(messages.iter().map(|(id, _)| *id));
+            others
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.chain(), "a batch of message jobs failed; running them one by one");
+            due.clone()
+        }
+    };
+    let outcomes: Vec<(i64, outbox::Job, Result<(), ChatError>)> = stream::iter(one_by_one)
         .map(|(id, job)| {
             let chat = chat.clone();
             async move {
@@ -47,7 +68,6 @@ async fn run_due(chat: &ChatCore) -> Result<usize, ChatError> {
         .buffer_unordered(super::CONCURRENT)
         .collect()
         .await;
-    let mut done = Vec::new();
     for (id, job, outcome) in outcomes {
         match outcome {
             Ok(()) => {

@@ -46,36 +46,42 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Queues an email about `conversation` for `user`, due after `delay`, and
-/// not before `batch` after the last one about it. An email already queued
-/// keeps its (earlier) time.
+/// Queues emails — (user, conversation, kind) each — due after `delay`, and
+/// not before `batch` after the last one about the same conversation. An
+/// email already queued keeps its (earlier) time.
 pub async fn schedule(
     db: &impl GenericClient,
-    user: &UserId,
-    conversation: Uuid,
-    kind: &str,
+    emails: &[(&UserId, Uuid, &str)],
     delay: Duration,
     batch: Duration,
 ) -> Result<(), ChatError> {
+    if emails.is_empty() {
+        return Ok(());
+    }
     let stmt = db
         .prepare_cached(
             "INSERT INTO email_queue (user_id, conversation_id, kind, due_at)
-             SELECT $1, $2, $3, GREATEST(
+             SELECT t.user_id, t.conversation_id, t.kind, GREATEST(
                  now() + make_interval(secs => $4),
-                 COALESCE((SELECT max(sent_at) FROM email_log
-                           WHERE user_id = $1 AND conversation_id = $2 AND kind = $3)
+                 COALESCE((SELECT max(sent_at) FROM email_log l
+                           WHERE l.user_id = t.user_id AND l.conversation_id = t.conversation_id
+                             AND l.kind = t.kind)
                           + make_interval(secs => $5), now()))
+             FROM unnest($1::text[], $2::uuid[], $3::text[]) AS t(user_id, conversation_id, kind)
              ON CONFLICT (user_id, conversation_id, kind) DO NOTHING",
         )
         .await?;
+    let users: Vec<&str> = emails.iter().map(|(u, _, _)| u.as_str()).collect();
+    let conversations: Vec<Uuid> = emails.iter().map(|(_, c, _)| *c).collect();
+    let kinds: Vec<&str> = emails.iter().map(|(_, _, k)| *k).collect();
     timed(
         "email.schedule",
         db.execute(
             &stmt,
             &[
-                &user.as_str(),
-                &conversation,
-                &kind,
+                &users,
+                &conversations,
+                &kinds,
                 &seconds(delay),
                 &seconds(batch),
             ],

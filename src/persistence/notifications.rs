@@ -30,85 +30,121 @@ fn from_row(r: &Row) -> Notification {
     }
 }
 
-/// A recipient of a new message, and what stands between them and a notification.
+/// Someone who should hear of a new message: no mute, no archive, no block
+/// with its sender. `job` is the message's index in the batch.
 pub struct Recipient {
+    pub job: usize,
     pub user_id: UserId,
-    pub muted: bool,
-    pub archived: bool,
-    /// A block stands between them and the sender, in either direction.
-    pub blocked: bool,
     pub preferences: NotificationPreferences,
+    pub body: String,
 }
 
-/// The other participants of `conversation` than `sender`, and the message's body.
+/// A new message, as the audience query needs it.
+pub struct NewMessageRef<'a> {
+    pub conversation: Uuid,
+    pub message: Uuid,
+    pub sender: &'a str,
+}
+
+/// Everyone who should hear of each of `messages` (the other participants,
+/// less those who muted or archived the conversation or stand on a side of a
+/// block with the sender), in the order of `messages`.
 pub async fn audience(
     db: &impl GenericClient,
-    conversation: Uuid,
-    message: Uuid,
-    sender: &str,
-) -> Result<(Vec<Recipient>, String), ChatError> {
+    messages: &[NewMessageRef<'_>],
+) -> Result<Vec<Recipient>, ChatError> {
     let stmt = db
         .prepare_cached(concat!(
-            "SELECT p.user_id, p.muted_at IS NOT NULL, p.archived_at IS NOT NULL, ",
-            blocked_between!("p.user_id", "$3"),
-            ", (SELECT body FROM messages WHERE id = $2), u.settings->'notifications'
-             FROM conversation_participants p JOIN users u ON u.id = p.user_id
-             WHERE p.conversation_id = $1 AND p.user_id <> $3"
+            "SELECT i.ord, p.user_id, u.settings->'notifications', m.body
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY
+                  AS i(conversation_id, message_id, sender_id, ord)
+             JOIN conversation_participants p
+                  ON p.conversation_id = i.conversation_id AND p.user_id <> i.sender_id
+             JOIN users u ON u.id = p.user_id
+             JOIN messages m ON m.id = i.message_id
+             WHERE p.muted_at IS NULL AND p.archived_at IS NULL AND NOT ",
+            blocked_between!("p.user_id", "i.sender_id"),
+            " ORDER BY i.ord"
         ))
         .await?;
+    let conversations: Vec<Uuid> = messages.iter().map(|m| m.conversation).collect();
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.message).collect();
+    let senders: Vec<&str> = messages.iter().map(|m| m.sender).collect();
     let rows = timed(
         "notifications.audience",
-        db.query(&stmt, &[&conversation, &message, &sender]),
+        db.query(&stmt, &[&conversations, &ids, &senders]),
     )
     .await?;
-    let body = rows
-        .first()
-        .and_then(|r| r.get::<_, Option<String>>(4))
-        .unwrap_or_default();
-    let recipients = rows
-        .iter()
+    rows.iter()
         .map(|r| {
             Ok(Recipient {
-                user_id: UserId::parse(r.get(0))?,
-                muted: r.get(1),
-                archived: r.get(2),
-                blocked: r.get(3),
-                preferences: users::preferences_from(r.get(5)),
+                job: usize::try_from(r.get::<_, i64>(0) - 1).unwrap_or(0),
+                user_id: UserId::parse(r.get(1))?,
+                preferences: users::preferences_from(r.get(2)),
+                body: r.get(3),
             })
         })
-        .collect::<Result<_, ChatError>>()?;
-    Ok((recipients, body))
+        .collect()
 }
 
-/// Records a notification; a `new_message` one joins the user's unread one
-/// for the same conversation if there is one.
-pub async fn record(
+/// A notification to record.
+pub struct NewNotification<'a> {
+    pub user: &'a UserId,
+    pub kind: &'a str,
+    pub conversation: Option<Uuid>,
+    pub actor: Option<&'a str>,
+    pub preview: &'a str,
+    /// Messages it stands for (a batch may hold several for one conversation).
+    pub count: i32,
+}
+
+/// Records notifications in one statement; a `new_message` one joins the
+/// user's unread one for the same conversation if there is one (the batch
+/// must hold at most one `new_message` per user and conversation). Returns
+/// each with the user it is for.
+pub async fn record_all(
     db: &impl GenericClient,
-    user: &UserId,
-    kind: &str,
-    conversation: Option<Uuid>,
-    actor: Option<&str>,
-    preview: &str,
-) -> Result<Notification, ChatError> {
+    batch: &[NewNotification<'_>],
+) -> Result<Vec<(UserId, Notification)>, ChatError> {
     let stmt = db
         .prepare_cached(&format!(
-            "INSERT INTO notifications (user_id, kind, conversation_id, actor_id, preview)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO notifications (user_id, kind, conversation_id, actor_id, preview, message_count)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::int[])
              ON CONFLICT (user_id, conversation_id) WHERE kind = 'new_message' AND read_at IS NULL
-             DO UPDATE SET message_count = notifications.message_count + 1,
+             DO UPDATE SET message_count = notifications.message_count + EXCLUDED.message_count,
                  actor_id = EXCLUDED.actor_id, preview = EXCLUDED.preview, updated_at = now()
-             RETURNING {COLUMNS}"
+             RETURNING {COLUMNS}, user_id"
         ))
         .await?;
-    let row = timed(
-        "notifications.record",
-        db.query_one(
+    let users: Vec<&str> = batch.iter().map(|n| n.user.as_str()).collect();
+    let kinds: Vec<&str> = batch.iter().map(|n| n.kind).collect();
+    let conversations: Vec<Option<Uuid>> = batch.iter().map(|n| n.conversation).collect();
+    let actors: Vec<Option<&str>> = batch.iter().map(|n| n.actor).collect();
+    let previews: Vec<&str> = batch.iter().map(|n| n.preview).collect();
+    let counts: Vec<i32> = batch.iter().map(|n| n.count).collect();
+    let rows = timed(
+        "notifications.record_all",
+        db.query(
             &stmt,
-            &[&user.as_str(), &kind, &conversation, &actor, &preview],
+            &[&users, &kinds, &conversations, &actors, &previews, &counts],
         ),
     )
     .await?;
-    Ok(from_row(&row))
+    rows.iter()
+        .map(|r| Ok((UserId::parse(r.get(9))?, from_row(r))))
+        .collect()
+}
+
+/// Records one notification (see [`record_all`]).
+pub async fn record(
+    db: &impl GenericClient,
+    notification: NewNotification<'_>,
+) -> Result<Notification, ChatError> {
+    record_all(db, std::slice::from_ref(&notification))
+        .await?
+        .pop()
+        .map(|(_, n)| n)
+        .ok_or_else(|| ChatError::internal("recording a notification returned nothing"))
 }
 
 /// A page of `user`'s notifications, newest first, below `before` (an id).

@@ -123,13 +123,17 @@ pub async fn bury(
     Ok(())
 }
 
-/// Marks `job` done in the caller's transaction; false when it already was
-/// (a repeated delivery: do nothing).
-pub async fn mark_done(db: &impl GenericClient, job: Uuid) -> Result<bool, ChatError> {
+/// Marks `jobs` done in the caller's transaction; returns those that were
+/// not done already (a repeated delivery is skipped).
+pub async fn mark_done(db: &impl GenericClient, jobs: &[Uuid]) -> Result<Vec<Uuid>, ChatError> {
     let stmt = db
-        .prepare_cached("INSERT INTO jobs_done (job_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .prepare_cached(
+            "INSERT INTO jobs_done (job_id) SELECT unnest($1::uuid[])
+             ON CONFLICT DO NOTHING RETURNING job_id",
+        )
         .await?;
-    Ok(timed("outbox.mark_done", db.execute(&stmt, &[&job])).await? == 1)
+    let rows = timed("outbox.mark_done", db.query(&stmt, &[&jobs])).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// The backlog: rows waiting, and the age of the oldest in seconds.
