@@ -11,9 +11,11 @@
 //!   persistent message with publisher confirms, and deletes the rows (commits)
 //!   only once every message is confirmed: a crash or a broker outage leaves
 //!   them in the outbox, to be published again (consumers dedupe by job id).
-//! * Consumers take at most `prefetch` messages at once, ack each after its
-//!   work is done; a failure republishes the job (its attempt count up) to the
-//!   delay queue for its next try, or to `P.dead`, then acks the original.
+//! * Consumers take at most `prefetch` messages at once — the message jobs
+//!   among what has arrived run as one batch (`ChatCore::run_message_jobs`),
+//!   the others each on its own — and ack each after its work is done; a
+//!   failure republishes the job (its attempt count up) to the delay queue for
+//!   its next try, or to `P.dead`, then acks the original.
 //!
 //! Both reconnect by themselves (after [`RECONNECT_WAIT`]) when the broker
 //! goes away; meanwhile actions keep succeeding and the outbox grows.
@@ -229,7 +231,7 @@ impl Broker {
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
-        let mut deliveries = channel
+        let deliveries = channel
             .basic_consume(
                 self.work_queue().into(),
                 "".into(),
@@ -237,24 +239,51 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
-        // Each delivery runs on its own task: at most `prefetch` are unacknowledged,
-        // so at most that many run at once.
-        while let Some(delivery) = deliveries.next().await {
-            let delivery = delivery?;
-            let (broker, chat, channel) = (self.clone(), chat.clone(), channel.clone());
-            tokio::spawn(async move {
-                let handled = match serde_json::from_slice::<outbox::Job>(&delivery.data) {
-                    Ok(job) => broker.run(&chat, &channel, job).await,
+        // What has arrived is taken together: the message jobs among it run as
+        // one batch (as the in-process runner does), the others each on a task
+        // of its own. At most `prefetch` are unacknowledged, so that bounds the
+        // work in hand.
+        let mut arrivals = deliveries.ready_chunks(usize::from(self.prefetch));
+        while let Some(arrived) = arrivals.next().await {
+            let mut messages = Vec::new();
+            for delivery in arrived {
+                let delivery = delivery?;
+                match serde_json::from_slice::<outbox::Job>(&delivery.data) {
+                    Ok(job) if job.kind == "message_created" => messages.push((delivery, job)),
+                    Ok(job) => {
+                        let (broker, chat, channel) = (self.clone(), chat.clone(), channel.clone());
+                        tokio::spawn(async move {
+                            let handled = broker.run(&chat, &channel, job).await;
+                            acknowledge(&delivery, handled).await;
+                        });
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "unreadable job dropped");
-                        Ok(())
+                        acknowledge(&delivery, Ok(())).await;
                     }
-                };
-                // Unacknowledged (the broker failed): redelivered, and run at most once.
-                if let Err(e) = handled {
-                    tracing::warn!(error = %e, "a job could not be handed on; it will be redelivered");
-                } else if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                    tracing::warn!(error = %e, "a job could not be acknowledged; it will be redelivered");
+                }
+            }
+            if messages.is_empty() {
+                continue;
+            }
+            let (broker, chat, channel) = (self.clone(), chat.clone(), channel.clone());
+            tokio::spawn(async move {
+                let jobs: Vec<outbox::Job> = messages.iter().map(|(_, job)| job.clone()).collect();
+                match chat.run_message_jobs(&jobs).await {
+                    Ok(()) => {
+                        metrics::counter!("parley_jobs_total", "kind" => "message_created", "outcome" => "done")
+                            .increment(jobs.len() as u64);
+                        for (delivery, _) in &messages {
+                            acknowledge(delivery, Ok(())).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.chain(), "a batch of message jobs failed; running them one by one");
+                        for (delivery, job) in messages {
+                            let handled = broker.run(&chat, &channel, job).await;
+                            acknowledge(&delivery, handled).await;
+                        }
+                    }
                 }
             });
         }
@@ -290,5 +319,16 @@ impl Broker {
             let delay = super::retry_delay(next.attempts);
             Self::publish(channel, "", &self.retry_queue(delay), &next).await
         }
+    }
+}
+
+/// Acknowledges a delivery whose job was handled (run, or handed on to its
+/// next try); one that was not (the broker failed) stays unacknowledged and
+/// is redelivered — and runs at most once anyway.
+async fn acknowledge(delivery: &lapin::message::Delivery, handled: anyhow::Result<()>) {
+    if let Err(e) = handled {
+        tracing::warn!(error = %e, "a job could not be handed on; it will be redelivered");
+    } else if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %e, "a job could not be acknowledged; it will be redelivered");
     }
 }
