@@ -43,6 +43,7 @@ const MAX_LIMIT: i64 = 100;
 struct MessageCreated {
     conversation_id: Uuid,
     message_id: Uuid,
+    seq: i64,
     sender_id: String,
     sender_request_state: Option<String>,
     recipient_request_state: Option<String>,
@@ -161,8 +162,11 @@ impl ChatCore {
             {
                 let joined = &mut wanted[at];
                 joined.count += 1;
-                joined.preview = preview;
-                joined.actor = Some(&message.sender_id);
+                if message.seq > joined.seq {
+                    joined.preview = preview;
+                    joined.actor = Some(&message.sender_id);
+                    joined.seq = message.seq;
+                }
                 continue;
             }
             if kind == "new_message" {
@@ -175,6 +179,7 @@ impl ChatCore {
                 actor: Some(&message.sender_id),
                 preview,
                 count: 1,
+                seq: message.seq,
             });
         }
         email::schedule(
@@ -256,6 +261,7 @@ impl ChatCore {
                 actor: None,
                 preview: &text,
                 count: 1,
+                seq: 0,
             },
         )
         .await?;

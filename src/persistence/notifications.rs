@@ -96,23 +96,31 @@ pub struct NewNotification<'a> {
     pub preview: &'a str,
     /// Messages it stands for (a batch may hold several for one conversation).
     pub count: i32,
+    /// The `seq` of the newest of them (0 when it stands for no message).
+    pub seq: i64,
 }
 
 /// Records notifications in one statement; a `new_message` one joins the
-/// user's unread one for the same conversation if there is one (the batch
-/// must hold at most one `new_message` per user and conversation). Returns
-/// each with the user it is for.
+/// user's unread one for the same conversation if there is one, whose
+/// preview stays that of the newest message whatever order jobs run in (the
+/// batch must hold at most one `new_message` per user and conversation).
+/// Returns each with the user it is for.
 pub async fn record_all(
     db: &impl GenericClient,
     batch: &[NewNotification<'_>],
 ) -> Result<Vec<(UserId, Notification)>, ChatError> {
     let stmt = db
         .prepare_cached(&format!(
-            "INSERT INTO notifications (user_id, kind, conversation_id, actor_id, preview, message_count)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::int[])
+            "INSERT INTO notifications (user_id, kind, conversation_id, actor_id, preview, message_count, last_seq)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::int[], $7::bigint[])
              ON CONFLICT (user_id, conversation_id) WHERE kind = 'new_message' AND read_at IS NULL
              DO UPDATE SET message_count = notifications.message_count + EXCLUDED.message_count,
-                 actor_id = EXCLUDED.actor_id, preview = EXCLUDED.preview, updated_at = now()
+                 actor_id = CASE WHEN EXCLUDED.last_seq > notifications.last_seq
+                                 THEN EXCLUDED.actor_id ELSE notifications.actor_id END,
+                 preview = CASE WHEN EXCLUDED.last_seq > notifications.last_seq
+                                THEN EXCLUDED.preview ELSE notifications.preview END,
+                 last_seq = GREATEST(notifications.last_seq, EXCLUDED.last_seq),
+                 updated_at = now()
              RETURNING {COLUMNS}, user_id"
         ))
         .await?;
@@ -122,11 +130,12 @@ pub async fn record_all(
     let actors: Vec<Option<&str>> = batch.iter().map(|n| n.actor).collect();
     let previews: Vec<&str> = batch.iter().map(|n| n.preview).collect();
     let counts: Vec<i32> = batch.iter().map(|n| n.count).collect();
+    let seqs: Vec<i64> = batch.iter().map(|n| n.seq).collect();
     let rows = timed(
         "notifications.record_all",
         db.query(
             &stmt,
-            &[&users, &kinds, &conversations, &actors, &previews, &counts],
+            &[&users, &kinds, &conversations, &actors, &previews, &counts, &seqs],
         ),
     )
     .await?;
