@@ -135,7 +135,15 @@ pub async fn record_all(
         "notifications.record_all",
         db.query(
             &stmt,
-            &[&users, &kinds, &conversations, &actors, &previews, &counts, &seqs],
+            &[
+                &users,
+                &kinds,
+                &conversations,
+                &actors,
+                &previews,
+                &counts,
+                &seqs,
+            ],
         ),
     )
     .await?;
