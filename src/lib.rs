@@ -158,7 +158,7 @@ impl Application {
             .with_graceful_shutdown(signal)
             .await;
         realtime.drained(SHUTDOWN_GRACE).await;
-        jobs.stop().await;
+        jobs.stop();
         chat.stop(SHUTDOWN_GRACE).await;
         served
     }

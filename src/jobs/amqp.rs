@@ -93,10 +93,6 @@ impl Broker {
         vec![relay.abort_handle(), consumer.abort_handle()]
     }
 
-    /// Nothing to close beyond the tasks' own connections (they end when the
-    /// tasks are aborted).
-    pub async fn close(self) {}
-
     fn exchange(&self) -> String {
         self.prefix.clone()
     }
@@ -271,8 +267,7 @@ impl Broker {
                 let jobs: Vec<outbox::Job> = messages.iter().map(|(_, job)| job.clone()).collect();
                 match chat.run_message_jobs(&jobs).await {
                     Ok(()) => {
-                        metrics::counter!("parley_jobs_total", "kind" => "message_created", "outcome" => "done")
-                            .increment(jobs.len() as u64);
+                        super::counted("message_created", "done", jobs.len() as u64);
                         for (delivery, _) in &messages {
                             acknowledge(delivery, Ok(())).await;
                         }
@@ -300,22 +295,19 @@ impl Broker {
         job: outbox::Job,
     ) -> anyhow::Result<()> {
         let Err(e) = chat.run_job(&job).await else {
-            metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "done")
-                .increment(1);
+            super::counted(&job.kind, "done", 1);
             return Ok(());
         };
         let mut next = job;
         next.attempts += 1;
         if next.attempts >= super::MAX_ATTEMPTS {
             tracing::warn!(error = %e.chain(), job = %next.job_id, kind = %next.kind, "job dead-lettered");
-            metrics::counter!("parley_jobs_total", "kind" => next.kind.clone(), "outcome" => "dead")
-                .increment(1);
+            super::counted(&next.kind, "dead", 1);
             let db = client(chat.pool()).await?;
             outbox::bury(&db, &next, next.attempts, &e.chain()).await?;
             Self::publish(channel, "", &self.dead_queue(), &next).await
         } else {
-            metrics::counter!("parley_jobs_total", "kind" => next.kind.clone(), "outcome" => "retry")
-                .increment(1);
+            super::counted(&next.kind, "retry", 1);
             let delay = super::retry_delay(next.attempts);
             Self::publish(channel, "", &self.retry_queue(delay), &next).await
         }

@@ -47,8 +47,7 @@ async fn run_due(chat: &ChatCore) -> Result<usize, ChatError> {
     let message_jobs: Vec<outbox::Job> = messages.iter().map(|(_, job)| job.clone()).collect();
     let one_by_one = match chat.run_message_jobs(&message_jobs).await {
         Ok(()) => {
-            metrics::counter!("parley_jobs_total", "kind" => "message_created", "outcome" => "done")
-                .increment(message_jobs.len() as u64);
+            super::counted("message_created", "done", message_jobs.len() as u64);
             done.extend(messages.iter().map(|(id, _)| *id));
             others
         }
@@ -71,19 +70,16 @@ async fn run_due(chat: &ChatCore) -> Result<usize, ChatError> {
     for (id, job, outcome) in outcomes {
         match outcome {
             Ok(()) => {
-                metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "done")
-                    .increment(1);
+                super::counted(&job.kind, "done", 1);
                 done.push(id);
             }
             Err(e) if job.attempts + 1 >= super::MAX_ATTEMPTS => {
                 tracing::warn!(error = %e.chain(), job = %job.job_id, kind = %job.kind, "job dead-lettered");
-                metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "dead")
-                    .increment(1);
+                super::counted(&job.kind, "dead", 1);
                 outbox::bury(&tx, &job, job.attempts + 1, &e.chain()).await?;
             }
             Err(e) => {
-                metrics::counter!("parley_jobs_total", "kind" => job.kind.clone(), "outcome" => "retry")
-                    .increment(1);
+                super::counted(&job.kind, "retry", 1);
                 let wait = super::retry_delay(job.attempts + 1);
                 outbox::postpone(
                     &tx,

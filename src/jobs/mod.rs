@@ -25,43 +25,38 @@ use crate::{chat::ChatCore, config::JobSettings};
 /// The running job machinery of this node; stopped with [`Jobs::stop`].
 pub struct Jobs {
     tasks: Vec<tokio::task::AbortHandle>,
-    broker: Option<amqp::Broker>,
 }
 
 impl Jobs {
-    /// Starts the relay and consumers (with a broker) or the in-process runner.
+    /// Starts the relay and consumers (with a broker) or the in-process
+    /// runner, and the due-email pass.
     pub async fn start(chat: &ChatCore, settings: &JobSettings) -> anyhow::Result<Self> {
-        match &settings.amqp_url {
+        let mut tasks = match &settings.amqp_url {
             Some(url) => {
                 let broker = amqp::Broker::connect(url.expose(), settings).await?;
-                let tasks = broker.start(chat.clone());
                 tracing::info!(prefix = %settings.amqp_prefix, "jobs run through RabbitMQ");
-                Ok(Self {
-                    tasks,
-                    broker: Some(broker),
-                })
+                broker.start(chat.clone())
             }
-            None => Ok(Self {
-                tasks: vec![in_process::start(chat.clone()).abort_handle()],
-                broker: None,
-            }),
-        }
-        .map(|mut jobs| {
-            jobs.tasks.push(send_emails(chat.clone()).abort_handle());
-            jobs
-        })
+            None => vec![in_process::start(chat.clone()).abort_handle()],
+        };
+        tasks.push(send_emails(chat.clone()).abort_handle());
+        Ok(Self { tasks })
     }
 
     /// Stops relaying and consuming (unfinished jobs stay in the outbox or
-    /// the queue, for another node or the next start).
-    pub async fn stop(self) {
+    /// the queue, for another node or the next start; the tasks' broker
+    /// connections close with them).
+    pub fn stop(self) {
         for task in &self.tasks {
             task.abort();
         }
-        if let Some(broker) = self.broker {
-            broker.close().await;
-        }
     }
+}
+
+/// Counts `n` jobs of `kind` that ended `outcome` (`done`, `retry`, `dead`).
+fn counted(kind: &str, outcome: &'static str, n: u64) {
+    metrics::counter!("parley_jobs_total", "kind" => kind.to_owned(), "outcome" => outcome)
+        .increment(n);
 }
 
 /// How often a node looks for notification emails that are due.
