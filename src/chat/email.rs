@@ -31,6 +31,27 @@ use crate::{
     },
 };
 
+/// The email a notification of `kind` queues: a message request has one of
+/// its own (`request`); every other message joins its conversation's
+/// (`messages`).
+pub(super) fn email_kind(kind: &str) -> &'static str {
+    if kind == "message_request" {
+        "request"
+    } else {
+        "messages"
+    }
+}
+
+/// The notification kind whose email preference an email of `email_kind`
+/// follows (the other way round from [`email_kind`]).
+fn notification_kind(email_kind: &str) -> &'static str {
+    if email_kind == "request" {
+        "message_request"
+    } else {
+        "new_message"
+    }
+}
+
 /// Most due emails handled in one pass.
 const PASS: i64 = 20;
 /// How long a failed send waits before it is tried again.
@@ -73,12 +94,10 @@ impl ChatCore {
             }
         }
         let digest = email::digest(tx, pending).await?;
-        let kind = if pending.kind == "request" {
-            "message_request"
-        } else {
-            "new_message"
-        };
-        let wanted = digest.preferences.channels(kind).email;
+        let wanted = digest
+            .preferences
+            .channels(notification_kind(&pending.kind))
+            .email;
         let Some(address) = digest.email.clone().filter(|_| !digest.silenced && wanted) else {
             return email::discard(tx, pending).await;
         };

@@ -143,12 +143,11 @@ impl ChatCore {
             let channels = recipient.preferences.channels(kind);
             preferences.insert(&recipient.user_id, &recipient.preferences);
             if channels.email {
-                let email_kind = if kind == "message_request" {
-                    "request"
-                } else {
-                    "messages"
-                };
-                let email = (&recipient.user_id, message.conversation_id, email_kind);
+                let email = (
+                    &recipient.user_id,
+                    message.conversation_id,
+                    super::email::email_kind(kind),
+                );
                 if !emails.contains(&email) {
                     emails.push(email);
                 }
