@@ -63,10 +63,10 @@ impl MessageCreated {
 }
 
 /// A notification just recorded, for the user it is for, with their preferences.
-struct Recorded {
-    user: UserId,
-    notification: Notification,
-    preferences: NotificationPreferences,
+pub(super) struct Recorded {
+    pub(super) user: UserId,
+    pub(super) notification: Notification,
+    pub(super) preferences: NotificationPreferences,
 }
 
 /// The payload of a `moderation_notice` job (written with the moderator's action).
@@ -220,19 +220,13 @@ impl ChatCore {
                     .as_secs_f64(),
             );
         }
-        for Recorded {
-            user,
-            notification,
-            preferences,
-        } in recorded
-        {
+        for r in &recorded {
             self.publish(
-                std::slice::from_ref(&user),
-                ServerEvent::NotificationCreated(notification.clone()),
+                std::slice::from_ref(&r.user),
+                ServerEvent::NotificationCreated(r.notification.clone()),
             );
-            self.push_notification(&user, &notification, &preferences)
-                .await;
         }
+        self.push_notifications(&recorded).await;
     }
 
     async fn moderation_notification(&self, job: &Job) -> Result<Vec<Recorded>, ChatError> {

@@ -6,17 +6,20 @@
 //! user turned previews off — the start of the message. A subscription its
 //! push service calls gone (404/410) is removed.
 
+use std::collections::HashMap;
+
+use futures_util::{StreamExt, stream};
 use serde_json::json;
 
-use super::ChatCore;
+use super::{ChatCore, notifications::Recorded};
 use crate::{
-    domain::{
-        ChatError, UserId,
-        model::{Notification, NotificationPreferences, PresenceStatus},
-    },
+    domain::{ChatError, UserId, model::PresenceStatus},
     persistence::{push, users},
     push::{Delivery, Pusher, Subscription},
 };
+
+/// Pushes in flight at once from one batch of notifications.
+const CONCURRENT_PUSHES: usize = 32;
 
 impl ChatCore {
     /// The key browsers subscribe with (`applicationServerKey`).
@@ -51,70 +54,111 @@ impl ChatCore {
         }
     }
 
-    /// Pushes `notification` to `user`'s browsers when they should get it;
-    /// failures are logged and counted, never retried (the in-app
+    /// Pushes each of `recorded` to its user's browsers when they should get
+    /// it: push on for its kind, outside quiet hours, no connection in the
+    /// foreground. The lookups are made once for all (presence, subscriptions,
+    /// senders' names) and the pushes sent [`CONCURRENT_PUSHES`] at a time.
+    /// Failures are logged and counted, never retried (the in-app
     /// notification stands).
-    pub(super) async fn push_notification(
-        &self,
-        user: &UserId,
-        notification: &Notification,
-        preferences: &NotificationPreferences,
-    ) {
-        if !preferences.channels(&notification.kind).push
-            || preferences.quiet_until(self.safety.clock().now()).is_some()
-        {
+    pub(super) async fn push_notifications(&self, recorded: &[Recorded]) {
+        let now = self.safety.clock().now();
+        let wanted: Vec<&Recorded> = recorded
+            .iter()
+            .filter(|r| {
+                r.preferences.channels(&r.notification.kind).push
+                    && r.preferences.quiet_until(now).is_none()
+            })
+            .collect();
+        if wanted.is_empty() {
             return;
         }
-        let foreground = self
-            .presence
-            .get(std::slice::from_ref(user))
-            .await
-            .pop()
-            .is_some_and(|p| p.status == PresenceStatus::Online);
-        if foreground {
-            return;
-        }
-        if let Err(e) = self.push_to_browsers(user, notification, preferences).await {
+        let users: Vec<UserId> = wanted.iter().map(|r| r.user.clone()).collect();
+        let presence = self.presence.get(&users).await;
+        let away: Vec<&Recorded> = wanted
+            .into_iter()
+            .zip(presence)
+            .filter(|(_, p)| p.status != PresenceStatus::Online)
+            .map(|(r, _)| r)
+            .collect();
+        if let Err(e) = self.push_to_browsers(&away).await {
             metrics::counter!("parley_push_failures_total").increment(1);
-            tracing::warn!(error = %e.chain(), "a push could not be sent");
+            tracing::warn!(error = %e.chain(), "pushes could not be sent");
         }
     }
 
-    async fn push_to_browsers(
-        &self,
-        user: &UserId,
-        notification: &Notification,
-        preferences: &NotificationPreferences,
-    ) -> Result<(), ChatError> {
-        let subscriptions = push::of_user(&self.pool, user).await?;
+    async fn push_to_browsers(&self, away: &[&Recorded]) -> Result<(), ChatError> {
+        if away.is_empty() {
+            return Ok(());
+        }
+        let users: Vec<&str> = away.iter().map(|r| r.user.as_str()).collect();
+        let subscriptions = push::of_users(&self.pool, &users).await?;
         if subscriptions.is_empty() {
             return Ok(());
         }
-        let sender = match notification.actor_id.as_deref().map(UserId::parse) {
-            Some(Ok(actor)) => users::find(&self.pool, &actor).await?.map(|u| u.name),
-            _ => None,
-        };
-        let body = if preferences.push_preview {
-            notification.preview.clone()
-        } else {
-            String::new()
-        };
-        let payload = json!({
-            "type": notification.kind,
-            "notificationId": notification.id,
-            "conversationId": notification.conversation_id,
-            "title": sender.unwrap_or_else(|| "Parley".into()),
-            "body": body,
-        })
-        .to_string();
-        for subscription in subscriptions {
-            match self.pusher.send(&subscription, payload.as_bytes()).await? {
-                Delivery::Accepted => {
-                    metrics::counter!("parley_pushes_sent_total").increment(1);
-                }
-                Delivery::Gone => push::forget(&self.pool, &subscription.endpoint).await?,
+        let actors: Vec<&str> = away
+            .iter()
+            .filter_map(|r| r.notification.actor_id.as_deref())
+            .collect();
+        let names = users::names(&self.pool, &actors).await?;
+        let mut by_user: HashMap<&str, Vec<&Subscription>> = HashMap::new();
+        for (user, subscription) in &subscriptions {
+            by_user.entry(user).or_default().push(subscription);
+        }
+        let mut sends: Vec<(Subscription, String)> = Vec::new();
+        for r in away {
+            let payload = payload(r, &names);
+            for subscription in by_user.get(r.user.as_str()).into_iter().flatten() {
+                sends.push(((*subscription).clone(), payload.clone()));
             }
+        }
+        let gone: Vec<String> = stream::iter(sends)
+            .map(|(subscription, payload)| self.push_one(subscription, payload))
+            .buffer_unordered(CONCURRENT_PUSHES)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        for endpoint in gone {
+            push::forget(&self.pool, &endpoint).await?;
         }
         Ok(())
     }
+
+    /// Sends one push; the endpoint back when its push service says it is gone.
+    async fn push_one(&self, subscription: Subscription, payload: String) -> Option<String> {
+        match self.pusher.send(&subscription, payload.as_bytes()).await {
+            Ok(Delivery::Accepted) => {
+                metrics::counter!("parley_pushes_sent_total").increment(1);
+                None
+            }
+            Ok(Delivery::Gone) => Some(subscription.endpoint),
+            Err(e) => {
+                metrics::counter!("parley_push_failures_total").increment(1);
+                tracing::warn!(error = %e.chain(), "a push could not be sent");
+                None
+            }
+        }
+    }
+}
+
+/// What a push says: short, and without the message unless the user wants previews.
+fn payload(recorded: &Recorded, names: &HashMap<String, String>) -> String {
+    let notification = &recorded.notification;
+    let title = notification
+        .actor_id
+        .as_ref()
+        .and_then(|actor| names.get(actor))
+        .map_or("Parley", String::as_str);
+    let body = if recorded.preferences.push_preview {
+        notification.preview.as_str()
+    } else {
+        ""
+    };
+    json!({
+        "type": notification.kind,
+        "notificationId": notification.id,
+        "conversationId": notification.conversation_id,
+        "title": title,
+        "body": body,
+    })
+    .to_string()
 }

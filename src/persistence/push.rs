@@ -74,19 +74,30 @@ pub async fn forget(pool: &Pool, endpoint: &str) -> Result<(), ChatError> {
     Ok(())
 }
 
-/// `user`'s subscriptions.
-pub async fn of_user(pool: &Pool, user: &UserId) -> Result<Vec<Subscription>, ChatError> {
+/// The subscriptions of `users`, each with the user it belongs to.
+pub async fn of_users(
+    pool: &Pool,
+    users: &[&str],
+) -> Result<Vec<(String, Subscription)>, ChatError> {
     let db = client(pool).await?;
     let stmt = db
-        .prepare_cached("SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE user_id = $1")
+        .prepare_cached(
+            "SELECT user_id, endpoint, p256dh, auth FROM push_subscriptions
+             WHERE user_id = ANY($1)",
+        )
         .await?;
-    let rows = timed("push.of_user", db.query(&stmt, &[&user.as_str()])).await?;
+    let rows = timed("push.of_users", db.query(&stmt, &[&users])).await?;
     Ok(rows
         .iter()
-        .map(|r| Subscription {
-            endpoint: r.get(0),
-            p256dh: r.get(1),
-            auth: r.get(2),
+        .map(|r| {
+            (
+                r.get(0),
+                Subscription {
+                    endpoint: r.get(1),
+                    p256dh: r.get(2),
+                    auth: r.get(3),
+                },
+            )
         })
         .collect())
 }

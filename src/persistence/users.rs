@@ -1,6 +1,8 @@
 //! The `users` table: upserted from token claims (and, later, by the
 //! server-to-server API), read for participant summaries.
 
+use std::collections::HashMap;
+
 use deadpool_postgres::Pool;
 
 use super::{
@@ -151,6 +153,16 @@ pub async fn find(pool: &Pool, id: &UserId) -> Result<Option<UserSummary>, ChatE
         name: r.get(1),
         role: r.get(2),
     }))
+}
+
+/// The display names of `ids`, by id (ids unknown here are left out).
+pub async fn names(pool: &Pool, ids: &[&str]) -> Result<HashMap<String, String>, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached("SELECT id, display_name FROM users WHERE id = ANY($1)")
+        .await?;
+    let rows = timed("users.names", db.query(&stmt, &[&ids])).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// A user's own preferences (the `settings` jsonb column).

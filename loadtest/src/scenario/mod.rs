@@ -4,4 +4,5 @@ pub mod chat;
 pub mod connections;
 pub mod footprint;
 pub mod history;
+pub mod push;
 pub mod typing;
