@@ -4,6 +4,7 @@
 #   scripts/loadtest.sh chat --users 1000 --rate 2000 --duration 20
 #   scripts/loadtest.sh connections --count 19000
 #   scripts/loadtest.sh history --rate 500 --chat-rate 2000
+#   scripts/loadtest.sh push --recipients 1000 --rate 2000 --duration 20
 #
 # The server gets its own database (parley_load, recreated each run), rate
 # limits switched off (PARLEY_RATE_LIMITS=off: the product's per-user limits

@@ -17,7 +17,7 @@ use crate::{
     persistence::{
         KeysetCursor,
         audit::{self, AuditFilter, AuditRow},
-        blocks, conversations, messages,
+        blocks, conversations, id_cursor, messages,
         reports::{self, ModerationAction, NewReport, ReportView},
         users,
     },
@@ -26,8 +26,8 @@ use crate::{
 /// Report categories users may choose.
 pub const CATEGORIES: [&str; 5] = ["spam", "harassment", "scam", "inappropriate", "other"];
 /// Default and largest admin page.
-const ADMIN_DEFAULT_LIMIT: i64 = 50;
-const ADMIN_MAX_LIMIT: i64 = 200;
+pub(super) const ADMIN_DEFAULT_LIMIT: i64 = 50;
+pub(super) const ADMIN_MAX_LIMIT: i64 = 200;
 
 /// A report's description: at most 2,000 printable characters (lines and tabs allowed).
 const DESCRIPTION: TextField = TextField {
@@ -328,13 +328,7 @@ impl ChatCore {
         cursor: Option<&str>,
         limit: Option<i64>,
     ) -> Result<Page<AuditRow>, ChatError> {
-        let before = cursor
-            .map(|c| {
-                c.parse::<i64>().map_err(|_| {
-                    ChatError::invalid("invalid_cursor", "the cursor is not one this server issued")
-                })
-            })
-            .transpose()?;
+        let before = cursor.map(id_cursor).transpose()?;
         let limit = page_limit(limit, ADMIN_DEFAULT_LIMIT, ADMIN_MAX_LIMIT)?;
         let (items, has_more) = audit::list(&self.pool, filter, before, limit).await?;
         let next_cursor = has_more

@@ -16,7 +16,11 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{ChatCore, page_limit};
+use super::{
+    ChatCore,
+    moderation::{ADMIN_DEFAULT_LIMIT, ADMIN_MAX_LIMIT},
+    page_limit,
+};
 use crate::{
     domain::{
         ChatError, UserId,
@@ -24,9 +28,10 @@ use crate::{
         model::{Notification, NotificationPreferences, Page},
     },
     persistence::{
-        client, email,
+        audit::{self, AuditEntry},
+        client, email, id_cursor,
         notifications::{self, NewMessageRef, NewNotification},
-        outbox::{self, Job},
+        outbox::{self, DeadJob, Job},
         users,
     },
 };
@@ -298,6 +303,46 @@ impl ChatCore {
     /// Jobs waiting in the outbox, and the age of the oldest in seconds.
     pub async fn outbox_backlog(&self) -> Result<(i64, f64), ChatError> {
         outbox::backlog(&self.pool).await
+    }
+
+    /// Jobs that kept failing, newest first (for admins).
+    pub async fn dead_jobs(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<Page<DeadJob>, ChatError> {
+        let before = cursor.map(id_cursor).transpose()?;
+        let limit = page_limit(limit, ADMIN_DEFAULT_LIMIT, ADMIN_MAX_LIMIT)?;
+        let (items, has_more) = outbox::dead(&self.pool, before, limit).await?;
+        let next_cursor = has_more
+            .then(|| items.last().map(|j| j.id.to_string()))
+            .flatten();
+        Ok(Page::new(items, next_cursor))
+    }
+
+    /// Puts a dead job back into the outbox to run again (from its first
+    /// attempt; at most once however often it is delivered, as always),
+    /// recorded in the audit log; 404 when there is no such dead job.
+    pub async fn retry_dead_job(&self, admin: &UserId, job_id: Uuid) -> Result<(), ChatError> {
+        let mut db = client(&self.pool).await?;
+        let tx = db.transaction().await?;
+        let kind = outbox::revive(&tx, job_id)
+            .await?
+            .ok_or(ChatError::NotFound { what: "dead job" })?;
+        audit::record(
+            &tx,
+            &AuditEntry {
+                actor: Some(admin.as_str()),
+                action: "job.retried",
+                target_type: "job",
+                target_id: &job_id.to_string(),
+                conversation: None,
+                details: serde_json::json!({ "kind": kind }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// `user`'s notifications, newest first, below the id `before`.

@@ -1,4 +1,5 @@
-//! `/admin/chat/...`: moderation, for users whose token has role `admin`
+//! `/admin/...`: moderation (`/admin/chat/...`) and the jobs that kept
+//! failing (`/admin/jobs/dead`), for users whose token has role `admin`
 //! (everyone else gets 403). Every action and every read of a conversation
 //! or of a report's evidence is written to the audit log.
 
@@ -23,6 +24,7 @@ use crate::{
     },
     persistence::{
         audit::{AuditFilter, AuditRow},
+        outbox::DeadJob,
         reports::ReportView,
     },
 };
@@ -227,4 +229,44 @@ pub async fn audit_log(
         .audit_log(&filter, query.cursor.as_deref(), query.limit)
         .await?;
     Ok(ApiJson(page))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadJobsQuery {
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Follow-up jobs (notifications, emails…) that failed every attempt, newest
+/// first, with their last error.
+#[utoipa::path(get, path = "/admin/jobs/dead", tag = "operations", params(DeadJobsQuery),
+    responses((status = 200, body = Page<DeadJob>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn dead_jobs(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiQuery(query): ApiQuery<DeadJobsQuery>,
+) -> Result<ApiJson<Page<DeadJob>>, ApiError> {
+    let page = state
+        .chat
+        .dead_jobs(query.cursor.as_deref(), query.limit)
+        .await?;
+    Ok(ApiJson(page))
+}
+
+/// Runs a dead job again (it goes back into the outbox; audited).
+#[utoipa::path(post, path = "/admin/jobs/dead/{jobId}/retry", tag = "operations",
+    params(("jobId" = String, Path, description = "Job id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retry_dead_job(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(job_id): ApiPath<Uuid>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    state.chat.retry_dead_job(admin.id(), job_id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

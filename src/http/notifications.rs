@@ -10,9 +10,12 @@ use super::{
     auth::AuthUser,
     error::{ApiError, ApiJson, ApiQuery, ErrorBody},
 };
-use crate::domain::{
-    ChatError,
-    model::{Notification, NotificationPreferences},
+use crate::{
+    domain::{
+        ChatError,
+        model::{Notification, NotificationPreferences},
+    },
+    persistence::id_cursor,
 };
 
 #[derive(Deserialize, IntoParams)]
@@ -59,12 +62,7 @@ pub async fn list(
     caller: AuthUser,
     ApiQuery(query): ApiQuery<NotificationsQuery>,
 ) -> Result<ApiJson<NotificationPage>, ApiError> {
-    let before = match query.cursor.as_deref() {
-        None => None,
-        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
-            ChatError::invalid("invalid_cursor", "cursor must be a nextCursor of this list")
-        })?),
-    };
+    let before = query.cursor.as_deref().map(id_cursor).transpose()?;
     let (page, unread_count) = state
         .chat
         .notifications(caller.id(), before, query.limit)

@@ -104,6 +104,14 @@ impl KeysetCursor {
     }
 }
 
+/// Decodes the cursor of a list paged by a numeric id (the last id of the
+/// previous page, as the list's `nextCursor` gave it).
+pub fn id_cursor(raw: &str) -> Result<i64, ChatError> {
+    raw.parse().map_err(|_| {
+        ChatError::invalid("invalid_cursor", "the cursor is not one this server issued")
+    })
+}
+
 /// Gets a pooled connection; failing to get one in time is a 503, not a 500.
 pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, ChatError> {
     pool.get().await.map_err(|e| ChatError::Unavailable {

@@ -6,7 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
+use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{client, timed};
@@ -121,6 +123,67 @@ pub async fn bury(
     )
     .await?;
     Ok(())
+}
+
+/// A job that kept failing, as admins see it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadJob {
+    #[serde(skip)]
+    pub id: i64,
+    pub job_id: Uuid,
+    pub kind: String,
+    pub payload: Value,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub died_at: DateTime<Utc>,
+}
+
+/// Dead jobs, newest first, keyset-paged by id (`before` = the last id of
+/// the previous page); whether there are more.
+pub async fn dead(
+    pool: &Pool,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<DeadJob>, bool), ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT id, job_id, kind, payload, attempts, last_error, died_at FROM dead_jobs
+             WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+        )
+        .await?;
+    let rows = timed("outbox.dead", db.query(&stmt, &[&before, &(limit + 1)])).await?;
+    let has_more = rows.len() as i64 > limit;
+    let items = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| DeadJob {
+            id: r.get(0),
+            job_id: r.get(1),
+            kind: r.get(2),
+            payload: r.get(3),
+            attempts: r.get(4),
+            last_error: r.get(5),
+            died_at: r.get(6),
+        })
+        .collect();
+    Ok((items, has_more))
+}
+
+/// Moves a dead job back into the outbox, to run again from its first
+/// attempt, in the caller's transaction; its kind, or `None` when there is
+/// no such dead job.
+pub async fn revive(db: &impl GenericClient, job_id: Uuid) -> Result<Option<String>, ChatError> {
+    let stmt = db
+        .prepare_cached(
+            "WITH revived AS (DELETE FROM dead_jobs WHERE job_id = $1 RETURNING job_id, kind, payload)
+             INSERT INTO outbox (job_id, kind, payload) SELECT job_id, kind, payload FROM revived
+             ON CONFLICT (job_id) DO NOTHING RETURNING kind",
+        )
+        .await?;
+    let row = timed("outbox.revive", db.query_opt(&stmt, &[&job_id])).await?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// Marks `jobs` done in the caller's transaction; returns those that were

@@ -70,6 +70,8 @@ pub fn router(state: AppState) -> Router {
             get(admin::conversation_messages),
         )
         .route("/admin/chat/audit", get(admin::audit_log))
+        .route("/admin/jobs/dead", get(admin::dead_jobs))
+        .route("/admin/jobs/dead/{id}/retry", post(admin::retry_dead_job))
         .route("/notifications", get(notifications::list))
         .route("/notifications/read", post(notifications::read))
         .route(

@@ -702,3 +702,82 @@ async fn pushes_reach_browsers_encrypted_and_signed_and_a_gone_subscription_is_r
     app.shutdown().await;
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn admins_see_dead_jobs_and_a_retried_one_runs() {
+    let (app, database) = spawn_app_on_own_database(|_| {}).await;
+    let member = app.user("candidate").await;
+    let admin = app.user("admin").await;
+    // Two jobs that failed every attempt (as a runner buries them).
+    let db = app.pool.get().await.unwrap();
+    let mut buried = Vec::new();
+    for note in ["first", "second"] {
+        let job_id = uuid::Uuid::now_v7();
+        db.execute(
+            "INSERT INTO dead_jobs (job_id, kind, payload, attempts, last_error)
+             VALUES ($1, 'moderation_notice', $2, 5, 'smtp timed out')",
+            &[
+                &job_id,
+                &json!({"userId": member.id, "action": "warn", "note": note}),
+            ],
+        )
+        .await
+        .unwrap();
+        buried.push(job_id.to_string());
+    }
+    let (status, _) = app.get(&member, "/admin/jobs/dead").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, first) = app.get(&admin, "/admin/jobs/dead?limit=1").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(
+        first["items"][0]["jobId"].as_str(),
+        Some(buried[1].as_str())
+    );
+    assert_eq!(first["items"][0]["lastError"], "smtp timed out");
+    assert_eq!(first["items"][0]["attempts"], 5);
+    let cursor = first["nextCursor"].as_str().unwrap();
+    let (_, second) = app
+        .get(&admin, &format!("/admin/jobs/dead?limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(
+        second["items"][0]["jobId"].as_str(),
+        Some(buried[0].as_str())
+    );
+    assert_eq!(second["hasMore"], false);
+    let (status, bad) = app.get(&admin, "/admin/jobs/dead?cursor=x").await;
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_cursor"))
+    );
+
+    let mut member_ws = app.ws(&member).await;
+    let retry = format!("/admin/jobs/dead/{}/retry", buried[0]);
+    let (status, _) = app.post(&member, &retry, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = app.post(&admin, &retry, json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let notice = member_ws.next_of_type("notification.created").await;
+    assert_eq!(notice["data"]["preview"], "first");
+    let (status, _) = app.post(&admin, &retry, json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a job runs again once per retry"
+    );
+    let (_, left) = app.get(&admin, "/admin/jobs/dead").await;
+    assert_eq!(left["items"].as_array().unwrap().len(), 1);
+    let (_, audit) = app
+        .get(&admin, "/admin/chat/audit?action=job.retried")
+        .await;
+    assert_eq!(
+        audit["items"][0]["targetId"].as_str(),
+        Some(buried[0].as_str())
+    );
+    assert_eq!(
+        audit["items"][0]["actorId"].as_str(),
+        Some(admin.id.as_str())
+    );
+    app.shutdown().await;
+    drop_database(&database).await;
+}

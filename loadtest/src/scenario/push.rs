@@ -57,6 +57,11 @@ pub struct PushArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 20)]
     pub duration: u64,
+    /// Subscribe nobody and wait for no push: the same sends, for the
+    /// baseline of the send latency (e.g. against a build without
+    /// notifications).
+    #[arg(long)]
+    pub without_push: bool,
 }
 
 /// The messages sent to one recipient: the intended send time of each, by its
@@ -180,7 +185,12 @@ pub async fn run(target: Arc<Target>, args: &PushArgs, run_id: &str) -> anyhow::
 
     eprintln!("push: setting up {recipients} pairs, recipients subscribed at {push_service}");
     let pairs = crate::server::pairs(&target, recipients, run_id, "p").await?;
-    stream::iter(pairs.iter().enumerate())
+    let subscribing = if args.without_push {
+        &pairs[..0]
+    } else {
+        &pairs[..]
+    };
+    stream::iter(subscribing.iter().enumerate())
         .map(|(n, pair)| subscribe(&target, pair, format!("http://{push_service}/push/{n}")))
         .buffer_unordered(32)
         .collect::<Vec<_>>()
@@ -257,7 +267,9 @@ pub async fn run(target: Arc<Target>, args: &PushArgs, run_id: &str) -> anyhow::
     }
     // Wait for the pushes still due, until all are in or nothing comes for a while.
     let deadline = Instant::now() + DRAIN;
-    while listener.latencies.lock().expect("not poisoned").count() < ack.count() {
+    while !args.without_push
+        && listener.latencies.lock().expect("not poisoned").count() < ack.count()
+    {
         match tokio::time::timeout_at(deadline.into(), progressed.recv()).await {
             Ok(Some(())) => {}
             _ => break,
@@ -267,7 +279,11 @@ pub async fn run(target: Arc<Target>, args: &PushArgs, run_id: &str) -> anyhow::
     let pushed = std::mem::take(&mut *listener.latencies.lock().expect("not poisoned"));
     let backlog_peak = *backlog_peak.lock().expect("not poisoned");
     let pushes = listener.pushes.load(Ordering::Relaxed);
-    let not_pushed = ack.count().saturating_sub(pushed.count());
+    let not_pushed = if args.without_push {
+        0
+    } else {
+        ack.count().saturating_sub(pushed.count())
+    };
 
     println!(
         "\npush: {recipients} recipients away, {} msg/s, {} s",
