@@ -91,8 +91,9 @@ pub async fn schedule(
     Ok(())
 }
 
-/// Takes up to `limit` emails due by `now` (the rules' clock), locking them
-/// for the caller's transaction.
+/// Takes every email due by `now` (the rules' clock) of up to `limit`
+/// users, grouped by user (what falls due together for one person goes out
+/// as one email), locking them for the caller's transaction.
 pub async fn take_due(
     db: &impl GenericClient,
     now: DateTime<Utc>,
@@ -100,8 +101,10 @@ pub async fn take_due(
 ) -> Result<Vec<Pending>, ChatError> {
     let stmt = db
         .prepare_cached(
-            "SELECT user_id, conversation_id, kind FROM email_queue WHERE due_at <= $1
-             ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "SELECT user_id, conversation_id, kind FROM email_queue
+             WHERE due_at <= $1 AND user_id IN (
+                 SELECT user_id FROM email_queue WHERE due_at <= $1 ORDER BY due_at LIMIT $2)
+             ORDER BY user_id, due_at FOR UPDATE SKIP LOCKED",
         )
         .await?;
     let rows = timed("email.take_due", db.query(&stmt, &[&now, &limit])).await?;
@@ -181,14 +184,16 @@ pub async fn digest(db: &impl GenericClient, pending: &Pending) -> Result<Digest
     })
 }
 
-/// Emails sent to `user` in the last hour, and when the oldest of them went.
+/// Emails sent to `user` in the last hour, and when the oldest of them went
+/// (one email about several conversations logs a row for each, all with the
+/// same `sent_at`: its transaction's time).
 pub async fn sent_last_hour(
     db: &impl GenericClient,
     user: &UserId,
 ) -> Result<(i64, Option<DateTime<Utc>>), ChatError> {
     let stmt = db
         .prepare_cached(
-            "SELECT count(*), min(sent_at) FROM email_log
+            "SELECT count(DISTINCT sent_at), min(sent_at) FROM email_log
              WHERE user_id = $1 AND sent_at > now() - interval '1 hour'",
         )
         .await?;
@@ -236,6 +241,26 @@ pub async fn discard(db: &impl GenericClient, pending: &Pending) -> Result<(), C
         ),
     )
     .await?;
+    Ok(())
+}
+
+/// Removes each of `pending` unsent.
+pub async fn discard_all(db: &impl GenericClient, pending: &[&Pending]) -> Result<(), ChatError> {
+    for one in pending.iter().copied() {
+        discard(db, one).await?;
+    }
+    Ok(())
+}
+
+/// Makes each of `pending` due again at `at`.
+pub async fn postpone_all(
+    db: &impl GenericClient,
+    pending: &[&Pending],
+    at: DateTime<Utc>,
+) -> Result<(), ChatError> {
+    for one in pending.iter().copied() {
+        postpone(db, one, at).await?;
+    }
     Ok(())
 }
 

@@ -485,9 +485,12 @@ async fn preferences_switch_channels_off_and_quiet_hours_hold_emails_until_they_
     assert!(email.contains("email only"));
     assert_eq!(notifications(&app, &no_in_app).await["unreadCount"], 0);
 
-    // During quiet hours the email waits (its due time moves to their end)…
+    // During quiet hours emails wait (their due time moves to their end)…
     let to_quiet = app.conversation(&carol, &quiet).await;
     app.send(&carol, &to_quiet, "sent at night").await;
+    let dave = user_with_email(&app, "recruiter").await;
+    let from_dave = app.conversation(&dave, &quiet).await;
+    app.send(&dave, &from_dave, "also at night").await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let held = app
@@ -496,12 +499,12 @@ async fn preferences_switch_channels_off_and_quiet_hours_hold_emails_until_they_
                 &[&quiet.id],
             )
             .await;
-        if held == 1 {
+        if held == 2 {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the email was never held"
+            "the emails were never held"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -509,13 +512,35 @@ async fn preferences_switch_channels_off_and_quiet_hours_hold_emails_until_they_
         sink.received.try_recv().is_err(),
         "nothing went out at night"
     );
-    // …and goes out once they are over.
+    // …and go out once they are over, as one digest of both conversations.
     app.clock.advance(chrono::Duration::minutes(61));
-    let email = tokio::time::timeout(std::time::Duration::from_secs(10), sink.received.recv())
+    let digest = tokio::time::timeout(std::time::Duration::from_secs(10), sink.received.recv())
         .await
-        .expect("the held email")
-        .unwrap();
-    assert!(email.contains("sent at night"));
+        .expect("the held emails")
+        .unwrap()
+        .replace("=\n", "");
+    assert!(digest.contains("sent at night"), "{digest}");
+    assert!(digest.contains("also at night"), "{digest}");
+    assert!(
+        digest.contains("2 new messages in 2 conversations"),
+        "{digest}"
+    );
+    for conversation in [&to_quiet, &from_dave] {
+        assert!(digest.contains(&format!("/conversations/{conversation}")));
+    }
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(1500), sink.received.recv())
+            .await
+            .is_err(),
+        "one email, not one per conversation"
+    );
+    let logged = app
+        .sql_i64(
+            "SELECT count(DISTINCT sent_at) FROM email_log WHERE user_id = $1",
+            &[&quiet.id],
+        )
+        .await;
+    assert_eq!(logged, 1, "the hourly cap counts it once");
     app.shutdown().await;
     drop_database(&database).await;
 }
