@@ -55,6 +55,7 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub mail: MailSettings,
     pub push: PushSettings,
+    pub attachments: AttachmentSettings,
 }
 
 /// `[server]`: the HTTP listener.
@@ -154,6 +155,8 @@ pub struct RateLimits {
     pub conversations_per_hour: u32,
     /// Lists, history pages, syncs, presence look-ups.
     pub reads_per_minute: u32,
+    /// Attachments started.
+    pub uploads_per_hour: u32,
 }
 
 /// `[cluster]`: several nodes joined by Redis. With no `redis_url` the node
@@ -205,6 +208,33 @@ pub struct MailSettings {
     pub per_hour: u32,
 }
 
+/// `[attachments]`: files sent in conversations, their blob store and scanner.
+#[derive(Clone, Debug)]
+pub struct AttachmentSettings {
+    /// Off, every attachment endpoint answers 404 `attachments_disabled`.
+    pub enabled: bool,
+    /// `file:///path` (or a relative `file://./path`): a directory, whose
+    /// signed URLs Parley serves itself; or `s3://bucket`.
+    pub blob_store: String,
+    /// The S3 endpoint (`http://127.0.0.1:9000`) for `s3://` stores that are
+    /// not AWS itself; region and credentials come from the usual `AWS_*`
+    /// variables.
+    pub s3_endpoint: Option<String>,
+    /// clamd: `host:port` or a Unix socket path. Unset, nothing can be
+    /// scanned, so no attachment becomes available.
+    pub clamd_addr: Option<String>,
+    /// Largest file other than an image.
+    pub max_bytes: u64,
+    /// Largest image.
+    pub max_image_bytes: u64,
+    /// MIME types that may be sent.
+    pub allowed_types: Vec<String>,
+    /// Attachments are deleted this long after their upload…
+    pub retention_days: u32,
+    /// …and images after this long.
+    pub image_retention_days: u32,
+}
+
 /// `[push]`: web push (VAPID).
 #[derive(Clone, Debug)]
 pub struct PushSettings {
@@ -221,6 +251,40 @@ impl Default for PushSettings {
         Self {
             vapid_private_key: None,
             vapid_subject: "mailto:admin@localhost".into(),
+        }
+    }
+}
+
+/// The types attachments may have by default: images, PDF, plain text and
+/// the common office documents.
+pub const DEFAULT_ATTACHMENT_TYPES: [&str; 13] = [
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "application/pdf",
+    "text/plain",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.ms-excel",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text",
+];
+
+impl Default for AttachmentSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            blob_store: "file://./data/blobs".into(),
+            s3_endpoint: None,
+            clamd_addr: None,
+            max_bytes: 10 * 1024 * 1024,
+            max_image_bytes: 5 * 1024 * 1024,
+            allowed_types: DEFAULT_ATTACHMENT_TYPES.map(String::from).to_vec(),
+            retention_days: 365,
+            image_retention_days: 90,
         }
     }
 }
@@ -326,6 +390,7 @@ impl Default for RateLimits {
             messages_per_hour: 100,
             conversations_per_hour: 20,
             reads_per_minute: 600,
+            uploads_per_hour: 10,
         }
     }
 }
@@ -399,10 +464,20 @@ const KNOBS: &[Knob] = &[
     Knob { section: "mail", key: "emails_per_hour", env: "PARLEY_EMAILS_PER_HOUR", apply: |s, v| set(&mut s.mail.per_hour, v) },
     Knob { section: "push", key: "vapid_private_key", env: "PARLEY_VAPID_PRIVATE_KEY", apply: |s, v| { s.push.vapid_private_key = (!v.is_empty()).then(|| Secret::new(v)); Ok(()) } },
     Knob { section: "push", key: "vapid_subject", env: "PARLEY_VAPID_SUBJECT", apply: |s, v| { s.push.vapid_subject = v.to_owned(); Ok(()) } },
+    Knob { section: "attachments", key: "enabled", env: "PARLEY_ATTACHMENTS", apply: |s, v| switch(&mut s.attachments.enabled, v) },
+    Knob { section: "attachments", key: "blob_store", env: "PARLEY_BLOB_STORE", apply: |s, v| { s.attachments.blob_store = v.to_owned(); Ok(()) } },
+    Knob { section: "attachments", key: "s3_endpoint", env: "PARLEY_S3_ENDPOINT", apply: |s, v| { s.attachments.s3_endpoint = (!v.is_empty()).then(|| v.to_owned()); Ok(()) } },
+    Knob { section: "attachments", key: "clamd_addr", env: "PARLEY_CLAMD_ADDR", apply: |s, v| { s.attachments.clamd_addr = (!v.is_empty()).then(|| v.to_owned()); Ok(()) } },
+    Knob { section: "attachments", key: "max_bytes", env: "PARLEY_ATTACHMENT_MAX_BYTES", apply: |s, v| set(&mut s.attachments.max_bytes, v) },
+    Knob { section: "attachments", key: "max_image_bytes", env: "PARLEY_ATTACHMENT_MAX_IMAGE_BYTES", apply: |s, v| set(&mut s.attachments.max_image_bytes, v) },
+    Knob { section: "attachments", key: "allowed_types", env: "PARLEY_ATTACHMENT_TYPES", apply: |s, v| { s.attachments.allowed_types = list(v, ""); Ok(()) } },
+    Knob { section: "attachments", key: "retention_days", env: "PARLEY_ATTACHMENT_RETENTION_DAYS", apply: |s, v| set(&mut s.attachments.retention_days, v) },
+    Knob { section: "attachments", key: "image_retention_days", env: "PARLEY_IMAGE_RETENTION_DAYS", apply: |s, v| set(&mut s.attachments.image_retention_days, v) },
     Knob { section: "limits", key: "enabled", env: "PARLEY_RATE_LIMITS", apply: |s, v| switch(&mut s.limits.enabled, v) },
     Knob { section: "limits", key: "messages_per_hour", env: "PARLEY_RATE_MESSAGES_PER_HOUR", apply: |s, v| set(&mut s.limits.messages_per_hour, v) },
     Knob { section: "limits", key: "conversations_per_hour", env: "PARLEY_RATE_CONVERSATIONS_PER_HOUR", apply: |s, v| set(&mut s.limits.conversations_per_hour, v) },
     Knob { section: "limits", key: "reads_per_minute", env: "PARLEY_RATE_READS_PER_MINUTE", apply: |s, v| set(&mut s.limits.reads_per_minute, v) },
+    Knob { section: "limits", key: "uploads_per_hour", env: "PARLEY_RATE_UPLOADS_PER_HOUR", apply: |s, v| set(&mut s.limits.uploads_per_hour, v) },
 ];
 
 /// The variable naming the optional config file.

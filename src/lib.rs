@@ -19,11 +19,15 @@
 //! * [`domain`] — pure types and rules (ids, text, events, errors); no I/O,
 //!   no transport types.
 //! * [`config`] — typed settings in sections: defaults < file < `PARLEY_*`.
+//! * Adapters to the outside, used by `chat`: [`mail`] (SMTP or files),
+//!   [`push`] (web push), [`blobs`] (the blob store and its signed URLs),
+//!   [`scanner`] (clamd), [`media`] (images re-encoded).
 //!
 //! [`Application::build`] wires it together and binds the listener (port 0 in
 //! tests); [`Application::run_until_stopped`] serves until SIGTERM or Ctrl-C.
 
 pub mod actors;
+pub mod blobs;
 pub mod chat;
 pub mod cluster;
 pub mod config;
@@ -31,8 +35,10 @@ pub mod domain;
 pub mod http;
 pub mod jobs;
 pub mod mail;
+pub mod media;
 pub mod persistence;
 pub mod push;
+pub mod scanner;
 pub mod server;
 pub mod ws;
 

@@ -9,6 +9,7 @@
 //!   realtime connections and presence subscriptions.
 //! * [`safety`] — rate limits, sanctions, automated abuse signals.
 //! * [`moderation`] — blocks, reports, the admin queue, redaction, audit.
+//! * [`attachments`] — files: signed uploads and downloads, the scan, clean copies.
 //! * [`platform`] — the host platform's server-to-server calls.
 //! * [`dispatch`] — the one route of every command to a conversation's actor,
 //!   here or on the node that owns it.
@@ -18,6 +19,7 @@
 //! * [`membership`] — what this node does for the others in a cluster;
 //!   [`wire`] — what nodes send each other.
 
+pub mod attachments;
 pub mod conversations;
 pub mod dispatch;
 pub mod email;
@@ -105,6 +107,8 @@ pub struct Core {
     mail_settings: MailSettings,
     /// Sends web push, signed with this server's VAPID key.
     pusher: Pusher,
+    /// The blob store and scanner of attachments (`None`: attachments are off).
+    attachments: Option<attachments::AttachmentParts>,
     /// The cluster's loops owned here (lease renewal).
     cluster_tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -237,6 +241,7 @@ impl ChatCore {
             mailer: Mailer::from_settings(&settings.mail)?,
             mail_settings: settings.mail.clone(),
             pusher: Pusher::from_settings(&settings.push)?,
+            attachments: attachments::AttachmentParts::from_settings(settings)?,
             cluster_tasks: std::sync::Mutex::new(Vec::new()),
         }));
         if let (Some(node), Some(pushes)) = (cluster, pushes) {

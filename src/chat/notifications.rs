@@ -94,6 +94,7 @@ impl ChatCore {
                 self.deliver(created, std::slice::from_ref(job)).await;
                 Ok(())
             }
+            super::attachments::SCAN_JOB => self.scan_attachment(job).await,
             other => Err(ChatError::internal(format!(
                 "no handler for job kind {other}"
             ))),

@@ -26,6 +26,8 @@ pub enum LimitKind {
     NewConversations,
     /// Reads: lists, history pages, syncs, presence look-ups.
     Reads,
+    /// Attachments started.
+    Uploads,
 }
 
 impl LimitKind {
@@ -34,6 +36,7 @@ impl LimitKind {
             Self::Messages => "messages",
             Self::NewConversations => "new_conversations",
             Self::Reads => "reads",
+            Self::Uploads => "uploads",
         }
     }
 }
@@ -62,6 +65,7 @@ fn quotas(l: &RateLimits) -> Vec<(LimitKind, NonZeroU32, Duration)> {
         (LimitKind::Messages, l.messages_per_hour, HOUR),
         (LimitKind::NewConversations, l.conversations_per_hour, HOUR),
         (LimitKind::Reads, l.reads_per_minute, MINUTE),
+        (LimitKind::Uploads, l.uploads_per_hour, HOUR),
     ]
     .into_iter()
     .filter_map(|(kind, n, per)| NonZeroU32::new(n).map(|n| (kind, n, per)))

@@ -20,6 +20,12 @@ pub enum ChatError {
     /// The request conflicts with stored state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Too big to take (a file over its limit).
+    #[error("{message}")]
+    TooLarge { message: String },
+    /// It existed and is gone for good (a blocked or deleted attachment).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     /// Not allowed, for a reason the caller may be told (`code` says which).
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
@@ -51,6 +57,19 @@ pub enum ChatError {
 impl ChatError {
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::TooLarge {
+            message: message.into(),
+        }
+    }
+
+    pub fn gone(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Gone {
             code,
             message: message.into(),
         }
@@ -151,7 +170,9 @@ impl ChatError {
             Self::Invalid { code, .. }
             | Self::Conflict { code, .. }
             | Self::Limited { code, .. }
-            | Self::Forbidden { code, .. } => code,
+            | Self::Forbidden { code, .. }
+            | Self::Gone { code, .. } => code,
+            Self::TooLarge { .. } => "too_large",
             Self::NotFound { .. } => "not_found",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal { .. } => "internal",
@@ -187,6 +208,8 @@ enum WireKind {
     Conflict,
     Forbidden,
     Limited,
+    TooLarge,
+    Gone,
     Unavailable,
     Internal,
 }
@@ -202,6 +225,8 @@ impl From<&ChatError> for WireError {
             ChatError::Forbidden { code, message } => {
                 (WireKind::Forbidden, *code, message.clone(), 0)
             }
+            ChatError::TooLarge { message } => (WireKind::TooLarge, "", message.clone(), 0),
+            ChatError::Gone { code, message } => (WireKind::Gone, *code, message.clone(), 0),
             ChatError::Limited {
                 code,
                 message,
@@ -238,6 +263,13 @@ impl From<WireError> for ChatError {
                 message: wire.message,
             },
             WireKind::Forbidden => Self::Forbidden {
+                code,
+                message: wire.message,
+            },
+            WireKind::TooLarge => Self::TooLarge {
+                message: wire.message,
+            },
+            WireKind::Gone => Self::Gone {
                 code,
                 message: wire.message,
             },

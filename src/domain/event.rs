@@ -10,7 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::model::{Message, Notification};
+use super::{
+    attachments::Attachment,
+    model::{Message, Notification},
+};
 
 /// A serialised event: JSON text in one reference-counted buffer, so clones
 /// (one per recipient connection) share it. Transports turn it into their own
@@ -117,6 +120,9 @@ pub enum ServerEvent {
     /// one more message (same `id`, higher `messageCount`).
     #[serde(rename = "notification.created")]
     NotificationCreated(Notification),
+    /// An attachment's status or variants changed (uploaded, scanned, blocked, deleted).
+    #[serde(rename = "attachment.updated")]
+    AttachmentUpdated(Attachment),
     /// Something the client should act on; `resync_required` means: call `GET /chat/sync`.
     #[serde(rename = "system.notice")]
     SystemNotice { code: String, message: String },
@@ -177,6 +183,7 @@ impl ServerEvent {
             Self::PresenceUpdated(_) => "presence.updated",
             Self::SystemNotice { .. } => "system.notice",
             Self::NotificationCreated(_) => "notification.created",
+            Self::AttachmentUpdated(_) => "attachment.updated",
             Self::BlockCreated { .. } => "block.created",
             Self::ConversationRequested { .. } => "conversation.requested",
             Self::ConversationAccepted { .. } => "conversation.accepted",

@@ -3,6 +3,7 @@
 //! vocabulary shared by every layer. Nothing here does I/O, so every rule is
 //! unit-tested in place.
 
+pub mod attachments;
 pub mod clock;
 pub mod error;
 pub mod event;

@@ -74,6 +74,8 @@ impl From<ChatError> for ApiError {
             ChatError::Conflict { .. } => StatusCode::CONFLICT,
             ChatError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ChatError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ChatError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ChatError::Gone { .. } => StatusCode::GONE,
             ChatError::Unavailable { .. } => {
                 tracing::warn!(error = %err.chain(), "answering 503");
                 StatusCode::SERVICE_UNAVAILABLE

@@ -21,6 +21,14 @@ pub struct Health {
     /// This node's id in the cluster (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The attachments' blob store: `ok` or `degraded` (uploads and
+    /// downloads fail; everything else serves). Absent when attachments are off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<&'static str>,
+    /// clamd: `ok` or `degraded` (attachments wait in `pending_scan`).
+    /// Absent when attachments are off or no scanner is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<&'static str>,
 }
 
 /// The process is up.
@@ -31,15 +39,19 @@ pub async fn healthz() -> ApiJson<Health> {
         database: None,
         redis: None,
         node: None,
+        blobs: None,
+        scanner: None,
     })
 }
 
-/// The process can serve: the database answers (Redis is reported, but a
-/// node without it still serves).
+/// The process can serve: the database answers (Redis, the blob store and
+/// the virus scanner are reported, but a node without them still serves).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, ApiJson<Health>) {
     let db_ok = state.chat.database_ready().await;
+    let (blobs, scanner) = state.chat.attachments_ready().await;
+    let degraded = |ok: bool| if ok { "ok" } else { "degraded" };
     let (status, word) = if db_ok {
         (StatusCode::OK, "ok")
     } else {
@@ -50,11 +62,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, ApiJson<Healt
         ApiJson(Health {
             status: word,
             database: Some(word),
-            redis: state
-                .chat
-                .cluster_ready()
-                .map(|ok| if ok { "ok" } else { "degraded" }),
+            redis: state.chat.cluster_ready().map(degraded),
             node: state.chat.node_id().map(str::to_owned),
+            blobs: blobs.map(degraded),
+            scanner: scanner.map(degraded),
         }),
     )
 }

@@ -7,6 +7,7 @@
 //! one router by `crate::server`; this module never imports `ws`.
 
 pub mod admin;
+pub mod attachments;
 pub mod auth;
 pub mod blocks;
 pub mod conversations;

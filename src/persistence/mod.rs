@@ -28,6 +28,7 @@ macro_rules! blocked_between {
     };
 }
 
+pub mod attachments;
 pub mod audit;
 pub mod batch;
 pub mod blocks;

@@ -14,8 +14,8 @@ use axum::{
 
 use crate::{
     http::{
-        self, AppState, admin, blocks, conversations, health, internal, messages, notifications,
-        push, reports, sync, users,
+        self, AppState, admin, attachments, blocks, conversations, health, internal, messages,
+        notifications, push, reports, sync, users,
     },
     ws,
 };
@@ -50,6 +50,23 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/chat/conversations/{id}/archive",
             post(conversations::archive).delete(conversations::unarchive),
+        )
+        .route(
+            "/chat/conversations/{id}/attachments",
+            post(attachments::start),
+        )
+        .route("/chat/attachments/{id}", get(attachments::get_one))
+        .route(
+            "/chat/attachments/{id}/complete",
+            post(attachments::complete),
+        )
+        .route(
+            "/chat/attachments/{id}/download-url",
+            get(attachments::download_url),
+        )
+        .route(
+            "/blobs/{*key}",
+            put(attachments::put_blob).get(attachments::get_blob),
         )
         .route("/chat/sync", get(sync::sync))
         .route(

@@ -10,8 +10,8 @@ use utoipa::{
 use crate::{
     domain::model,
     http::{
-        admin, blocks, conversations, error, health, internal, messages, notifications, push,
-        reports, sync, users,
+        admin, attachments, blocks, conversations, error, health, internal, messages,
+        notifications, push, reports, sync, users,
     },
 };
 
@@ -29,6 +29,7 @@ use crate::{
         admin::list_reports, admin::get_report, admin::act, admin::redact, admin::conversation_messages, admin::audit_log, admin::dead_jobs, admin::retry_dead_job, crate::ws::fallback::sse, crate::ws::fallback::poll,
         notifications::list, notifications::read, notifications::get_preferences, notifications::patch_preferences,
         push::vapid_public_key, push::subscribe, push::unsubscribe,
+        attachments::start, attachments::complete, attachments::get_one, attachments::download_url,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
@@ -43,6 +44,8 @@ use crate::{
         crate::persistence::audit::AuditRow, crate::persistence::outbox::DeadJob,
         model::Presence, model::PresenceStatus, model::Notification, model::NotificationPreferences, model::Channels, model::QuietHours,
         notifications::NotificationPage, push::VapidKey, push::PushSubscriptionJson, push::PushKeys, push::Unsubscribe, notifications::ReadNotificationsRequest, notifications::UnreadNotifications,
+        attachments::NewAttachmentRequest, attachments::SignedUrlView, attachments::StartedAttachment, attachments::DownloadUrl,
+        crate::domain::attachments::Attachment, crate::domain::attachments::AttachmentStatus,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),
     modifiers(&BearerAuth),
