@@ -2,7 +2,7 @@
 # Makes sure what Parley needs on this machine is installed and running, and
 # that its databases exist. Safe to run any number of times.
 #
-#   scripts/ensure-services.sh [--push-stand-in] [--recreate] [database ...]   (default: parley parley_test)
+#   scripts/ensure-services.sh [--push-stand-in] [--clamd] [--recreate] [database ...]   (default: parley parley_test)
 #
 # --recreate drops the named databases first (the test suite starts from an
 # empty schema every run, whatever an earlier run or branch left behind).
@@ -10,7 +10,9 @@
 # Postgres is the only service a single node needs; Redis (127.0.0.1:6379, or
 # REDIS_PORT) joins the nodes of a cluster, and RabbitMQ (127.0.0.1:5672,
 # guest/guest) carries follow-up jobs when PARLEY_AMQP_URL is set: the test
-# suite uses both. Honours PGHOST/PGPORT/PGUSER.
+# suite uses both. --clamd installs and starts the virus scanner of
+# attachments (clamd on 127.0.0.1:3310, or CLAMD_PORT). Honours
+# PGHOST/PGPORT/PGUSER.
 set -euo pipefail
 
 PGHOST="${PGHOST:-127.0.0.1}"
@@ -19,14 +21,16 @@ PGUSER="${PGUSER:-postgres}"
 export PGHOST PGPORT PGUSER
 recreate=0
 push_stand_in=0
-if [ "${1:-}" = "--push-stand-in" ]; then
-  push_stand_in=1
+clamd=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --push-stand-in) push_stand_in=1 ;;
+    --clamd) clamd=1 ;;
+    --recreate) recreate=1 ;;
+    *) break ;;
+  esac
   shift
-fi
-if [ "${1:-}" = "--recreate" ]; then
-  recreate=1
-  shift
-fi
+done
 databases=("$@")
 [ ${#databases[@]} -eq 0 ] && databases=(parley parley_test)
 
@@ -146,9 +150,62 @@ ensure_push_stand_in() {
   (cd "$PUSH_STAND_IN_DIR" && npm install --silent --no-audit --no-fund web-push-testing@1.2.2 >/dev/null)
 }
 
+# clamd, the virus scanner of attachments: Debian's clamav-daemon, run with a
+# configuration of our own under target/tools/clamav (TCP on 127.0.0.1 only).
+# This machine cannot download virus signatures (freshclam needs the
+# internet): when the system has none, clamd gets a small local database
+# that detects the EICAR test file, so the scanning path is real end to end.
+# Production needs freshclam's signatures (see the README).
+CLAMD_PORT="${CLAMD_PORT:-3310}"
+CLAMD_DIR="$(cd "$(dirname "$0")/.." && pwd)/target/tools/clamav"
+clamd_ready() {
+  local answer
+  { exec 4<>"/dev/tcp/127.0.0.1/${CLAMD_PORT}"; } 2>/dev/null || return 1
+  printf 'zPING\0' >&4
+  IFS= read -r -t 2 -d '' answer <&4 || true
+  exec 4>&-
+  [ "$answer" = "PONG" ]
+}
+
+ensure_clamd() {
+  if clamd_ready; then return; fi
+  if ! command -v clamd >/dev/null 2>&1 && [ ! -x /usr/sbin/clamd ]; then
+    apt_install clamav-daemon
+  fi
+  mkdir -p "$CLAMD_DIR/db"
+  local database="$CLAMD_DIR/db"
+  if ls /var/lib/clamav/*.c[lv]d >/dev/null 2>&1; then
+    database=/var/lib/clamav
+  else
+    # EICAR's standard test string, as a body signature (matched anywhere in a file).
+    printf 'Eicar-Test-Signature:0:*:%s\n' \
+      "$(printf '%s' 'X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*' | od -An -tx1 | tr -d ' \n')" \
+      >"$CLAMD_DIR/db/eicar.ndb"
+  fi
+  cat >"$CLAMD_DIR/clamd.conf" <<CONF
+DatabaseDirectory $database
+TCPSocket $CLAMD_PORT
+TCPAddr 127.0.0.1
+PidFile $CLAMD_DIR/clamd.pid
+LogFile $CLAMD_DIR/clamd.log
+StreamMaxLength 64M
+MaxFileSize 64M
+MaxScanSize 256M
+CONF
+  log "starting clamd on 127.0.0.1:${CLAMD_PORT} (signatures: $database)"
+  "$(command -v clamd || echo /usr/sbin/clamd)" --config-file="$CLAMD_DIR/clamd.conf"
+  for _ in $(seq 1 120); do
+    clamd_ready && return
+    sleep 0.5
+  done
+  log "clamd did not become ready on port ${CLAMD_PORT} (see $CLAMD_DIR/clamd.log)"
+  exit 1
+}
+
 require_rust
 ensure_postgres
 ensure_databases
 ensure_redis
 ensure_rabbitmq
 if [ "$push_stand_in" -eq 1 ]; then ensure_push_stand_in; fi
+if [ "$clamd" -eq 1 ]; then ensure_clamd; fi

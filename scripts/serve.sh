@@ -5,8 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { echo "serve: $*" >&2; }
-log "checking PostgreSQL and the database 'parley' (installs and starts them when missing)"
-scripts/ensure-services.sh parley
+if [ "${PARLEY_ATTACHMENTS:-on}" = "off" ]; then
+  log "checking PostgreSQL and the database 'parley' (installs and starts them when missing)"
+  scripts/ensure-services.sh parley
+else
+  log "checking PostgreSQL, the database 'parley' and clamd for attachments (installs and starts them when missing)"
+  scripts/ensure-services.sh --clamd parley
+  export PARLEY_CLAMD_ADDR="${PARLEY_CLAMD_ADDR:-127.0.0.1:${CLAMD_PORT:-3310}}"
+fi
 if [ -x target/release/parley ]; then
   log "building the release binary (only what changed: seconds)"
 else

@@ -4,7 +4,8 @@
 # services run and the test database exists, freshly created.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-services.sh --push-stand-in --recreate parley_test
+scripts/ensure-services.sh --push-stand-in --clamd --recreate parley_test
 export PARLEY_TEST_DATABASE_URL="${PARLEY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/parley_test}"
 export PARLEY_TEST_PUSH_STAND_IN="${PARLEY_TEST_PUSH_STAND_IN:-$PWD/target/tools/web-push-testing/node_modules/web-push-testing/src/bin/server.js}"
+export PARLEY_TEST_CLAMD_ADDR="${PARLEY_TEST_CLAMD_ADDR:-127.0.0.1:3310}"
 exec cargo test --workspace --all-targets "$@"

@@ -126,15 +126,17 @@ impl BlobStore {
         self.kind
     }
 
-    /// A URL to upload at most `size` bytes to `key`, valid for `ttl`.
+    /// A URL to upload at most `size` bytes to `key`, valid for `ttl` from
+    /// `now` (the rules' clock; S3 counts by its own).
     pub async fn upload_url(
         &self,
         key: &str,
         size: u64,
         content_type: &str,
         ttl: Duration,
+        now: DateTime<Utc>,
     ) -> Result<SignedUrl, ChatError> {
-        let expires_at = expiry(ttl);
+        let expires_at = expiry(now, ttl);
         let url = match &self.signing {
             Signing::Local(hmac_key) => {
                 let exp = expires_at.timestamp();
@@ -168,14 +170,16 @@ impl BlobStore {
         })
     }
 
-    /// A URL to download `key`, served as `serving` says, valid for `ttl`.
+    /// A URL to download `key`, served as `serving` says, valid for `ttl`
+    /// from `now`.
     pub async fn download_url(
         &self,
         key: &str,
         serving: &Serving,
         ttl: Duration,
+        now: DateTime<Utc>,
     ) -> Result<SignedUrl, ChatError> {
-        let expires_at = expiry(ttl);
+        let expires_at = expiry(now, ttl);
         let url = match &self.signing {
             Signing::Local(hmac_key) => {
                 let exp = expires_at.timestamp();
@@ -312,8 +316,8 @@ impl BlobStore {
     }
 }
 
-fn expiry(ttl: Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
 }
 
 fn signed_text(method: &str, key: &str, exp: i64, fixed: &str) -> String {

@@ -214,6 +214,7 @@ impl ChatCore {
                 request.size,
                 request.content_type,
                 UPLOAD_URL_TTL,
+                self.safety.clock().now(),
             )
             .await?;
         Ok((view(&row), upload))
@@ -231,7 +232,7 @@ impl ChatCore {
         let parts = self.attachment_parts()?;
         parts
             .blobs
-            .verify_local("PUT", key, signature, chrono::Utc::now())?;
+            .verify_local("PUT", key, signature, self.safety.clock().now())?;
         if signature.size.is_some_and(|most| body.len() as u64 > most) {
             return Err(ChatError::too_large("more bytes than this upload allows"));
         }
@@ -556,7 +557,12 @@ impl ChatCore {
         }
         parts
             .blobs
-            .download_url(&variant_key(id, variant), &serving(&row), DOWNLOAD_URL_TTL)
+            .download_url(
+                &variant_key(id, variant),
+                &serving(&row),
+                DOWNLOAD_URL_TTL,
+                self.safety.clock().now(),
+            )
             .await
     }
 
@@ -573,7 +579,7 @@ impl ChatCore {
         }
         parts
             .blobs
-            .verify_local("GET", key, signature, chrono::Utc::now())?;
+            .verify_local("GET", key, signature, self.safety.clock().now())?;
         let bytes = parts
             .blobs
             .get(key)

@@ -40,7 +40,17 @@ pub fn test_settings() -> Settings {
     settings.limits.enabled = false;
     // Emails of tests that do not look at them go to a scratch folder.
     settings.mail.dir = std::env::temp_dir().join("parley-test-mail");
+    settings.attachments.blob_store = format!(
+        "file://{}",
+        std::env::temp_dir().join("parley-test-blobs").display()
+    );
+    settings.attachments.clamd_addr = Some(clamd_addr());
     settings
+}
+
+/// clamd of the tests (`scripts/test.sh` starts it on 127.0.0.1:3310).
+pub fn clamd_addr() -> String {
+    std::env::var("PARLEY_TEST_CLAMD_ADDR").unwrap_or_else(|_| "127.0.0.1:3310".to_string())
 }
 
 pub struct TestApp {
@@ -179,6 +189,8 @@ impl TcpProxy {
                         loop {
                             let n = server_read.read(&mut buffer).await?;
                             if n == 0 {
+                                // The service closed: so does the proxy, towards the client.
+                                client_write.shutdown().await?;
                                 return Ok::<_, std::io::Error>(());
                             }
                             if current.load(Ordering::SeqCst) == born {

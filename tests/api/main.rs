@@ -2,6 +2,7 @@
 //! and WebSocket clients. One binary, one module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // failing loudly is what a test should do
 
+mod attachments;
 mod cluster;
 mod conversations;
 mod discipline;
