@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
         ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -61,7 +61,8 @@ impl Broker {
             prefix: settings.amqp_prefix.clone(),
             prefetch: settings.prefetch,
         };
-        let (connection, _) = broker.open().await?;
+        let (connection, channel) = broker.open().await?;
+        let _ = channel.close(200, "topology declared".into()).await;
         let _ = connection.close(200, "topology declared".into()).await;
         Ok(broker)
     }
@@ -177,12 +178,24 @@ impl Broker {
         routing_key: &str,
         job: &outbox::Job,
     ) -> anyhow::Result<()> {
+        let confirm = Self::send(channel, exchange, routing_key, job).await?;
+        Self::confirmed(confirm, job).await
+    }
+
+    /// Publishes `job` (persistent, its id as the message id); the broker's
+    /// confirm is to be awaited.
+    async fn send(
+        channel: &Channel,
+        exchange: &str,
+        routing_key: &str,
+        job: &outbox::Job,
+    ) -> anyhow::Result<PublisherConfirm> {
         let body = serde_json::to_vec(job)?;
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(job.job_id.to_string().into());
-        let confirm = channel
+        Ok(channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -190,9 +203,12 @@ impl Broker {
                 &body,
                 properties,
             )
-            .await?
-            .await?;
-        if !confirm.is_ack() {
+            .await?)
+    }
+
+    /// Waits for the broker's confirm of `job`; an error unless it is an ack.
+    async fn confirmed(confirm: PublisherConfirm, job: &outbox::Job) -> anyhow::Result<()> {
+        if !confirm.await?.is_ack() {
             anyhow::bail!("the broker refused job {}", job.job_id);
         }
         Ok(())
@@ -211,8 +227,14 @@ impl Broker {
                 tokio::time::sleep(IDLE_WAIT).await;
                 continue;
             }
+            // The whole batch is sent, then its confirms awaited: one round
+            // trip to the broker per batch, not per job.
+            let mut confirms = Vec::with_capacity(due.len());
             for (_, job) in &due {
-                Self::publish(&channel, &self.exchange(), WORK, job).await?;
+                confirms.push(Self::send(&channel, &self.exchange(), WORK, job).await?);
+            }
+            for (confirm, (_, job)) in confirms.into_iter().zip(&due) {
+                Self::confirmed(confirm, job).await?;
             }
             let ids: Vec<i64> = due.iter().map(|(id, _)| *id).collect();
             outbox::remove(&tx, &ids).await?;
