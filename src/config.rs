@@ -308,7 +308,7 @@ impl Default for JobSettings {
         Self {
             amqp_url: None,
             amqp_prefix: "parley".into(),
-            prefetch: 32,
+            prefetch: 256,
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct Core {
     mail_settings: MailSettings,
     /// Sends web push, signed with this server's VAPID key.
     pusher: Pusher,
+    /// Slots of the batches whose pushes are going out (`chat::push`).
+    push_batches: Arc<tokio::sync::Semaphore>,
     /// The blob store and scanner of attachments (`None`: attachments are off).
     attachments: Option<attachments::AttachmentParts>,
     /// The cluster's loops owned here (lease renewal).
@@ -241,6 +243,7 @@ impl ChatCore {
             mailer: Mailer::from_settings(&settings.mail)?,
             mail_settings: settings.mail.clone(),
             pusher: Pusher::from_settings(&settings.push)?,
+            push_batches: Arc::new(tokio::sync::Semaphore::new(push::BATCHES_IN_FLIGHT)),
             attachments: attachments::AttachmentParts::from_settings(settings)?,
             cluster_tasks: std::sync::Mutex::new(Vec::new()),
         }));

@@ -214,8 +214,11 @@ impl ChatCore {
         Ok(())
     }
 
-    /// Tells each user of their new notification (event and push) and
-    /// records how long the jobs took from their action.
+    /// Tells each user of their new notification (event, then push) and
+    /// records how long the jobs took from their action. The pushes go out
+    /// on a task of their own, so the next batch of jobs does not wait for
+    /// push services; at most [`super::push::BATCHES_IN_FLIGHT`] batches'
+    /// pushes at once, beyond which the runner waits.
     async fn deliver(&self, recorded: Vec<Recorded>, jobs: &[Job]) {
         let now = chrono::Utc::now();
         for job in jobs {
@@ -232,7 +235,14 @@ impl ChatCore {
                 ServerEvent::NotificationCreated(r.notification.clone()),
             );
         }
-        self.push_notifications(&recorded).await;
+        let Ok(permit) = self.push_batches.clone().acquire_owned().await else {
+            return;
+        };
+        let chat = self.clone();
+        tokio::spawn(async move {
+            chat.push_notifications(&recorded).await;
+            drop(permit);
+        });
     }
 
     async fn moderation_notification(&self, job: &Job) -> Result<Vec<Recorded>, ChatError> {

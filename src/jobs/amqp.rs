@@ -20,7 +20,7 @@
 //! Both reconnect by themselves (after [`RECONNECT_WAIT`]) when the broker
 //! goes away; meanwhile actions keep succeeding and the outbox grows.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{
@@ -31,6 +31,7 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable},
 };
+use tokio::sync::Semaphore;
 
 use crate::{
     chat::ChatCore,
@@ -258,9 +259,13 @@ impl Broker {
             )
             .await?;
         // What has arrived is taken together: the message jobs among it run as
-        // one batch (as the in-process runner does), the others each on a task
-        // of its own. At most `prefetch` are unacknowledged, so that bounds the
-        // work in hand.
+        // one batch (as the in-process runner does), awaited before the next
+        // chunk is taken, so that what arrives meanwhile makes the next batch
+        // (a task per chunk would run many small batches at once and drain
+        // the database pool). The other kinds run on tasks of their own, at
+        // most `CONCURRENT` at a time. At most `prefetch` jobs are
+        // unacknowledged: that bounds the work in hand.
+        let others = Arc::new(Semaphore::new(super::CONCURRENT));
         let mut arrivals = deliveries.ready_chunks(usize::from(self.prefetch));
         while let Some(arrived) = arrivals.next().await {
             let mut messages = Vec::new();
@@ -269,10 +274,12 @@ impl Broker {
                 match serde_json::from_slice::<outbox::Job>(&delivery.data) {
                     Ok(job) if job.kind == "message_created" => messages.push((delivery, job)),
                     Ok(job) => {
+                        let permit = others.clone().acquire_owned().await?;
                         let (broker, chat, channel) = (self.clone(), chat.clone(), channel.clone());
                         tokio::spawn(async move {
                             let handled = broker.run(&chat, &channel, job).await;
                             acknowledge(&delivery, handled).await;
+                            drop(permit);
                         });
                     }
                     Err(e) => {
@@ -284,25 +291,22 @@ impl Broker {
             if messages.is_empty() {
                 continue;
             }
-            let (broker, chat, channel) = (self.clone(), chat.clone(), channel.clone());
-            tokio::spawn(async move {
-                let jobs: Vec<outbox::Job> = messages.iter().map(|(_, job)| job.clone()).collect();
-                match chat.run_message_jobs(&jobs).await {
-                    Ok(()) => {
-                        super::counted("message_created", "done", jobs.len() as u64);
-                        for (delivery, _) in &messages {
-                            acknowledge(delivery, Ok(())).await;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e.chain(), "a batch of message jobs failed; running them one by one");
-                        for (delivery, job) in messages {
-                            let handled = broker.run(&chat, &channel, job).await;
-                            acknowledge(&delivery, handled).await;
-                        }
+            let jobs: Vec<outbox::Job> = messages.iter().map(|(_, job)| job.clone()).collect();
+            match chat.run_message_jobs(&jobs).await {
+                Ok(()) => {
+                    super::counted("message_created", "done", jobs.len() as u64);
+                    for (delivery, _) in &messages {
+                        acknowledge(delivery, Ok(())).await;
                     }
                 }
-            });
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "a batch of message jobs failed; running them one by one");
+                    for (delivery, job) in messages {
+                        let handled = self.run(chat, &channel, job).await;
+                        acknowledge(&delivery, handled).await;
+                    }
+                }
+            }
         }
         anyhow::bail!("the broker cancelled the consumer")
     }
