@@ -21,7 +21,7 @@ use crate::{
 /// Pushes in flight at once from one batch of notifications.
 const CONCURRENT_PUSHES: usize = 32;
 /// Batches of notifications whose pushes go out at once.
-pub(super) const BATCHES_IN_FLIGHT: usize = 4;
+pub(super) const BATCHES_IN_FLIGHT: usize = 1;
 
 impl ChatCore {
     /// The key browsers subscribe with (`applicationServerKey`).
