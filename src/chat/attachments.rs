@@ -54,6 +54,12 @@ const UPLOAD_URL_TTL: Duration = Duration::from_secs(15 * 60);
 const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(60);
 /// The job kind of a scan.
 pub(super) const SCAN_JOB: &str = "attachment_scan";
+/// The job kind of removing a deleted attachment's bytes.
+pub(super) const DELETE_JOB: &str = "attachment_delete";
+/// Uploads never completed are deleted after this long.
+const ABANDONED_AFTER: chrono::Duration = chrono::Duration::hours(1);
+/// Most attachments one expiry pass deletes.
+const EXPIRY_PASS: i64 = 200;
 
 /// The parts attachments need; `None` in [`super::Core`] when they are off.
 pub struct AttachmentParts {
@@ -91,11 +97,24 @@ pub struct AttachmentRequest<'a> {
     pub size: u64,
 }
 
-/// The payload of a scan job.
+/// The payload of a scan job, and of a deletion's.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ScanJob {
+struct AttachmentJob {
     attachment_id: Uuid,
+}
+
+impl AttachmentJob {
+    fn payload(id: Uuid) -> Result<serde_json::Value, ChatError> {
+        serde_json::to_value(Self { attachment_id: id })
+            .map_err(|e| ChatError::internal(format!("an attachment job: {e}")))
+    }
+
+    fn of(job: &Job) -> Result<Uuid, ChatError> {
+        serde_json::from_value::<Self>(job.payload.clone())
+            .map(|j| j.attachment_id)
+            .map_err(|e| ChatError::internal(format!("a malformed attachment job: {e}")))
+    }
 }
 
 fn incoming_key(id: Uuid) -> String {
@@ -321,9 +340,7 @@ impl ChatCore {
         )
         .await?;
         if moved && refusal.is_none() {
-            let job = serde_json::to_value(ScanJob { attachment_id: id })
-                .map_err(|e| ChatError::internal(format!("a scan job: {e}")))?;
-            outbox::add(&tx, SCAN_JOB, &job).await?;
+            outbox::add(&tx, SCAN_JOB, &AttachmentJob::payload(id)?).await?;
         }
         tx.commit().await?;
         if moved && refusal.is_some() {
@@ -336,8 +353,7 @@ impl ChatCore {
     /// Runs a scan job: the upload goes to clamd, then either becomes the
     /// clean copies (`available`) or is blocked. Repeated runs do nothing.
     pub(super) async fn scan_attachment(&self, job: &Job) -> Result<(), ChatError> {
-        let ScanJob { attachment_id: id } = serde_json::from_value(job.payload.clone())
-            .map_err(|e| ChatError::internal(format!("a malformed scan job: {e}")))?;
+        let id = AttachmentJob::of(job)?;
         let parts = self.attachment_parts()?;
         let Some(row) = attachments::find(&client(&self.pool).await?, id).await? else {
             return Ok(());
@@ -493,6 +509,56 @@ impl ChatCore {
             },
         )
         .await?;
+        Ok(())
+    }
+
+    /// Deletes what has outlived its time — uploads never completed after an
+    /// hour, images after `PARLEY_IMAGE_RETENTION_DAYS`, other files after
+    /// `PARLEY_ATTACHMENT_RETENTION_DAYS` (by the rules' clock): each is
+    /// marked `deleted` at once (no download from then on) and its bytes are
+    /// removed by a job queued in the same transaction. Answers how many;
+    /// every node runs it now and then.
+    pub async fn expire_attachments(&self) -> Result<usize, ChatError> {
+        let Some(parts) = self.attachments.as_ref() else {
+            return Ok(0);
+        };
+        let now = self.safety.clock().now();
+        let days = |d: u32| chrono::Duration::days(i64::from(d));
+        let mut db = client(&self.pool).await?;
+        let tx = db.transaction().await?;
+        let expired = attachments::expire(
+            &tx,
+            now - ABANDONED_AFTER,
+            now - days(parts.settings.image_retention_days),
+            now - days(parts.settings.retention_days),
+            EXPIRY_PASS,
+        )
+        .await?;
+        for (id, _) in &expired {
+            outbox::add(&tx, DELETE_JOB, &AttachmentJob::payload(*id)?).await?;
+        }
+        tx.commit().await?;
+        for (id, conversation) in &expired {
+            let row = attachments::find(&client(&self.pool).await?, *id).await?;
+            if let Some(row) = row {
+                let audience = attachments::audience(&self.pool, *conversation).await?;
+                self.publish(&audience, ServerEvent::AttachmentUpdated(view(&row)));
+            }
+        }
+        if !expired.is_empty() {
+            metrics::counter!("parley_attachments_deleted_total").increment(expired.len() as u64);
+        }
+        Ok(expired.len())
+    }
+
+    /// Runs a deletion job: every blob of the attachment goes.
+    pub(super) async fn delete_attachment_blobs(&self, job: &Job) -> Result<(), ChatError> {
+        let id = AttachmentJob::of(job)?;
+        let parts = self.attachment_parts()?;
+        parts.blobs.delete(&incoming_key(id)).await?;
+        for variant in ["original", "preview", "thumbnail"] {
+            parts.blobs.delete(&variant_key(id, variant)).await?;
+        }
         Ok(())
     }
 

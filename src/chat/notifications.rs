@@ -95,6 +95,7 @@ impl ChatCore {
                 Ok(())
             }
             super::attachments::SCAN_JOB => self.scan_attachment(job).await,
+            super::attachments::DELETE_JOB => self.delete_attachment_blobs(job).await,
             other => Err(ChatError::internal(format!(
                 "no handler for job kind {other}"
             ))),

@@ -29,7 +29,7 @@ pub struct Jobs {
 
 impl Jobs {
     /// Starts the relay and consumers (with a broker) or the in-process
-    /// runner, and the due-email pass.
+    /// runner, the due-email pass and the attachments' expiry pass.
     pub async fn start(chat: &ChatCore, settings: &JobSettings) -> anyhow::Result<Self> {
         let mut tasks = match &settings.amqp_url {
             Some(url) => {
@@ -40,6 +40,7 @@ impl Jobs {
             None => vec![in_process::start(chat.clone()).abort_handle()],
         };
         tasks.push(send_emails(chat.clone()).abort_handle());
+        tasks.push(expire_attachments(chat.clone()).abort_handle());
         Ok(Self { tasks })
     }
 
@@ -72,6 +73,24 @@ fn send_emails(chat: ChatCore) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             if let Err(e) = chat.send_due_emails().await {
                 tracing::warn!(error = %e.chain(), "sending notification emails failed");
+            }
+        }
+    })
+}
+
+/// How often a node looks for attachments that have outlived their time.
+const EXPIRY_PASS: Duration = Duration::from_secs(60);
+
+/// Deletes expired attachments, on every node (rows are taken with `SKIP
+/// LOCKED`), until aborted.
+fn expire_attachments(chat: ChatCore) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRY_PASS);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = chat.expire_attachments().await {
+                tracing::warn!(error = %e.chain(), "deleting expired attachments failed");
             }
         }
     })

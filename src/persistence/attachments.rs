@@ -225,3 +225,39 @@ pub async fn audience(pool: &Pool, conversation: Uuid) -> Result<Vec<UserId>, Ch
     let rows = timed("attachments.audience", db.query(&stmt, &[&conversation])).await?;
     rows.iter().map(|r| UserId::parse(r.get(0))).collect()
 }
+
+/// Marks deleted, in the caller's transaction, what has outlived its time
+/// (at most `limit`, rows taken with `SKIP LOCKED`): uploads never completed
+/// since `abandoned_before`, images since `images_before`, other files since
+/// `files_before`. Answers the ids and conversations of those marked.
+pub async fn expire(
+    db: &impl GenericClient,
+    abandoned_before: DateTime<Utc>,
+    images_before: DateTime<Utc>,
+    files_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(Uuid, Uuid)>, ChatError> {
+    let stmt = db
+        .prepare_cached(
+            "WITH due AS (
+                 SELECT id FROM attachments
+                 WHERE status <> 'deleted'
+                   AND ((status = 'awaiting_upload' AND created_at < $1)
+                     OR (content_type LIKE 'image/%' AND created_at < $2)
+                     OR created_at < $3)
+                 ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+             UPDATE attachments a SET status = 'deleted', variants = '{}', deleted_at = now()
+             FROM due WHERE a.id = due.id
+             RETURNING a.id, a.conversation_id",
+        )
+        .await?;
+    let rows = timed(
+        "attachments.expire",
+        db.query(
+            &stmt,
+            &[&abandoned_before, &images_before, &files_before, &limit],
+        ),
+    )
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

@@ -555,3 +555,81 @@ async fn switched_off_attachments_answer_attachments_disabled() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn retention_deletes_images_after_90_days_and_abandoned_uploads_after_an_hour() {
+    let (app, database) = spawn_app_on_own_database(|_| {}).await;
+    let (alice, bob) = (app.user("candidate").await, app.user("recruiter").await);
+    let conversation = app.conversation(&alice, &bob).await;
+    let photo = send_file(
+        &app,
+        &alice,
+        &conversation,
+        "p.png",
+        "image/png",
+        &png_with_gps_exif(),
+    )
+    .await;
+    let pdf = send_file(
+        &app,
+        &alice,
+        &conversation,
+        "cv.pdf",
+        "application/pdf",
+        b"%PDF-1.4\n%%EOF\n",
+    )
+    .await;
+    let (photo, pdf) = (photo["id"].as_str().unwrap(), pdf["id"].as_str().unwrap());
+    assert_eq!(scanned(&app, &bob, photo).await["status"], "available");
+    assert_eq!(scanned(&app, &bob, pdf).await["status"], "available");
+    let (_, abandoned) = start(&app, &alice, &conversation, "never.txt", "text/plain", 5).await;
+    let abandoned = abandoned["attachment"]["id"].as_str().unwrap().to_owned();
+    let blobs = std::env::temp_dir()
+        .join("parley-test-blobs/files")
+        .join(photo);
+    assert!(blobs.join("thumbnail").exists());
+
+    let mut bob_ws = app.ws(&bob).await;
+    assert_eq!(
+        app.chat.expire_attachments().await.unwrap(),
+        0,
+        "nothing is old yet"
+    );
+    app.clock.advance(chrono::Duration::days(91));
+    assert_eq!(app.chat.expire_attachments().await.unwrap(), 2);
+    let mut deleted = vec![
+        bob_ws.next_of_type("attachment.updated").await,
+        bob_ws.next_of_type("attachment.updated").await,
+    ]
+    .into_iter()
+    .map(|e| {
+        assert_eq!(e["data"]["status"], "deleted");
+        e["data"]["id"].as_str().unwrap().to_owned()
+    })
+    .collect::<Vec<_>>();
+    deleted.sort();
+    let mut expected = vec![photo.to_owned(), abandoned];
+    expected.sort();
+    assert_eq!(deleted, expected);
+    let (status, body) = app
+        .get(&bob, &format!("/chat/attachments/{photo}/download-url"))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::GONE, "attachment_deleted")
+    );
+    // The bytes go by a job of their own.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ["original", "preview", "thumbnail"]
+        .iter()
+        .any(|v| blobs.join(v).exists())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the blobs stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Other files are kept for a year.
+    let (status, _, _) = download(&app, &bob, pdf, "original").await;
+    assert_eq!(status, StatusCode::OK);
+    app.shutdown().await;
+    drop_database(&database).await;
+}
