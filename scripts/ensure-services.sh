@@ -2,7 +2,7 @@
 # Makes sure what Parley needs on this machine is installed and running, and
 # that its databases exist. Safe to run any number of times.
 #
-#   scripts/ensure-services.sh [--push-stand-in] [--clamd] [--recreate] [database ...]   (default: parley parley_test)
+#   scripts/ensure-services.sh [--push-stand-in] [--clamd] [--s3s-fs] [--recreate] [database ...]   (default: parley parley_test)
 #
 # --recreate drops the named databases first (the test suite starts from an
 # empty schema every run, whatever an earlier run or branch left behind).
@@ -11,7 +11,8 @@
 # REDIS_PORT) joins the nodes of a cluster, and RabbitMQ (127.0.0.1:5672,
 # guest/guest) carries follow-up jobs when PARLEY_AMQP_URL is set: the test
 # suite uses both. --clamd installs and starts the virus scanner of
-# attachments (clamd on 127.0.0.1:3310, or CLAMD_PORT). Honours
+# attachments (clamd on 127.0.0.1:3310, or CLAMD_PORT); --s3s-fs installs the
+# S3-compatible server the tests run the s3:// blob store against. Honours
 # PGHOST/PGPORT/PGUSER.
 set -euo pipefail
 
@@ -22,10 +23,12 @@ export PGHOST PGPORT PGUSER
 recreate=0
 push_stand_in=0
 clamd=0
+s3s_fs=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --push-stand-in) push_stand_in=1 ;;
     --clamd) clamd=1 ;;
+    --s3s-fs) s3s_fs=1 ;;
     --recreate) recreate=1 ;;
     *) break ;;
   esac
@@ -202,6 +205,17 @@ CONF
   exit 1
 }
 
+# s3s-fs, an S3-compatible server that checks SigV4 signatures and expiry
+# (crates.io; 0.14.1 is the newest that builds with this toolchain). Built
+# once — it takes minutes — into a cache outside the checkout, so fresh
+# clones on this machine find it again.
+S3S_FS_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/parley/tools/s3s-fs"
+ensure_s3s_fs() {
+  if [ -x "$S3S_FS_ROOT/bin/s3s-fs" ]; then return; fi
+  log "installing s3s-fs 0.14.1 (cargo install, a few minutes, once) into $S3S_FS_ROOT"
+  cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary --root "$S3S_FS_ROOT"
+}
+
 require_rust
 ensure_postgres
 ensure_databases
@@ -209,3 +223,4 @@ ensure_redis
 ensure_rabbitmq
 if [ "$push_stand_in" -eq 1 ]; then ensure_push_stand_in; fi
 if [ "$clamd" -eq 1 ]; then ensure_clamd; fi
+if [ "$s3s_fs" -eq 1 ]; then ensure_s3s_fs; fi

@@ -9,9 +9,11 @@
 //!   download is served with — so changing any of them breaks it. URLs are
 //!   relative to the API's address.
 //! - `s3://bucket`: S3's own presigned URLs (SigV4; the upload's
-//!   `Content-Length` and the download's `response-content-disposition` are
-//!   signed in); region and credentials from the usual `AWS_*` variables,
-//!   `PARLEY_S3_ENDPOINT` for S3-compatible servers.
+//!   `Content-Type` and the download's `response-content-type` and
+//!   `response-content-disposition` are signed in — an upload's size cannot
+//!   be, so it is checked when the upload is completed); region and
+//!   credentials from the usual `AWS_*` variables, `PARLEY_S3_ENDPOINT` for
+//!   S3-compatible servers.
 //!
 //! What the URLs are for and who may have one is decided above
 //! (`chat::attachments`).
@@ -144,28 +146,24 @@ impl BlobStore {
                 format!("/blobs/{key}?exp={exp}&size={size}&sig={sig}")
             }
             Signing::S3(s3) => {
-                let options = SignedUrlOptions::default()
-                    .with_signed_header(http::header::CONTENT_LENGTH, HeaderValue::from(size))
-                    .with_signed_header(
-                        http::header::CONTENT_TYPE,
-                        HeaderValue::from_str(content_type).map_err(|_| {
-                            ChatError::invalid("invalid_type", "invalid content type")
-                        })?,
-                    );
+                // S3 cannot bind the size into a presigned PUT (only a POST
+                // policy can): what arrives is measured when the upload is
+                // completed, and blocked when larger than declared.
+                let options = SignedUrlOptions::default().with_signed_header(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_str(content_type)
+                        .map_err(|_| ChatError::invalid("invalid_type", "invalid content type"))?,
+                );
                 s3.signed_url_opts(Method::PUT, &Path::from(key), ttl, &options)
                     .await
                     .map_err(store_error)?
                     .to_string()
             }
         };
-        let mut headers = vec![("Content-Type", content_type.to_owned())];
-        if matches!(self.signing, Signing::S3(_)) {
-            headers.push(("Content-Length", size.to_string()));
-        }
         Ok(SignedUrl {
             url,
             method: "PUT",
-            headers,
+            headers: vec![("Content-Type", content_type.to_owned())],
             expires_at,
         })
     }

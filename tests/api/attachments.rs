@@ -633,3 +633,144 @@ async fn retention_deletes_images_after_90_days_and_abandoned_uploads_after_an_h
     app.shutdown().await;
     drop_database(&database).await;
 }
+
+/// s3s-fs, an S3-compatible server checking SigV4 signatures, on a free
+/// port with a bucket of its own (`PARLEY_TEST_S3S_FS`: its binary,
+/// installed by scripts/test.sh; credentials from the AWS variables).
+struct S3Server {
+    endpoint: String,
+    _server: tokio::process::Child,
+    _root: std::path::PathBuf,
+}
+
+impl S3Server {
+    async fn start(bucket: &str) -> Self {
+        let binary = std::env::var("PARLEY_TEST_S3S_FS")
+            .expect("PARLEY_TEST_S3S_FS names the s3s-fs binary (scripts/test.sh installs it)");
+        let key = std::env::var("AWS_ACCESS_KEY_ID")
+            .expect("AWS_ACCESS_KEY_ID (scripts/test.sh sets it)");
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").expect("AWS_SECRET_ACCESS_KEY");
+        let root = std::env::temp_dir().join(crate::helpers::unique("parley-s3"));
+        std::fs::create_dir_all(root.join(bucket)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = tokio::process::Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", &key, "--secret-key", &secret])
+            .arg(&root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "s3s-fs did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _server: server,
+            _root: root,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_s3_store_takes_presigned_uploads_and_serves_presigned_downloads() {
+    let s3 = S3Server::start("parley-files").await;
+    let (app, database) = spawn_app_on_own_database(|s| {
+        s.attachments.blob_store = "s3://parley-files".into();
+        s.attachments.s3_endpoint = Some(s3.endpoint.clone());
+    })
+    .await;
+    let (alice, bob) = (app.user("candidate").await, app.user("recruiter").await);
+    let conversation = app.conversation(&alice, &bob).await;
+    let (_, ready) = app.anonymous_get("/readyz").await;
+    assert_eq!(ready["blobs"], "ok");
+    let pdf = b"%PDF-1.4\n1 0 obj << >> endobj\n%%EOF\n";
+    let (status, started) = start(
+        &app,
+        &alice,
+        &conversation,
+        "offer.pdf",
+        "application/pdf",
+        pdf.len(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let upload = &started["upload"];
+    let url = upload["url"].as_str().unwrap();
+    assert!(url.starts_with(&s3.endpoint), "{url}");
+    assert_eq!(upload["headers"]["Content-Type"], "application/pdf");
+    let put = |url: String, content_type: &str, body: Vec<u8>| {
+        app.http
+            .put(url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    // The signature binds the URL and the declared type.
+    let status = put(tamper(url), "application/pdf", pdf.to_vec())
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let status = put(url.to_owned(), "text/html", pdf.to_vec())
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let status = put(url.to_owned(), "application/pdf", pdf.to_vec())
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+    let id = started["attachment"]["id"].as_str().unwrap();
+    let (status, completed) = app
+        .post(
+            &alice,
+            &format!("/chat/attachments/{id}/complete"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+    assert_eq!(scanned(&app, &bob, id).await["status"], "available");
+    let (status, signed) = app
+        .get(&bob, &format!("/chat/attachments/{id}/download-url"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{signed}");
+    let url = signed["url"].as_str().unwrap();
+    assert!(url.starts_with(&s3.endpoint), "{url}");
+    let response = app.http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename*=UTF-8''offer.pdf"
+    );
+    assert_eq!(response.bytes().await.unwrap().as_ref(), pdf);
+    let tampered = tamper(url);
+    assert_eq!(
+        app.http.get(tampered).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    app.shutdown().await;
+    drop_database(&database).await;
+}
+
+/// `url` with one character of its SigV4 signature changed.
+fn tamper(url: &str) -> String {
+    let at = url.find("X-Amz-Signature=").unwrap() + "X-Amz-Signature=".len();
+    let flipped = if &url[at..=at] == "0" { "1" } else { "0" };
+    format!("{}{flipped}{}", &url[..at], &url[at + 1..])
+}
