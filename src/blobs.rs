@@ -185,8 +185,8 @@ impl BlobStore {
                 let sig = local_signature(hmac_key, "GET", key, exp, &fixed);
                 format!(
                     "/blobs/{key}?exp={exp}&type={}&disposition={}&sig={sig}",
-                    query_escape(&serving.content_type),
-                    query_escape(&serving.disposition)
+                    percent_encode(&serving.content_type),
+                    percent_encode(&serving.disposition)
                 )
             }
             Signing::S3(s3) => {
@@ -245,9 +245,9 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Stores `bytes` at `key` unless something is there already (409
-    /// `upload_used`: a signed upload URL works once).
-    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<(), ChatError> {
+    /// Stores `bytes` at `key` unless something is there already; false
+    /// when it was (nothing is written then).
+    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<bool, ChatError> {
         let options = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
@@ -257,11 +257,8 @@ impl BlobStore {
             .put_opts(&Path::from(key), PutPayload::from(bytes), options)
             .await
         {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(ChatError::Conflict {
-                code: "upload_used",
-                message: "this upload link was used already".into(),
-            }),
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(store_error(e)),
         }
     }
@@ -327,8 +324,9 @@ fn local_signature(key: &hmac::Key, method: &str, path: &str, exp: i64, fixed: &
     Base64UrlUnpadded::encode_string(tag.as_ref())
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-fn query_escape(value: &str) -> String {
+/// Percent-encodes everything but unreserved characters (RFC 3986): for
+/// query parameters, and for `filename*=` in a `Content-Disposition`.
+pub fn percent_encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

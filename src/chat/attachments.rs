@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::ChatCore;
 use crate::{
-    blobs::{BlobStore, LocalSignature, Serving, SignedUrl},
+    blobs::{self, BlobStore, LocalSignature, Serving, SignedUrl},
     cluster::limits::LimitKind,
     domain::{
         ChatError, UserId,
@@ -149,17 +149,10 @@ fn serving(row: &AttachmentRow) -> Serving {
     let disposition = if rules::is_image(&row.content_type) {
         "inline".to_owned()
     } else {
-        let escaped: String = row
-            .filename
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    (b as char).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect();
-        format!("attachment; filename*=UTF-8''{escaped}")
+        format!(
+            "attachment; filename*=UTF-8''{}",
+            blobs::percent_encode(&row.filename)
+        )
     };
     Serving {
         content_type: row.content_type.clone(),
@@ -265,8 +258,8 @@ impl ChatCore {
         if row.status != AttachmentStatus::AwaitingUpload || row.uploaded_at.is_some() {
             return Err(upload_used());
         }
-        parts.blobs.create(key, body).await?;
-        if !attachments::uploaded(&self.pool, id).await? {
+        // A signed upload URL works once.
+        if !parts.blobs.create(key, body).await? || !attachments::uploaded(&self.pool, id).await? {
             return Err(upload_used());
         }
         Ok(())
@@ -394,19 +387,7 @@ impl ChatCore {
         let reason = format!("infected: {signature}");
         let mut db = client(&self.pool).await?;
         let tx = db.transaction().await?;
-        let moved = attachments::transition(
-            &tx,
-            &Transition {
-                id: row.id,
-                from: AttachmentStatus::PendingScan,
-                to: AttachmentStatus::Blocked,
-                size: None,
-                sha256: None,
-                variants: &[],
-                blocked_reason: Some(&reason),
-            },
-        )
-        .await?;
+        let moved = attachments::transition(&tx, &scan_blocked(row.id, &reason)).await?;
         if moved {
             audit::record(
                 &tx,
@@ -498,15 +479,7 @@ impl ChatCore {
     async fn block_unreadable(&self, row: &AttachmentRow) -> Result<(), ChatError> {
         attachments::transition(
             &client(&self.pool).await?,
-            &Transition {
-                id: row.id,
-                from: AttachmentStatus::PendingScan,
-                to: AttachmentStatus::Blocked,
-                size: None,
-                sha256: None,
-                variants: &[],
-                blocked_reason: Some("unreadable_image"),
-            },
+            &scan_blocked(row.id, "unreadable_image"),
         )
         .await?;
         Ok(())
@@ -671,6 +644,19 @@ impl ChatCore {
             None => None,
         };
         (Some(parts.blobs.reachable().await), scanner)
+    }
+}
+
+/// A scanned attachment blocked, and why.
+fn scan_blocked(id: Uuid, reason: &str) -> Transition<'_> {
+    Transition {
+        id,
+        from: AttachmentStatus::PendingScan,
+        to: AttachmentStatus::Blocked,
+        size: None,
+        sha256: None,
+        variants: &[],
+        blocked_reason: Some(reason),
     }
 }
 
