@@ -5,6 +5,7 @@
 #   scripts/loadtest.sh connections --count 19000
 #   scripts/loadtest.sh history --rate 500 --chat-rate 2000
 #   scripts/loadtest.sh push --recipients 1000 --rate 2000 --duration 20
+#   scripts/loadtest.sh uploads --rate 5 --duration 20 --kib 1024
 #
 # The server gets its own database (parley_load, recreated each run), rate
 # limits switched off (PARLEY_RATE_LIMITS=off: the product's per-user limits
@@ -24,7 +25,7 @@
 # Results: a table on stdout and a JSON file under loadtest/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-services.sh --recreate parley_load
+scripts/ensure-services.sh --clamd --recreate parley_load
 cargo build --release --quiet -p parley -p loadtest --bins
 
 export PARLEY_DATABASE_URL="${LOADTEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/parley_load}"
@@ -32,6 +33,8 @@ export PARLEY_RATE_LIMITS=off
 export PARLEY_INTERNAL_API_KEY="${PARLEY_INTERNAL_API_KEY:-loadtest-platform-key}"
 export PARLEY_JWT_SECRET="${PARLEY_JWT_SECRET:-loadtest-secret-0123456789}"
 export PARLEY_LOG="${PARLEY_LOG:-warn}"
+export PARLEY_CLAMD_ADDR="${PARLEY_CLAMD_ADDR:-127.0.0.1:${CLAMD_PORT:-3310}}"
+export PARLEY_BLOB_STORE="${PARLEY_BLOB_STORE:-file://$PWD/target/loadtest-blobs}"
 nodes="${LOADTEST_NODES:-1}"
 first="${LOADTEST_LISTEN:-127.0.0.1:8090}"
 host="${first%:*}"

@@ -1,6 +1,6 @@
 //! Open-loop load generator for Parley.
 //!
-//! Scenarios (`connections`, `chat`, `history`, `reconnect`, `typing`, `push`) create their own users and
+//! Scenarios (`connections`, `chat`, `history`, `reconnect`, `typing`, `push`, `uploads`) create their own users and
 //! conversations through the public API, minting tokens with the server's
 //! secret. Sends follow a schedule fixed in advance; latency is measured from
 //! each operation's *intended* start into an HdrHistogram, so a stall cannot
@@ -70,6 +70,9 @@ enum Scenario {
     /// Messages to recipients who are away, pushed to this generator acting
     /// as their push service; time to push and the outbox backlog.
     Push(scenario::push::PushArgs),
+    /// Images uploaded, completed and scanned at a fixed rate; time from
+    /// complete to available.
+    Uploads(scenario::uploads::UploadsArgs),
     /// What the server-side parts of an idle connection cost, each alone, in
     /// this process (no server needed; `user` needs the database).
     Footprint(scenario::footprint::FootprintArgs),
@@ -161,6 +164,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scenario::typing::run(target, args, &run_id).await?,
         ),
         Scenario::Push(args) => ("push", scenario::push::run(target, args, &run_id).await?),
+        Scenario::Uploads(args) => (
+            "uploads",
+            scenario::uploads::run(target, args, &run_id).await?,
+        ),
         Scenario::History(args) => (
             "history",
             scenario::history::run(target, args, &run_id).await?,

@@ -6,3 +6,4 @@ pub mod footprint;
 pub mod history;
 pub mod push;
 pub mod typing;
+pub mod uploads;
