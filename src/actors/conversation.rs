@@ -29,6 +29,7 @@ use crate::{
     cluster::Bus,
     domain::{
         ChatError, ConversationId, UserId,
+        attachments::Attachment,
         event::{ServerEvent, UnreadUpdate},
         model::{Message, MessageKind, MessageLinks, ReadState, RequestChange, RequestState},
         text,
@@ -58,12 +59,16 @@ pub struct ConversationDeps {
     pub writer: Option<GroupCommitter>,
 }
 
-/// A validated send: the body is already sanitised, the client id checked.
+/// A validated send: the body is already sanitised, the client id checked,
+/// the attachments checked to be the sender's own, in this conversation and
+/// not sent before.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SendCommand {
     pub sender: UserId,
     pub body: String,
     pub client_message_id: String,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
 }
 
 /// The stored message, and whether this call created it (false: an
@@ -296,11 +301,12 @@ impl ConversationActor {
             owner_epoch: state.owner_epoch,
             seq,
             sender: cmd.sender.clone(),
-            kind: MessageKind::Text,
+            kind: MessageKind::carrying(&cmd.attachments),
             body: cmd.body.clone(),
             client_message_id: cmd.client_message_id.clone(),
             links,
             request_change,
+            attachments: cmd.attachments.clone(),
         };
         let written = match &self.deps.writer {
             Some(writer) => writer.submit(new).await,
@@ -322,7 +328,7 @@ impl ConversationActor {
                     p.request_state = change.unwrap_or(p.request_state);
                 }
                 let outcome = SendOutcome {
-                    message,
+                    message: *message,
                     created: true,
                     opened_request: opens_request,
                     accepted_request: request_change.accepts(),

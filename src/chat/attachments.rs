@@ -34,7 +34,7 @@ use crate::{
     blobs::{self, BlobStore, LocalSignature, Serving, SignedUrl},
     cluster::limits::LimitKind,
     domain::{
-        ChatError, UserId,
+        ChatError, ConversationId, UserId,
         attachments::{self as rules, Attachment, AttachmentStatus},
         event::ServerEvent,
     },
@@ -134,11 +134,7 @@ fn view(row: &AttachmentRow) -> Attachment {
         content_type: row.content_type.clone(),
         size: row.size.unwrap_or(row.declared_size),
         status: row.status,
-        variants: if row.status == AttachmentStatus::Available {
-            row.variants.clone()
-        } else {
-            Vec::new()
-        },
+        variants: rules::visible_variants(row.status, row.variants.clone()),
         created_at: row.created_at,
     }
 }
@@ -550,6 +546,32 @@ impl ChatCore {
         Ok(attachment)
     }
 
+    /// The attachments `ids` that `sender` may send in `conversation`: each
+    /// their own upload there, completed (scanned or being scanned) and not
+    /// sent before; 422 `invalid_attachments` otherwise (none for no ids).
+    pub(super) async fn attachments_to_send(
+        &self,
+        conversation: ConversationId,
+        sender: &UserId,
+        ids: &[Uuid],
+    ) -> Result<Vec<Attachment>, ChatError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.attachment_parts()?;
+        let mut unique = ids.to_vec();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != ids.len() || ids.len() > rules::MAX_PER_MESSAGE {
+            return Err(invalid_attachments());
+        }
+        let rows = attachments::sendable(&self.pool, conversation.0, sender, ids).await?;
+        if rows.len() != ids.len() {
+            return Err(invalid_attachments());
+        }
+        Ok(rows.iter().map(view).collect())
+    }
+
     /// The attachment `id`, for a participant of its conversation.
     pub async fn attachment(&self, user: &UserId, id: Uuid) -> Result<Attachment, ChatError> {
         self.attachment_parts()?;
@@ -658,6 +680,14 @@ fn scan_blocked(id: Uuid, reason: &str) -> Transition<'_> {
         variants: &[],
         blocked_reason: Some(reason),
     }
+}
+
+fn invalid_attachments() -> ChatError {
+    ChatError::invalid(
+        "invalid_attachments",
+        "attachments must be your own completed uploads in this conversation, each sent once \
+         (at most 10)",
+    )
 }
 
 fn upload_used() -> ChatError {

@@ -30,15 +30,25 @@ impl ChatCore {
         sender: &UserId,
         body: &str,
         client_message_id: &str,
+        attachment_ids: &[uuid::Uuid],
     ) -> Result<SendOutcome, ChatError> {
         text::validate_client_message_id(client_message_id)?;
-        let body = text::sanitize_body(body)?;
+        // With files, a message may say nothing else.
+        let body = if !attachment_ids.is_empty() && body.trim().is_empty() {
+            String::new()
+        } else {
+            text::sanitize_body(body)?
+        };
         self.safety.check_may_post(sender).await?;
+        let attachments = self
+            .attachments_to_send(conversation, sender, attachment_ids)
+            .await?;
         self.safety.check_limit(sender, LimitKind::Messages).await?;
         let command = Command::Send(SendCommand {
             sender: sender.clone(),
             body,
             client_message_id: client_message_id.to_owned(),
+            attachments,
         });
         let outcome = match self.dispatcher.dispatch(conversation, command).await {
             Ok(Reply::Sent(outcome)) => Ok(outcome),

@@ -4,14 +4,14 @@
 //! the file name shown to others.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::ChatError;
 
 /// An attachment as participants see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
     pub id: Uuid,
@@ -29,7 +29,7 @@ pub struct Attachment {
 }
 
 /// Where an attachment stands. Only `available` ones can be downloaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttachmentStatus {
     /// Created; the client has not said its upload is complete.
@@ -67,6 +67,18 @@ impl AttachmentStatus {
                 )));
             }
         })
+    }
+}
+
+/// Most attachments one message carries.
+pub const MAX_PER_MESSAGE: usize = 10;
+
+/// The variants participants are shown: none until the file is available.
+pub fn visible_variants(status: AttachmentStatus, variants: Vec<String>) -> Vec<String> {
+    if status == AttachmentStatus::Available {
+        variants
+    } else {
+        Vec::new()
     }
 }
 

@@ -135,17 +135,37 @@ impl RequestChange {
     }
 }
 
-/// What a message is. Only text exists so far; images, files and system
-/// messages arrive with later features.
+/// What a message is: text, or text with attachments (system messages
+/// arrive with a later feature).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MessageKind {
     Text,
+    /// Carries images only.
+    Image,
+    /// Carries at least one file that is not an image.
+    File,
 }
 
 impl MessageKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Text => "text",
+            Self::Image => "image",
+            Self::File => "file",
+        }
+    }
+
+    /// The kind of a message carrying `attachments`.
+    pub fn carrying(attachments: &[super::attachments::Attachment]) -> Self {
+        if attachments.is_empty() {
+            Self::Text
+        } else if attachments
+            .iter()
+            .all(|a| super::attachments::is_image(&a.content_type))
+        {
+            Self::Image
+        } else {
+            Self::File
         }
     }
 }
@@ -187,7 +207,8 @@ pub struct Message {
     /// Position in the conversation: 1, 2, 3… without gaps.
     pub seq: i64,
     pub sender_id: String,
-    /// `text` for now; `image`, `file` and `system` arrive with later features.
+    /// `text`; `image` when it carries only images, `file` when it carries
+    /// any other file (`system` arrives with a later feature).
     pub kind: String,
     pub body: String,
     pub client_message_id: String,
@@ -198,6 +219,9 @@ pub struct Message {
     /// A moderator removed it: `body` is a placeholder (the original is kept for moderators).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redacted: bool,
+    /// The files sent with it, each with its status as it stands now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<super::attachments::Attachment>,
 }
 
 /// What participants see instead of a redacted message.

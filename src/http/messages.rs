@@ -23,6 +23,10 @@ pub struct SendMessageRequest {
     /// The client's id for this message: a repeat with the same id returns the
     /// original message instead of storing a new one.
     pub client_message_id: String,
+    /// Files to send with it (at most 10): the caller's own completed
+    /// uploads in this conversation. The body may then be empty.
+    #[serde(default)]
+    pub attachment_ids: Vec<uuid::Uuid>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -67,7 +71,13 @@ pub async fn send(
     let id = ConversationId::parse(&id)?;
     let outcome = state
         .chat
-        .send(id, caller.id(), &request.body, &request.client_message_id)
+        .send(
+            id,
+            caller.id(),
+            &request.body,
+            &request.client_message_id,
+            &request.attachment_ids,
+        )
         .await?;
     let status = if outcome.created {
         StatusCode::CREATED

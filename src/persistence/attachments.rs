@@ -151,6 +151,31 @@ pub async fn for_participant(
     row.as_ref().map(from_row).transpose()
 }
 
+/// Those of `ids` that `sender` may send in `conversation`: their own,
+/// completed (`pending_scan` or `available`), not sent in a message yet.
+pub async fn sendable(
+    pool: &Pool,
+    conversation: Uuid,
+    sender: &UserId,
+    ids: &[Uuid],
+) -> Result<Vec<AttachmentRow>, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM attachments a
+             WHERE a.id = ANY($1) AND a.conversation_id = $2 AND a.uploader_id = $3
+               AND a.message_id IS NULL AND a.status IN ('pending_scan', 'available')
+             ORDER BY a.id"
+        ))
+        .await?;
+    let rows = timed(
+        "attachments.sendable",
+        db.query(&stmt, &[&ids, &conversation, &sender.as_str()]),
+    )
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// The attachment `id`, whoever asks (jobs, the upload endpoint).
 pub async fn find(db: &impl GenericClient, id: Uuid) -> Result<Option<AttachmentRow>, ChatError> {
     let stmt = db

@@ -26,6 +26,7 @@ const VIEW_COLUMNS: &str = concat!("c.id, c.kind, c.context_type, c.context_id,
     p.unread_count, p.last_read_seq, p.activity_at,
     o.id, o.display_name, o.role,
     m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.client_message_id, m.created_at, m.metadata, m.redacted_at IS NOT NULL,
+    ", crate::persistence::messages::attachments_of!("m.id"), ",
     CASE WHEN COALESCE((me.settings->>'readReceipts')::boolean, false)
           AND COALESCE((o.settings->>'readReceipts')::boolean, false)
           AND NOT ", blocked_between!("me.id", "o.id"), "
@@ -42,7 +43,7 @@ const VIEW_FROM: &str = "conversation_participants p
     LEFT JOIN contexts ctx ON ctx.context_type = c.context_type AND ctx.context_id = c.context_id";
 
 /// Index of `p.changed_tx`, selected after [`VIEW_COLUMNS`] by the sync query.
-const SYNC_CHANGED_TX_COLUMN: usize = 29;
+const SYNC_CHANGED_TX_COLUMN: usize = 30;
 
 /// Who sees a conversation in lists: once it has a message, or if they started it.
 const VISIBLE: &str = "(c.last_seq > 0 OR c.created_by = p.user_id)";
@@ -705,10 +706,10 @@ fn view_from_row(r: &Row) -> Conversation {
             role: r.get(14),
         },
         last_message,
-        other_last_read_seq: r.get(25),
-        request_state: r.get(26),
-        muted: r.get(27),
-        archived: r.get(28),
+        other_last_read_seq: r.get(26),
+        request_state: r.get(27),
+        muted: r.get(28),
+        archived: r.get(29),
     }
 }
 

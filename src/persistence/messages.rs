@@ -16,11 +16,33 @@ use uuid::Uuid;
 use super::{audit, client, timed, violated_constraint};
 use crate::domain::{
     ChatError, ConversationId, UserId,
+    attachments::{Attachment, visible_variants},
     model::{Message, MessageKind, MessageLinks, REDACTED_BODY, RequestChange, RequestState},
 };
 
+/// The attachments of message `$m` as a JSON array of
+/// [`crate::domain::attachments::Attachment`]s (their current status).
+macro_rules! attachments_of {
+    ($m:literal) => {
+        concat!(
+            "(SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                 'id', a.id, 'conversationId', a.conversation_id, 'uploaderId', a.uploader_id,
+                 'filename', a.filename, 'contentType', a.content_type,
+                 'size', COALESCE(a.size, a.declared_size), 'status', a.status,
+                 'variants', a.variants, 'createdAt', a.created_at) ORDER BY a.id), '[]'::jsonb)
+             FROM attachments a WHERE a.message_id = ",
+            $m,
+            ")"
+        )
+    };
+}
+pub(crate) use attachments_of;
+
 /// Columns of a message, in the order [`message_from_row`] reads them.
-const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, kind, body, client_message_id, created_at, metadata, redacted_at IS NOT NULL";
+const MESSAGE_COLUMNS: &str = concat!(
+    "id, conversation_id, seq, sender_id, kind, body, client_message_id, created_at, metadata, redacted_at IS NOT NULL, ",
+    attachments_of!("messages.id")
+);
 
 /// Reads a message from `row`, starting at column `at`, as participants see
 /// it: a redacted message's body is replaced by a placeholder.
@@ -29,6 +51,7 @@ pub fn message_from_row(row: &Row, at: usize) -> Message {
     if message.redacted {
         message.body = REDACTED_BODY.to_owned();
         message.links = None;
+        message.attachments = Vec::new();
     }
     message
 }
@@ -49,6 +72,16 @@ fn original_from_row(row: &Row, at: usize) -> Message {
             .as_ref()
             .and_then(MessageLinks::from_metadata),
         redacted: row.get::<_, Option<bool>>(at + 9).unwrap_or(false),
+        attachments: row
+            .get::<_, Option<serde_json::Value>>(at + 10)
+            .and_then(|json| serde_json::from_value::<Vec<Attachment>>(json).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut a| {
+                a.variants = visible_variants(a.status, std::mem::take(&mut a.variants));
+                a
+            })
+            .collect(),
     }
 }
 
@@ -66,6 +99,8 @@ pub struct NewMessage {
     pub client_message_id: String,
     pub links: Option<MessageLinks>,
     pub request_change: RequestChange,
+    /// Linked to the message in the same statement.
+    pub attachments: Vec<Attachment>,
 }
 
 impl NewMessage {
@@ -82,14 +117,16 @@ impl NewMessage {
             created_at,
             links: self.links.clone(),
             redacted: false,
+            attachments: self.attachments.clone(),
         }
     }
 }
 
 /// What the write-through did.
 pub enum InsertOutcome {
-    /// Committed at the requested `seq`.
-    Inserted(Message),
+    /// Committed at the requested `seq` (boxed: a message is large, the
+    /// other outcomes carry nothing).
+    Inserted(Box<Message>),
     /// The sender already used this `clientMessageId`; nothing was written.
     DuplicateClientId,
     /// Another writer already committed this `seq`: the caller's view of the
@@ -155,9 +192,9 @@ pub async fn insert_batch(
         .prepare_cached(
             "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::bigint[])
+                                      $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::bigint[], $12::text[])
                      AS t(id, conversation_id, seq, sender_id, kind, body, client_message_id, metadata,
-                          sender_request_state, recipient_request_state, owner_epoch)
+                          sender_request_state, recipient_request_state, owner_epoch, attachment_ids)
              ), fence AS (
                  SELECT c.id FROM conversations c JOIN input i
                      ON i.conversation_id = c.id AND c.owner_epoch = i.owner_epoch
@@ -185,6 +222,13 @@ pub async fn insert_batch(
                          THEN COALESCE(w.sender_request_state, p.request_state)
                          ELSE COALESCE(w.recipient_request_state, p.request_state) END
                  FROM written w WHERE p.conversation_id = w.conversation_id
+             ), linked AS (
+                 UPDATE attachments a SET message_id = w.id
+                 FROM written w JOIN input i USING (id)
+                 WHERE i.attachment_ids <> ''
+                   AND a.id = ANY (string_to_array(i.attachment_ids, ',')::uuid[])
+                   AND a.conversation_id = w.conversation_id AND a.uploader_id = w.sender_id
+                   AND a.message_id IS NULL
              ), follow_up AS (
                  INSERT INTO outbox (job_id, kind, payload)
                  SELECT gen_random_uuid(), 'message_created', jsonb_build_object(
@@ -218,6 +262,16 @@ pub async fn insert_batch(
         .map(|m| state(m.request_change.recipients))
         .collect();
     let epochs: Vec<i64> = batch.iter().map(|m| m.owner_epoch).collect();
+    let attachment_ids: Vec<String> = batch
+        .iter()
+        .map(|m| {
+            m.attachments
+                .iter()
+                .map(|a| a.id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
     let rows = timed(
         "messages.insert_batch",
         db.query(
@@ -234,6 +288,7 @@ pub async fn insert_batch(
                 &sender_states,
                 &recipient_states,
                 &epochs,
+                &attachment_ids,
             ],
         ),
     )
@@ -246,7 +301,9 @@ pub async fn insert_batch(
         .iter()
         .zip(ids)
         .map(|(m, id)| match written.get(&id) {
-            Some((Some(created_at), _)) => InsertOutcome::Inserted(m.stored(id, *created_at)),
+            Some((Some(created_at), _)) => {
+                InsertOutcome::Inserted(Box::new(m.stored(id, *created_at)))
+            }
             Some((None, false)) => InsertOutcome::FencedOut,
             _ => InsertOutcome::DuplicateClientId,
         })

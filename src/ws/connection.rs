@@ -359,7 +359,13 @@ async fn handle_frame(session: &Session<'_>, text: &str) -> (&'static str, Vec<S
             let outcome = match ConversationId::parse(&send.conversation_id) {
                 Ok(id) => {
                     ctx.chat
-                        .send(id, &ctx.user, &send.body, &send.client_message_id)
+                        .send(
+                            id,
+                            &ctx.user,
+                            &send.body,
+                            &send.client_message_id,
+                            &send.attachment_ids,
+                        )
                         .await
                 }
                 Err(e) => Err(e),

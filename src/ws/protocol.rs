@@ -44,6 +44,8 @@ pub struct MessageSend {
     pub conversation_id: String,
     pub body: String,
     pub client_message_id: String,
+    #[serde(default)]
+    pub attachment_ids: Vec<uuid::Uuid>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -128,7 +130,8 @@ mod tests {
             ClientFrame::MessageSend(MessageSend {
                 conversation_id: "c".into(),
                 body: "hi".into(),
-                client_message_id: "m1".into()
+                client_message_id: "m1".into(),
+                attachment_ids: Vec::new(),
             })
         );
         let r = parse(r#"{"type":"read.receipt","data":{"conversationId":"c","seq":4}}"#).unwrap();

@@ -774,3 +774,107 @@ fn tamper(url: &str) -> String {
     let flipped = if &url[at..=at] == "0" { "1" } else { "0" };
     format!("{}{flipped}{}", &url[..at], &url[at + 1..])
 }
+
+#[tokio::test]
+async fn files_are_sent_in_messages_once_and_shown_with_their_status() {
+    let app = spawn_app().await;
+    let (alice, bob, eve) = (
+        app.user("candidate").await,
+        app.user("recruiter").await,
+        app.user("candidate").await,
+    );
+    let conversation = app.conversation(&alice, &bob).await;
+    let pdf = send_file(
+        &app,
+        &alice,
+        &conversation,
+        "cv.pdf",
+        "application/pdf",
+        b"%PDF-1.4\n%%EOF\n",
+    )
+    .await;
+    let photo = send_file(
+        &app,
+        &alice,
+        &conversation,
+        "me.png",
+        "image/png",
+        &png_with_gps_exif(),
+    )
+    .await;
+    let (pdf, photo) = (pdf["id"].as_str().unwrap(), photo["id"].as_str().unwrap());
+    let mut bob_ws = app.ws(&bob).await;
+    let path = format!("/chat/conversations/{conversation}/messages");
+    let (status, message) = app
+        .post(
+            &alice,
+            &path,
+            json!({"body": "", "clientMessageId": "with-files", "attachmentIds": [pdf, photo]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{message}");
+    assert_eq!(message["kind"], "file");
+    assert_eq!(message["body"], "");
+    let mut sent: Vec<&str> = message["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    sent.sort();
+    let mut expected = vec![pdf, photo];
+    expected.sort();
+    assert_eq!(sent, expected);
+    let event = bob_ws.next_of_type("message.created").await;
+    assert_eq!(event["data"]["attachments"].as_array().unwrap().len(), 2);
+    // History shows them as they stand now.
+    scanned(&app, &bob, pdf).await;
+    scanned(&app, &bob, photo).await;
+    let (_, page) = app.get(&bob, &path).await;
+    let shown = page["items"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        shown["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] == "available" && !a["variants"].as_array().unwrap().is_empty()),
+        "{shown}"
+    );
+    // Once only, own only, completed only.
+    let (_, not_sent) = start(&app, &alice, &conversation, "later.txt", "text/plain", 4).await;
+    let not_completed = not_sent["attachment"]["id"].as_str().unwrap();
+    let elsewhere = app.conversation(&eve, &bob).await;
+    let eves = send_file(&app, &eve, &elsewhere, "e.txt", "text/plain", b"eve's").await;
+    for (n, ids) in [
+        json!([pdf]),
+        json!([not_completed]),
+        json!([eves["id"]]),
+        json!([photo, photo]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = app
+            .post(
+                &alice,
+                &path,
+                json!({"body": "again", "clientMessageId": format!("bad-{n}"), "attachmentIds": ids}),
+            )
+            .await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_attachments"),
+            "{ids}"
+        );
+    }
+    // Without files an empty body is still refused.
+    let (status, _) = app
+        .post(
+            &alice,
+            &path,
+            json!({"body": " ", "clientMessageId": "empty"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    app.shutdown().await;
+}
