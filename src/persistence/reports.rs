@@ -57,7 +57,12 @@ async fn freeze_evidence(
                  'messages', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
                          'id', m.id, 'seq', m.seq, 'senderId', m.sender_id, 'kind', m.kind, 'body', m.body,
                          'metadata', m.metadata, 'createdAt', m.created_at, 'redactedAt', m.redacted_at,
-                         'redactedBy', m.redacted_by, 'redactionReason', m.redaction_reason) ORDER BY m.seq), '[]'::jsonb)
+                         'redactedBy', m.redacted_by, 'redactionReason', m.redaction_reason,
+                         'attachments', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                                 'id', a.id, 'filename', a.filename, 'contentType', a.content_type,
+                                 'size', COALESCE(a.size, a.declared_size), 'sha256', a.sha256,
+                                 'status', a.status, 'blockedReason', a.blocked_reason) ORDER BY a.id), '[]'::jsonb)
+                             FROM attachments a WHERE a.message_id = m.id)) ORDER BY m.seq), '[]'::jsonb)
                      FROM (SELECT * FROM messages WHERE conversation_id = $2
                              AND seq <= COALESCE((SELECT seq + $4::bigint / 2 FROM messages WHERE id = $3),
                                                  9223372036854775807)

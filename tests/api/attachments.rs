@@ -878,3 +878,75 @@ async fn files_are_sent_in_messages_once_and_shown_with_their_status() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reported_file_outlives_retention_until_the_report_is_closed() {
+    let (app, database) = spawn_app_on_own_database(|_| {}).await;
+    let (alice, bob, admin) = (
+        app.user("candidate").await,
+        app.user("recruiter").await,
+        app.user("admin").await,
+    );
+    let conversation = app.conversation(&alice, &bob).await;
+    let photo = send_file(
+        &app,
+        &alice,
+        &conversation,
+        "x.png",
+        "image/png",
+        &png_with_gps_exif(),
+    )
+    .await;
+    let photo = photo["id"].as_str().unwrap().to_owned();
+    scanned(&app, &bob, &photo).await;
+    let (status, message) = app
+        .post(
+            &alice,
+            &format!("/chat/conversations/{conversation}/messages"),
+            json!({"body": "look", "clientMessageId": "reported", "attachmentIds": [photo]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{message}");
+    let (status, receipt) = app
+        .post(
+            &bob,
+            "/chat/reports",
+            json!({"reportedUserId": alice.id, "conversationId": conversation,
+                   "messageId": message["id"], "category": "inappropriate"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    let report_id = receipt["id"].as_str().unwrap();
+    let (_, report) = app
+        .get(&admin, &format!("/admin/chat/reports/{report_id}"))
+        .await;
+    let frozen = &report["evidence"]["messages"][0]["attachments"][0];
+    assert_eq!(frozen["id"], photo.as_str(), "{report}");
+    assert_eq!(
+        frozen["sha256"].as_str().map(str::len),
+        Some(64),
+        "the evidence keeps the hash"
+    );
+
+    app.clock.advance(chrono::Duration::days(91));
+    assert_eq!(
+        app.chat.expire_attachments().await.unwrap(),
+        0,
+        "kept while reported"
+    );
+    let (status, _) = app
+        .post(
+            &admin,
+            &format!("/admin/chat/reports/{report_id}/action"),
+            json!({"action": "dismiss"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        app.chat.expire_attachments().await.unwrap(),
+        1,
+        "deleted once closed"
+    );
+    app.shutdown().await;
+    drop_database(&database).await;
+}
