@@ -138,7 +138,10 @@ impl ChatCore {
             })
             .collect();
         let recipients = notifications::audience(&tx, &messages).await?;
-        let previews: Vec<String> = recipients.iter().map(|r| preview(&r.body)).collect();
+        let previews: Vec<String> = recipients
+            .iter()
+            .map(|r| preview(&r.body, &r.kind))
+            .collect();
         let mut wanted: Vec<NewNotification<'_>> = Vec::new();
         // One `new_message` per user and conversation: later messages of the batch join it.
         let mut collapsed: HashMap<(&UserId, Uuid), usize> = HashMap::new();
@@ -408,8 +411,16 @@ fn decode<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, ChatError> {
         .map_err(|e| ChatError::internal(format!("unreadable {} job: {e}", job.kind)))
 }
 
-/// The start of a message, on one line.
-fn preview(body: &str) -> String {
+/// The start of a message, on one line; for a message of files alone, what
+/// it carries.
+fn preview(body: &str, kind: &str) -> String {
+    if body.is_empty() {
+        return match kind {
+            "image" => "Sent a photo".to_owned(),
+            "file" => "Sent a file".to_owned(),
+            _ => String::new(),
+        };
+    }
     let flat: String = body
         .chars()
         .map(|c| if c.is_whitespace() { ' ' } else { c })
@@ -429,9 +440,12 @@ mod tests {
 
     #[test]
     fn previews_are_one_short_line() {
-        assert_eq!(preview("hello\nthere"), "hello there");
+        assert_eq!(preview("hello\nthere", "text"), "hello there");
         let long = "x".repeat(500);
-        assert_eq!(preview(&long).chars().count(), 140);
-        assert!(preview(&long).ends_with('…'));
+        assert_eq!(preview(&long, "text").chars().count(), 140);
+        assert!(preview(&long, "text").ends_with('…'));
+        assert_eq!(preview("", "image"), "Sent a photo");
+        assert_eq!(preview("", "file"), "Sent a file");
+        assert_eq!(preview("see this", "file"), "see this");
     }
 }

@@ -37,6 +37,8 @@ pub struct Recipient {
     pub user_id: UserId,
     pub preferences: NotificationPreferences,
     pub body: String,
+    /// The message's kind (`text`, `image`, `file`).
+    pub kind: String,
 }
 
 /// A new message, as the audience query needs it.
@@ -55,7 +57,7 @@ pub async fn audience(
 ) -> Result<Vec<Recipient>, ChatError> {
     let stmt = db
         .prepare_cached(concat!(
-            "SELECT i.ord, p.user_id, u.settings->'notifications', m.body
+            "SELECT i.ord, p.user_id, u.settings->'notifications', m.body, m.kind
              FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY
                   AS i(conversation_id, message_id, sender_id, ord)
              JOIN conversation_participants p
@@ -82,6 +84,7 @@ pub async fn audience(
                 user_id: UserId::parse(r.get(1))?,
                 preferences: users::preferences_from(r.get(2)),
                 body: r.get(3),
+                kind: r.get(4),
             })
         })
         .collect()
