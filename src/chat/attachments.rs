@@ -60,6 +60,9 @@ pub(super) const DELETE_JOB: &str = "attachment_delete";
 const ABANDONED_AFTER: chrono::Duration = chrono::Duration::hours(1);
 /// Most attachments one expiry pass deletes.
 const EXPIRY_PASS: i64 = 200;
+/// A scan that failed every attempt (clamd away) is tried again this long
+/// after it died: a file is never passed unscanned, nor left pending for good.
+const RESCAN_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 
 /// The parts attachments need; `None` in [`super::Core`] when they are off.
 pub struct AttachmentParts {
@@ -485,8 +488,10 @@ impl ChatCore {
     /// hour, images after `PARLEY_IMAGE_RETENTION_DAYS`, other files after
     /// `PARLEY_ATTACHMENT_RETENTION_DAYS` (by the rules' clock): each is
     /// marked `deleted` at once (no download from then on) and its bytes are
-    /// removed by a job queued in the same transaction. Answers how many;
-    /// every node runs it now and then.
+    /// removed by a job queued in the same transaction. Also puts back into
+    /// the outbox the scans that died more than five minutes ago (clamd was
+    /// away through all their attempts). Answers how many were deleted;
+    /// every node runs it each minute.
     pub async fn expire_attachments(&self) -> Result<usize, ChatError> {
         let Some(parts) = self.attachments.as_ref() else {
             return Ok(0);
@@ -506,7 +511,20 @@ impl ChatCore {
         for (id, _) in &expired {
             outbox::add(&tx, DELETE_JOB, &AttachmentJob::payload(*id)?).await?;
         }
+        let rescans = outbox::revive_kind(
+            &tx,
+            SCAN_JOB,
+            chrono::Utc::now() - RESCAN_AFTER,
+            EXPIRY_PASS,
+        )
+        .await?;
         tx.commit().await?;
+        if rescans > 0 {
+            tracing::info!(
+                rescans,
+                "scans that had failed every attempt are tried again"
+            );
+        }
         for (id, conversation) in &expired {
             let row = attachments::find(&client(&self.pool).await?, *id).await?;
             if let Some(row) = row {

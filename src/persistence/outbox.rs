@@ -186,6 +186,32 @@ pub async fn revive(db: &impl GenericClient, job_id: Uuid) -> Result<Option<Stri
     Ok(row.map(|r| r.get(0)))
 }
 
+/// Moves dead jobs of `kind` that died before `died_before` back into the
+/// outbox (at most `limit`), in the caller's transaction; how many.
+pub async fn revive_kind(
+    db: &impl GenericClient,
+    kind: &str,
+    died_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, ChatError> {
+    let stmt = db
+        .prepare_cached(
+            "WITH revived AS (
+                 DELETE FROM dead_jobs WHERE job_id IN (
+                     SELECT job_id FROM dead_jobs WHERE kind = $1 AND died_at < $2
+                     ORDER BY died_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING job_id, kind, payload)
+             INSERT INTO outbox (job_id, kind, payload) SELECT job_id, kind, payload FROM revived
+             ON CONFLICT (job_id) DO NOTHING",
+        )
+        .await?;
+    Ok(timed(
+        "outbox.revive_kind",
+        db.execute(&stmt, &[&kind, &died_before, &limit]),
+    )
+    .await?)
+}
+
 /// Marks `jobs` done in the caller's transaction; returns those that were
 /// not done already (a repeated delivery is skipped).
 pub async fn mark_done(db: &impl GenericClient, jobs: &[Uuid]) -> Result<Vec<Uuid>, ChatError> {

@@ -522,7 +522,27 @@ async fn while_the_scanner_is_down_files_wait_and_nothing_passes_unscanned() {
         (status, error_code(&body)),
         (StatusCode::CONFLICT, "attachment_not_available")
     );
+    // Had every attempt failed (clamd away for minutes), the job would be
+    // dead: the lifecycle pass tries it again five minutes later.
+    let db = app.pool.get().await.unwrap();
+    db.execute(
+        "WITH gone AS (DELETE FROM outbox WHERE kind = 'attachment_scan' RETURNING job_id, kind, payload)
+         INSERT INTO dead_jobs (job_id, kind, payload, attempts, last_error, died_at)
+         SELECT job_id, kind, payload, 5, 'clamd is unreachable', now() - interval '6 minutes' FROM gone",
+        &[],
+    )
+    .await
+    .unwrap();
     proxy.restore();
+    app.chat.expire_attachments().await.unwrap();
+    assert_eq!(
+        app.sql_i64(
+            "SELECT count(*) FROM dead_jobs WHERE kind = 'attachment_scan'",
+            &[]
+        )
+        .await,
+        0
+    );
     assert_eq!(scanned(&app, &bob, id).await["status"], "available");
     let (_, ready) = app.anonymous_get("/readyz").await;
     assert_eq!(
