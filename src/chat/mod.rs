@@ -10,6 +10,7 @@
 //! * [`safety`] — rate limits, sanctions, automated abuse signals.
 //! * [`moderation`] — blocks, reports, the admin queue, redaction, audit.
 //! * [`attachments`] — files: signed uploads and downloads, the scan, clean copies.
+//! * [`search`] — full-text search of the messages a user can see.
 //! * [`platform`] — the host platform's server-to-server calls.
 //! * [`dispatch`] — the one route of every command to a conversation's actor,
 //!   here or on the node that owns it.
@@ -30,6 +31,7 @@ pub mod notifications;
 pub mod platform;
 pub mod push;
 pub mod safety;
+pub mod search;
 pub mod users;
 pub mod wire;
 

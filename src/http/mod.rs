@@ -18,6 +18,7 @@ pub mod messages;
 pub mod notifications;
 pub mod push;
 pub mod reports;
+pub mod search;
 pub mod sync;
 pub mod users;
 

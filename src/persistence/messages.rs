@@ -38,8 +38,9 @@ macro_rules! attachments_of {
 }
 pub(crate) use attachments_of;
 
-/// Columns of a message, in the order [`message_from_row`] reads them.
-const MESSAGE_COLUMNS: &str = concat!(
+/// Columns of a message, in the order [`message_from_row`] reads them (from
+/// a table or sub-query named `messages`).
+pub(crate) const MESSAGE_COLUMNS: &str = concat!(
     "id, conversation_id, seq, sender_id, kind, body, client_message_id, created_at, metadata, redacted_at IS NOT NULL, ",
     attachments_of!("messages.id")
 );

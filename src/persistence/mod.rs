@@ -42,6 +42,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod push;
 pub mod reports;
+pub mod search;
 pub mod users;
 
 use std::{future::Future, str::FromStr, time::Instant};

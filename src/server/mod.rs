@@ -15,7 +15,7 @@ use axum::{
 use crate::{
     http::{
         self, AppState, admin, attachments, blocks, conversations, health, internal, messages,
-        notifications, push, reports, sync, users,
+        notifications, push, reports, search, sync, users,
     },
     ws,
 };
@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
             "/blobs/{*key}",
             put(attachments::put_blob).get(attachments::get_blob),
         )
+        .route("/chat/search", get(search::search))
         .route("/chat/sync", get(sync::sync))
         .route(
             "/users/me/settings",

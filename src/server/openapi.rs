@@ -11,7 +11,7 @@ use crate::{
     domain::model,
     http::{
         admin, attachments, blocks, conversations, error, health, internal, messages,
-        notifications, push, reports, sync, users,
+        notifications, push, reports, search, sync, users,
     },
 };
 
@@ -22,7 +22,7 @@ use crate::{
         conversations::create, conversations::list, conversations::get_one,
         conversations::accept, conversations::decline, conversations::mute, conversations::unmute,
         conversations::archive, conversations::unarchive,
-        messages::send, messages::history, messages::read,
+        messages::send, messages::history, messages::read, search::search,
         sync::sync, sync::typing, users::get_settings, users::patch_settings,
         users::presence, users::heartbeat, blocks::create, blocks::remove, blocks::list,
         internal::put_context, internal::put_user, reports::create,
@@ -46,6 +46,7 @@ use crate::{
         notifications::NotificationPage, push::VapidKey, push::PushSubscriptionJson, push::PushKeys, push::Unsubscribe, notifications::ReadNotificationsRequest, notifications::UnreadNotifications,
         attachments::NewAttachmentRequest, attachments::SignedUrlView, attachments::StartedAttachment, attachments::DownloadUrl,
         crate::domain::attachments::Attachment, crate::domain::attachments::AttachmentStatus,
+        crate::domain::search::SearchHit, crate::domain::search::HitConversation,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),
     modifiers(&BearerAuth),

@@ -16,3 +16,4 @@ mod notifications;
 mod realtime;
 mod resilience;
 mod safety;
+mod search;

@@ -1,0 +1,113 @@
+//! Full-text search of the messages a user can see (`messages.search`, a
+//! generated `tsvector` with a GIN index; the `parley_search` configuration
+//! of migration V14: `simple` words, accents folded).
+
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use super::{
+    KeysetCursor, client,
+    messages::{MESSAGE_COLUMNS, message_from_row},
+    timed,
+};
+use crate::domain::{ChatError, UserId, model::Message, search::SearchQuery};
+
+/// Marks a snippet's highlighted words (control characters never occur in a
+/// message body, so they cannot be confused with its text).
+pub const HIGHLIGHT_START: char = '\u{2}';
+pub const HIGHLIGHT_STOP: char = '\u{3}';
+
+/// One message found, with the conversation's display fields and the
+/// snippet (highlights between [`HIGHLIGHT_START`] and [`HIGHLIGHT_STOP`]).
+pub struct Hit {
+    pub message: Message,
+    pub context_title: Option<String>,
+    pub other_id: String,
+    pub other_name: String,
+    pub snippet: String,
+}
+
+/// Where and what to search.
+pub struct Search<'a> {
+    pub user: &'a UserId,
+    pub query: &'a SearchQuery,
+    /// One conversation of the user's, or all of them.
+    pub conversation: Option<Uuid>,
+    /// Also archived conversations and those with someone the user blocked.
+    pub include_archived: bool,
+    /// The last hit of the previous page.
+    pub before: Option<KeysetCursor>,
+    pub limit: i64,
+}
+
+/// Messages matching, newest first: never redacted ones, never in a request
+/// the user declined; archived conversations and those with someone they
+/// blocked only when asked. Whether there are more.
+pub async fn messages(pool: &Pool, search: &Search<'_>) -> Result<(Vec<Hit>, bool), ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(&format!(
+            "WITH q AS (
+                 SELECT CASE WHEN $3::text = '' THEN websearch_to_tsquery('parley_search', $2)
+                        ELSE websearch_to_tsquery('parley_search', $2)
+                             && to_tsquery('parley_search', $3 || ':*') END AS query)
+             SELECT {MESSAGE_COLUMNS}, ts_headline('parley_search', body, (SELECT query FROM q),
+                        'StartSel=\"\u{2}\", StopSel=\"\u{3}\", MaxWords=30, MinWords=10, MaxFragments=1'),
+                    context_title, other_id, other_name
+             FROM (
+                 SELECT m.*, COALESCE(ctx.title, c.context_title) AS context_title,
+                        o.id AS other_id, o.display_name AS other_name
+                 FROM conversation_participants p
+                 JOIN conversations c ON c.id = p.conversation_id
+                 JOIN users o ON o.id = CASE WHEN c.user_low = p.user_id THEN c.user_high ELSE c.user_low END
+                 LEFT JOIN contexts ctx ON ctx.context_type = c.context_type AND ctx.context_id = c.context_id
+                 JOIN messages m ON m.conversation_id = p.conversation_id
+                 WHERE p.user_id = $1 AND ($4::uuid IS NULL OR p.conversation_id = $4)
+                   AND p.request_state <> 'declined'
+                   AND ($5 OR (p.archived_at IS NULL AND NOT EXISTS (
+                        SELECT 1 FROM user_blocks b WHERE b.blocker_id = $1 AND b.blocked_id = o.id)))
+                   AND m.redacted_at IS NULL
+                   AND m.search @@ (SELECT query FROM q)
+                   AND ($6::timestamptz IS NULL OR (m.created_at, m.id) < ($6, $7))
+                 ORDER BY m.created_at DESC, m.id DESC
+                 LIMIT $8
+             ) AS messages
+             ORDER BY created_at DESC, id DESC"
+        ))
+        .await?;
+    let prefix = search.query.prefix.as_deref().unwrap_or_default();
+    let (at, id) = match search.before {
+        Some(c) => (Some(c.at), Some(c.id)),
+        None => (None, None),
+    };
+    let rows = timed(
+        "search.messages",
+        db.query(
+            &stmt,
+            &[
+                &search.user.as_str(),
+                &search.query.words,
+                &prefix,
+                &search.conversation,
+                &search.include_archived,
+                &at,
+                &id,
+                &(search.limit + 1),
+            ],
+        ),
+    )
+    .await?;
+    let has_more = rows.len() as i64 > search.limit;
+    let hits = rows
+        .iter()
+        .take(search.limit as usize)
+        .map(|r| Hit {
+            message: message_from_row(r, 0),
+            snippet: r.get(11),
+            context_title: r.get(12),
+            other_id: r.get(13),
+            other_name: r.get(14),
+        })
+        .collect();
+    Ok((hits, has_more))
+}
