@@ -310,6 +310,46 @@ impl ChatCore {
         Ok(message)
     }
 
+    /// Puts a conversation on legal hold: exempt from retention until
+    /// released (audited; again changes the reason).
+    pub async fn hold_conversation(
+        &self,
+        admin: &UserId,
+        id: ConversationId,
+        reason: &str,
+    ) -> Result<conversations::Hold, ChatError> {
+        let reason = NOTE.check(reason)?;
+        if reason.trim().is_empty() {
+            return Err(ChatError::invalid("invalid_note", "a hold needs a reason"));
+        }
+        conversations::hold(&self.pool, id.0, admin, reason)
+            .await?
+            .ok_or_else(ChatError::conversation_not_found)
+    }
+
+    /// Releases a conversation's legal hold (audited); 404 when not held.
+    pub async fn release_conversation(
+        &self,
+        admin: &UserId,
+        id: ConversationId,
+    ) -> Result<(), ChatError> {
+        if conversations::release(&self.pool, id.0, admin).await? {
+            Ok(())
+        } else {
+            Err(ChatError::NotFound { what: "hold" })
+        }
+    }
+
+    /// A conversation's legal hold; 404 when not held.
+    pub async fn conversation_hold(
+        &self,
+        id: ConversationId,
+    ) -> Result<conversations::Hold, ChatError> {
+        conversations::hold_of(&self.pool, id.0)
+            .await?
+            .ok_or(ChatError::NotFound { what: "hold" })
+    }
+
     /// A conversation's newest messages as written (the read is audited).
     pub async fn conversation_for_moderator(
         &self,

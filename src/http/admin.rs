@@ -24,6 +24,7 @@ use crate::{
     },
     persistence::{
         audit::{AuditFilter, AuditRow},
+        conversations::Hold,
         outbox::DeadJob,
         reports::ReportView,
     },
@@ -268,5 +269,65 @@ pub async fn retry_dead_job(
     ApiPath(job_id): ApiPath<Uuid>,
 ) -> Result<axum::http::StatusCode, ApiError> {
     state.chat.retry_dead_job(admin.id(), job_id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRequest {
+    /// Why (1-2,000 characters), for the audit log.
+    pub reason: String,
+}
+
+/// Puts a conversation on legal hold: exempt from retention until released
+/// (audited; again changes the reason).
+#[utoipa::path(post, path = "/admin/chat/conversations/{id}/hold", tag = "moderation",
+    params(("id" = String, Path, description = "Conversation id")), request_body = HoldRequest,
+    responses((status = 200, body = Hold), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn hold(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<HoldRequest>,
+) -> Result<ApiJson<Hold>, ApiError> {
+    Ok(ApiJson(
+        state
+            .chat
+            .hold_conversation(admin.id(), ConversationId(id), &request.reason)
+            .await?,
+    ))
+}
+
+/// A conversation's legal hold (404 when it is not held).
+#[utoipa::path(get, path = "/admin/chat/conversations/{id}/hold", tag = "moderation",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, body = Hold), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_hold(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<ApiJson<Hold>, ApiError> {
+    Ok(ApiJson(
+        state.chat.conversation_hold(ConversationId(id)).await?,
+    ))
+}
+
+/// Releases a conversation's legal hold (audited; 404 when it was not held).
+#[utoipa::path(delete, path = "/admin/chat/conversations/{id}/hold", tag = "moderation",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn release(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    state
+        .chat
+        .release_conversation(admin.id(), ConversationId(id))
+        .await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

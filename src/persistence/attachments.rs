@@ -254,8 +254,8 @@ pub async fn audience(pool: &Pool, conversation: Uuid) -> Result<Vec<UserId>, Ch
 /// Marks deleted, in the caller's transaction, what has outlived its time
 /// (at most `limit`, rows taken with `SKIP LOCKED`): uploads never completed
 /// since `abandoned_before`, images since `images_before`, other files since
-/// `files_before` — except the files of messages that an open report's
-/// evidence holds, kept until the report is closed. Answers the ids and
+/// `files_before` — except in a conversation on legal hold, or with an open
+/// report (held until the report is closed). Answers the ids and
 /// conversations of those marked.
 pub async fn expire(
     db: &impl GenericClient,
@@ -272,11 +272,12 @@ pub async fn expire(
                    AND ((status = 'awaiting_upload' AND created_at < $1)
                      OR (content_type LIKE 'image/%' AND created_at < $2)
                      OR created_at < $3)
-                   AND NOT (message_id IS NOT NULL AND EXISTS (
+                   AND NOT EXISTS (
+                       SELECT 1 FROM conversations c WHERE c.id = attachments.conversation_id
+                         AND c.held_at IS NOT NULL)
+                   AND NOT EXISTS (
                        SELECT 1 FROM chat_reports r
-                       WHERE r.status = 'open' AND r.conversation_id = attachments.conversation_id
-                         AND r.evidence->'messages' @> jsonb_build_array(
-                                 jsonb_build_object('id', attachments.message_id))))
+                       WHERE r.status = 'open' AND r.conversation_id = attachments.conversation_id)
                  ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED)
              UPDATE attachments a SET status = 'deleted', variants = '{}', deleted_at = now()
              FROM due WHERE a.id = due.id

@@ -731,3 +731,110 @@ mod tests {
         }
     }
 }
+
+/// A conversation's legal hold, as admins see it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    pub conversation_id: Uuid,
+    pub held_at: chrono::DateTime<chrono::Utc>,
+    pub held_by: String,
+    pub reason: String,
+}
+
+/// Puts `conversation` on hold (or changes the reason of its hold), with
+/// the audit record, in one transaction; `None` when there is no such
+/// conversation.
+pub async fn hold(
+    pool: &Pool,
+    conversation: Uuid,
+    admin: &UserId,
+    reason: &str,
+) -> Result<Option<Hold>, ChatError> {
+    let mut db = client(pool).await?;
+    let tx = db.transaction().await?;
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE conversations SET held_at = COALESCE(held_at, now()), held_by = $2, hold_reason = $3
+             WHERE id = $1 RETURNING held_at",
+        )
+        .await?;
+    let Some(row) = timed(
+        "conversations.hold",
+        tx.query_opt(&stmt, &[&conversation, &admin.as_str(), &reason]),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    super::audit::record(
+        &tx,
+        &super::audit::AuditEntry {
+            actor: Some(admin.as_str()),
+            action: "conversation.held",
+            target_type: "conversation",
+            target_id: &conversation.to_string(),
+            conversation: Some(conversation),
+            details: serde_json::json!({ "reason": reason }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(Hold {
+        conversation_id: conversation,
+        held_at: row.get(0),
+        held_by: admin.to_string(),
+        reason: reason.to_owned(),
+    }))
+}
+
+/// Releases `conversation`'s hold, audited; false when it was not held.
+pub async fn release(pool: &Pool, conversation: Uuid, admin: &UserId) -> Result<bool, ChatError> {
+    let mut db = client(pool).await?;
+    let tx = db.transaction().await?;
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE conversations SET held_at = NULL, held_by = NULL, hold_reason = NULL
+             WHERE id = $1 AND held_at IS NOT NULL",
+        )
+        .await?;
+    if timed("conversations.release", tx.execute(&stmt, &[&conversation])).await? == 0 {
+        return Ok(false);
+    }
+    super::audit::record(
+        &tx,
+        &super::audit::AuditEntry {
+            actor: Some(admin.as_str()),
+            action: "conversation.released",
+            target_type: "conversation",
+            target_id: &conversation.to_string(),
+            conversation: Some(conversation),
+            details: serde_json::json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// `conversation`'s hold, if it is held.
+pub async fn hold_of(pool: &Pool, conversation: Uuid) -> Result<Option<Hold>, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT held_at, held_by, hold_reason FROM conversations
+             WHERE id = $1 AND held_at IS NOT NULL",
+        )
+        .await?;
+    let row = timed(
+        "conversations.hold_of",
+        db.query_opt(&stmt, &[&conversation]),
+    )
+    .await?;
+    Ok(row.map(|r| Hold {
+        conversation_id: conversation,
+        held_at: r.get(0),
+        held_by: r.get::<_, Option<String>>(1).unwrap_or_default(),
+        reason: r.get::<_, Option<String>>(2).unwrap_or_default(),
+    }))
+}

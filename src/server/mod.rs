@@ -87,6 +87,12 @@ pub fn router(state: AppState) -> Router {
             "/admin/chat/conversations/{id}/messages",
             get(admin::conversation_messages),
         )
+        .route(
+            "/admin/chat/conversations/{id}/hold",
+            post(admin::hold)
+                .get(admin::get_hold)
+                .delete(admin::release),
+        )
         .route("/admin/chat/audit", get(admin::audit_log))
         .route("/admin/jobs/dead", get(admin::dead_jobs))
         .route("/admin/jobs/dead/{id}/retry", post(admin::retry_dead_job))

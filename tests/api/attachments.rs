@@ -970,3 +970,68 @@ async fn a_reported_file_outlives_retention_until_the_report_is_closed() {
     app.shutdown().await;
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn a_legal_hold_keeps_a_conversation_out_of_retention_until_released() {
+    let (app, database) = spawn_app_on_own_database(|_| {}).await;
+    let (alice, bob, admin) = (
+        app.user("candidate").await,
+        app.user("recruiter").await,
+        app.user("admin").await,
+    );
+    let conversation = app.conversation(&alice, &bob).await;
+    let photo = send_file(
+        &app,
+        &alice,
+        &conversation,
+        "x.png",
+        "image/png",
+        &png_with_gps_exif(),
+    )
+    .await;
+    let photo = photo["id"].as_str().unwrap().to_owned();
+    scanned(&app, &bob, &photo).await;
+    let hold = format!("/admin/chat/conversations/{conversation}/hold");
+    let (status, _) = app.post(&bob, &hold, json!({"reason": "dispute"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = app.post(&admin, &hold, json!({"reason": ""})).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_note")
+    );
+    let (status, held) = app
+        .post(&admin, &hold, json!({"reason": "booking dispute #42"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+    assert_eq!(held["heldBy"], admin.id.as_str());
+    let (_, shown) = app.get(&admin, &hold).await;
+    assert_eq!(shown["reason"], "booking dispute #42");
+    let (status, _) = app
+        .post(
+            &admin,
+            &format!("/admin/chat/conversations/{}/hold", uuid::Uuid::now_v7()),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    app.clock.advance(chrono::Duration::days(91));
+    assert_eq!(app.chat.expire_attachments().await.unwrap(), 0, "held");
+    let (status, _) = app.delete(&admin, &hold).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app.delete(&admin, &hold).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "released already");
+    assert_eq!(app.chat.expire_attachments().await.unwrap(), 1, "released");
+    for action in ["conversation.held", "conversation.released"] {
+        let (_, audit) = app
+            .get(&admin, &format!("/admin/chat/audit?action={action}"))
+            .await;
+        assert_eq!(
+            audit["items"][0]["targetId"],
+            conversation.as_str(),
+            "{action}"
+        );
+    }
+    app.shutdown().await;
+    drop_database(&database).await;
+}

@@ -393,6 +393,19 @@ impl TestApp {
             .await
     }
 
+    /// A DELETE without a body.
+    pub async fn delete(&self, user: &TestUser, path: &str) -> (StatusCode, Value) {
+        decode(
+            self.http
+                .delete(self.url(path))
+                .bearer_auth(&user.token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     async fn json_request(
         &self,
         method: reqwest::Method,
