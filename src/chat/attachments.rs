@@ -42,7 +42,7 @@ use crate::{
     persistence::{
         attachments::{self, AttachmentRow, NewAttachment, Transition},
         audit::{self, AuditEntry},
-        client, outbox,
+        client, conversations, outbox,
         outbox::Job,
     },
     scanner::{Scanner, Verdict},
@@ -508,7 +508,7 @@ impl ChatCore {
             EXPIRY_PASS,
         )
         .await?;
-        for (id, _) in &expired {
+        for id in &expired {
             outbox::add(&tx, DELETE_JOB, &AttachmentJob::payload(*id)?).await?;
         }
         let rescans = outbox::revive_kind(
@@ -525,12 +525,8 @@ impl ChatCore {
                 "scans that had failed every attempt are tried again"
             );
         }
-        for (id, conversation) in &expired {
-            let row = attachments::find(&client(&self.pool).await?, *id).await?;
-            if let Some(row) = row {
-                let audience = attachments::audience(&self.pool, *conversation).await?;
-                self.publish(&audience, ServerEvent::AttachmentUpdated(view(&row)));
-            }
+        for id in &expired {
+            self.attachment_changed(*id).await?;
         }
         if !expired.is_empty() {
             metrics::counter!("parley_attachments_deleted_total").increment(expired.len() as u64);
@@ -552,11 +548,12 @@ impl ChatCore {
     /// Publishes the attachment as it now stands to its conversation's
     /// participants, and answers it.
     async fn attachment_changed(&self, id: Uuid) -> Result<Attachment, ChatError> {
-        let row = attachments::find(&client(&self.pool).await?, id)
+        let db = client(&self.pool).await?;
+        let row = attachments::find(&db, id)
             .await?
             .ok_or(ChatError::NotFound { what: "attachment" })?;
         let attachment = view(&row);
-        let audience = attachments::audience(&self.pool, row.conversation_id).await?;
+        let audience = conversations::participant_ids(&db, row.conversation_id).await?;
         self.publish(
             &audience,
             ServerEvent::AttachmentUpdated(attachment.clone()),

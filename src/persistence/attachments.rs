@@ -241,29 +241,18 @@ pub async fn transition(db: &impl GenericClient, t: &Transition<'_>) -> Result<b
         == 1)
 }
 
-/// The ids of the conversation's participants (who hear of an attachment's changes).
-pub async fn audience(pool: &Pool, conversation: Uuid) -> Result<Vec<UserId>, ChatError> {
-    let db = client(pool).await?;
-    let stmt = db
-        .prepare_cached("SELECT user_id FROM conversation_participants WHERE conversation_id = $1")
-        .await?;
-    let rows = timed("attachments.audience", db.query(&stmt, &[&conversation])).await?;
-    rows.iter().map(|r| UserId::parse(r.get(0))).collect()
-}
-
 /// Marks deleted, in the caller's transaction, what has outlived its time
 /// (at most `limit`, rows taken with `SKIP LOCKED`): uploads never completed
 /// since `abandoned_before`, images since `images_before`, other files since
 /// `files_before` — except in a conversation on legal hold, or with an open
-/// report (held until the report is closed). Answers the ids and
-/// conversations of those marked.
+/// report (held until the report is closed). Answers the ids of those marked.
 pub async fn expire(
     db: &impl GenericClient,
     abandoned_before: DateTime<Utc>,
     images_before: DateTime<Utc>,
     files_before: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<(Uuid, Uuid)>, ChatError> {
+) -> Result<Vec<Uuid>, ChatError> {
     let stmt = db
         .prepare_cached(
             "WITH due AS (
@@ -281,7 +270,7 @@ pub async fn expire(
                  ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED)
              UPDATE attachments a SET status = 'deleted', variants = '{}', deleted_at = now()
              FROM due WHERE a.id = due.id
-             RETURNING a.id, a.conversation_id",
+             RETURNING a.id",
         )
         .await?;
     let rows = timed(
@@ -292,5 +281,5 @@ pub async fn expire(
         ),
     )
     .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -838,3 +838,19 @@ pub async fn hold_of(pool: &Pool, conversation: Uuid) -> Result<Option<Hold>, Ch
         reason: r.get::<_, Option<String>>(2).unwrap_or_default(),
     }))
 }
+
+/// The participants of `conversation` (who hear of what changes in it).
+pub async fn participant_ids(
+    db: &impl GenericClient,
+    conversation: Uuid,
+) -> Result<Vec<UserId>, ChatError> {
+    let stmt = db
+        .prepare_cached("SELECT user_id FROM conversation_participants WHERE conversation_id = $1")
+        .await?;
+    let rows = timed(
+        "conversations.participant_ids",
+        db.query(&stmt, &[&conversation]),
+    )
+    .await?;
+    rows.iter().map(|r| UserId::parse(r.get(0))).collect()
+}

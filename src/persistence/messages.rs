@@ -473,15 +473,7 @@ pub async fn redact(
         return Ok(None);
     };
     let message = message_from_row(&row, 0);
-    let participants = tx
-        .query(
-            "SELECT user_id FROM conversation_participants WHERE conversation_id = $1",
-            &[&message.conversation_id],
-        )
-        .await?
-        .iter()
-        .map(|r| UserId::parse(r.get(0)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let participants = super::conversations::participant_ids(&tx, message.conversation_id).await?;
     audit::record(
         &tx,
         &audit::AuditEntry {
