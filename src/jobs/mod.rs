@@ -62,35 +62,41 @@ fn counted(kind: &str, outcome: &'static str, n: u64) {
 
 /// How often a node looks for notification emails that are due.
 const EMAIL_PASS: Duration = Duration::from_secs(1);
+/// How often a node looks for attachments that have outlived their time.
+const EXPIRY_PASS: Duration = Duration::from_secs(60);
 
 /// Sends due notification emails, on every node (rows are taken with
 /// `SKIP LOCKED`), until aborted.
 fn send_emails(chat: ChatCore) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EMAIL_PASS);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = chat.send_due_emails().await {
-                tracing::warn!(error = %e.chain(), "sending notification emails failed");
-            }
-        }
+    every(EMAIL_PASS, "sending notification emails", move || {
+        let chat = chat.clone();
+        async move { chat.send_due_emails().await }
     })
 }
-
-/// How often a node looks for attachments that have outlived their time.
-const EXPIRY_PASS: Duration = Duration::from_secs(60);
 
 /// Deletes expired attachments, on every node (rows are taken with `SKIP
 /// LOCKED`), until aborted.
 fn expire_attachments(chat: ChatCore) -> tokio::task::JoinHandle<()> {
+    every(EXPIRY_PASS, "deleting expired attachments", move || {
+        let chat = chat.clone();
+        async move { chat.expire_attachments().await }
+    })
+}
+
+/// Runs `pass` every `period` (a late tick waits, never bunches up) until
+/// aborted; a failure is logged as `what` failing.
+fn every<F, Fut>(period: Duration, what: &'static str, pass: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<usize, crate::domain::ChatError>> + Send,
+{
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EXPIRY_PASS);
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = chat.expire_attachments().await {
-                tracing::warn!(error = %e.chain(), "deleting expired attachments failed");
+            if let Err(e) = pass().await {
+                tracing::warn!(error = %e.chain(), "{what} failed");
             }
         }
     })
