@@ -56,6 +56,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub push: PushSettings,
     pub attachments: AttachmentSettings,
+    pub retention: RetentionSettings,
 }
 
 /// `[server]`: the HTTP listener.
@@ -206,6 +207,35 @@ pub struct MailSettings {
     pub batch: Duration,
     /// At most this many emails per user per hour.
     pub per_hour: u32,
+}
+
+/// `[retention]`: how long records are kept, and when the daily jobs that
+/// enforce it run. A number of days of 0 keeps forever (never archives).
+#[derive(Clone, Debug)]
+pub struct RetentionSettings {
+    /// Message bodies are purged (the message stays, redacted) after this long.
+    pub message_days: u32,
+    /// Audit rows are deleted after this long.
+    pub audit_days: u32,
+    /// Conversations idle this long are archived for both participants.
+    pub auto_archive_days: u32,
+    /// A finished data export can be downloaded for this long.
+    pub export_hours: u32,
+    /// The time of day (UTC) at which the daily jobs run (`off`: only when
+    /// an admin runs them).
+    pub daily_at: Option<chrono::NaiveTime>,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            message_days: 730,
+            audit_days: 1095,
+            auto_archive_days: 90,
+            export_hours: 72,
+            daily_at: chrono::NaiveTime::from_hms_opt(3, 0, 0),
+        }
+    }
 }
 
 /// `[attachments]`: files sent in conversations, their blob store and scanner.
@@ -473,6 +503,11 @@ const KNOBS: &[Knob] = &[
     Knob { section: "attachments", key: "allowed_types", env: "PARLEY_ATTACHMENT_TYPES", apply: |s, v| { s.attachments.allowed_types = list(v, ""); Ok(()) } },
     Knob { section: "attachments", key: "retention_days", env: "PARLEY_ATTACHMENT_RETENTION_DAYS", apply: |s, v| set(&mut s.attachments.retention_days, v) },
     Knob { section: "attachments", key: "image_retention_days", env: "PARLEY_IMAGE_RETENTION_DAYS", apply: |s, v| set(&mut s.attachments.image_retention_days, v) },
+    Knob { section: "retention", key: "message_days", env: "PARLEY_MESSAGE_RETENTION_DAYS", apply: |s, v| set(&mut s.retention.message_days, v) },
+    Knob { section: "retention", key: "audit_days", env: "PARLEY_AUDIT_RETENTION_DAYS", apply: |s, v| set(&mut s.retention.audit_days, v) },
+    Knob { section: "retention", key: "auto_archive_days", env: "PARLEY_AUTO_ARCHIVE_DAYS", apply: |s, v| set(&mut s.retention.auto_archive_days, v) },
+    Knob { section: "retention", key: "export_hours", env: "PARLEY_EXPORT_RETENTION_HOURS", apply: |s, v| set(&mut s.retention.export_hours, v) },
+    Knob { section: "retention", key: "daily_at", env: "PARLEY_JOBS_DAILY_AT", apply: |s, v| { s.retention.daily_at = if v == "off" { None } else { Some(chrono::NaiveTime::parse_from_str(v, "%H:%M").map_err(|e| format!("expected HH:MM (UTC) or off: {e}"))?) }; Ok(()) } },
     Knob { section: "limits", key: "enabled", env: "PARLEY_RATE_LIMITS", apply: |s, v| switch(&mut s.limits.enabled, v) },
     Knob { section: "limits", key: "messages_per_hour", env: "PARLEY_RATE_MESSAGES_PER_HOUR", apply: |s, v| set(&mut s.limits.messages_per_hour, v) },
     Knob { section: "limits", key: "conversations_per_hour", env: "PARLEY_RATE_CONVERSATIONS_PER_HOUR", apply: |s, v| set(&mut s.limits.conversations_per_hour, v) },

@@ -108,10 +108,12 @@ pub enum Command {
     },
     /// A block between the participants was created or lifted.
     SetBlocked(bool),
-    /// `user` archived or unarchived the conversation (it leaves or rejoins their badge).
+    /// `user` archived or unarchived the conversation (it leaves or rejoins
+    /// their badge); `auto`: archived for being idle, until the next message.
     SetArchived {
         user: UserId,
         archived: bool,
+        auto: bool,
     },
 }
 
@@ -316,6 +318,11 @@ impl ConversationActor {
             Ok(InsertOutcome::Inserted(message)) => {
                 state.last_seq = seq;
                 for p in &mut state.participants {
+                    // The write brought idle-archived conversations back.
+                    if p.auto_archived {
+                        p.archived = false;
+                        p.auto_archived = false;
+                    }
                     let change = if p.user_id == cmd.sender {
                         p.last_read_seq = seq;
                         p.unread_count = 0;
@@ -650,9 +657,14 @@ impl ConversationActor {
                         .map(Reply::Responded),
                 );
             }
-            Command::SetArchived { user, archived } => {
+            Command::SetArchived {
+                user,
+                archived,
+                auto,
+            } => {
                 if let Some(p) = state.participant_mut(&user) {
                     p.archived = archived;
+                    p.auto_archived = archived && auto;
                 }
                 answer(Ok(Reply::Done));
             }

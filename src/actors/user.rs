@@ -186,6 +186,8 @@ pub enum UserMsg {
     },
     /// A connection closed.
     Detach(ConnectionId),
+    /// Close every connection (the user's account was erased).
+    DisconnectAll,
     /// A presence heartbeat: of one connection, or (`None`, the REST
     /// fallback) of all of them; `away` when the client's tab is hidden.
     Heartbeat {
@@ -481,6 +483,11 @@ impl Actor for UserActor {
             }
             UserMsg::Detach(id) => {
                 state.connections.retain(|c| c.id != id);
+                state.connections_changed(&myself);
+            }
+            UserMsg::DisconnectAll => {
+                // Dropping each queue's sender closes its connection.
+                state.connections.clear();
                 state.connections_changed(&myself);
             }
             UserMsg::Heartbeat { connection, away } => {

@@ -58,8 +58,8 @@ pub(super) const SCAN_JOB: &str = "attachment_scan";
 pub(super) const DELETE_JOB: &str = "attachment_delete";
 /// Uploads never completed are deleted after this long.
 const ABANDONED_AFTER: chrono::Duration = chrono::Duration::hours(1);
-/// Most attachments one expiry pass deletes.
-const EXPIRY_PASS: i64 = 200;
+/// Most attachments one expiry batch deletes (or dead scans one pass revives).
+pub(super) const EXPIRY_BATCH: i64 = 200;
 /// A scan that failed every attempt (clamd away) is tried again this long
 /// after it died: a file is never passed unscanned, nor left pending for good.
 const RESCAN_AFTER: chrono::Duration = chrono::Duration::minutes(5);
@@ -486,12 +486,12 @@ impl ChatCore {
 
     /// Deletes what has outlived its time — uploads never completed after an
     /// hour, images after `PARLEY_IMAGE_RETENTION_DAYS`, other files after
-    /// `PARLEY_ATTACHMENT_RETENTION_DAYS` (by the rules' clock): each is
-    /// marked `deleted` at once (no download from then on) and its bytes are
-    /// removed by a job queued in the same transaction. Also puts back into
-    /// the outbox the scans that died more than five minutes ago (clamd was
-    /// away through all their attempts). Answers how many were deleted;
-    /// every node runs it each minute.
+    /// `PARLEY_ATTACHMENT_RETENTION_DAYS` (by the rules' clock), none of a
+    /// held conversation: each is marked `deleted` at once (no download from
+    /// then on) and its bytes are removed by a job queued in the same
+    /// transaction. One batch of at most [`EXPIRY_BATCH`]; answers how many
+    /// were deleted. The `attachment_retention` job runs batches until one
+    /// comes back short.
     pub async fn expire_attachments(&self) -> Result<usize, ChatError> {
         let Some(parts) = self.attachments.as_ref() else {
             return Ok(0);
@@ -505,26 +505,13 @@ impl ChatCore {
             now - ABANDONED_AFTER,
             now - days(parts.settings.image_retention_days),
             now - days(parts.settings.retention_days),
-            EXPIRY_PASS,
+            EXPIRY_BATCH,
         )
         .await?;
         for id in &expired {
             outbox::add(&tx, DELETE_JOB, &AttachmentJob::payload(*id)?).await?;
         }
-        let rescans = outbox::revive_kind(
-            &tx,
-            SCAN_JOB,
-            chrono::Utc::now() - RESCAN_AFTER,
-            EXPIRY_PASS,
-        )
-        .await?;
         tx.commit().await?;
-        if rescans > 0 {
-            tracing::info!(
-                rescans,
-                "scans that had failed every attempt are tried again"
-            );
-        }
         for id in &expired {
             self.attachment_changed(*id).await?;
         }
@@ -532,6 +519,30 @@ impl ChatCore {
             metrics::counter!("parley_attachments_deleted_total").increment(expired.len() as u64);
         }
         Ok(expired.len())
+    }
+
+    /// Puts back into the outbox the scans that died more than five minutes
+    /// ago (clamd was away through all their attempts); every node runs it
+    /// each minute. Answers how many.
+    pub async fn revive_failed_scans(&self) -> Result<u64, ChatError> {
+        if self.attachments.is_none() {
+            return Ok(0);
+        }
+        let db = client(&self.pool).await?;
+        let rescans = outbox::revive_kind(
+            &db,
+            SCAN_JOB,
+            chrono::Utc::now() - RESCAN_AFTER,
+            EXPIRY_BATCH,
+        )
+        .await?;
+        if rescans > 0 {
+            tracing::info!(
+                rescans,
+                "scans that had failed every attempt are tried again"
+            );
+        }
+        Ok(rescans)
     }
 
     /// Runs a deletion job: every blob of the attachment goes.

@@ -191,6 +191,7 @@ impl ChatCore {
             let command = Command::SetArchived {
                 user: caller.clone(),
                 archived: on,
+                auto: false,
             };
             self.dispatcher.dispatch(id, command).await?;
             let update = UnreadUpdate {

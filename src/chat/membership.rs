@@ -40,6 +40,7 @@ impl NodeHandler for ChatCore {
     fn notice(&self, body: &[u8]) {
         match serde_json::from_slice::<Notice>(body) {
             Ok(Notice::SanctionChanged(user)) => self.safety.sanction_changed(&user),
+            Ok(Notice::UserErased(user)) => self.forget_erased(&user),
             Err(e) => tracing::warn!(error = %e, "unreadable cluster notice"),
         }
     }

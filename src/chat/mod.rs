@@ -11,7 +11,9 @@
 //! * [`moderation`] — blocks, reports, the admin queue, redaction, audit.
 //! * [`attachments`] — files: signed uploads and downloads, the scan, clean copies.
 //! * [`search`] — full-text search of the messages a user can see.
+//! * [`housekeeping`] — the daily jobs: retention, auto-archive, clean-ups.
 //! * [`platform`] — the host platform's server-to-server calls.
+//! * [`privacy`] — erasure of a person's data (and, with it, their account).
 //! * [`dispatch`] — the one route of every command to a conversation's actor,
 //!   here or on the node that owns it.
 //! * [`notifications`] — follow-up jobs and in-app notifications;
@@ -24,11 +26,13 @@ pub mod attachments;
 pub mod conversations;
 pub mod dispatch;
 pub mod email;
+pub mod housekeeping;
 pub mod membership;
 pub mod messages;
 pub mod moderation;
 pub mod notifications;
 pub mod platform;
+pub mod privacy;
 pub mod push;
 pub mod safety;
 pub mod search;
@@ -58,7 +62,7 @@ use crate::{
         node::Node,
         presence::{LocalPresence, PresenceHub, PresenceStore, RedisPresence},
     },
-    config::{MailSettings, Settings},
+    config::{MailSettings, RetentionSettings, Settings},
     domain::{ChatError, UserId, clock::Clock, event::ServerEvent},
     mail::Mailer,
     persistence::{
@@ -113,6 +117,10 @@ pub struct Core {
     push_batches: Arc<tokio::sync::Semaphore>,
     /// The blob store and scanner of attachments (`None`: attachments are off).
     attachments: Option<attachments::AttachmentParts>,
+    /// How long records are kept, and when the daily jobs run.
+    retention: RetentionSettings,
+    /// Who this node is when it takes a daily job's lease.
+    runner_id: String,
     /// The cluster's loops owned here (lease renewal).
     cluster_tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -247,6 +255,11 @@ impl ChatCore {
             pusher: Pusher::from_settings(&settings.push)?,
             push_batches: Arc::new(tokio::sync::Semaphore::new(push::BATCHES_IN_FLIGHT)),
             attachments: attachments::AttachmentParts::from_settings(settings)?,
+            retention: settings.retention.clone(),
+            runner_id: cluster.as_deref().map_or_else(
+                || uuid::Uuid::now_v7().simple().to_string(),
+                |node| node.id().to_owned(),
+            ),
             cluster_tasks: std::sync::Mutex::new(Vec::new()),
         }));
         if let (Some(node), Some(pushes)) = (cluster, pushes) {

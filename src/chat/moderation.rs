@@ -39,7 +39,7 @@ const DESCRIPTION: TextField = TextField {
     padding: Padding::Trim,
 };
 /// A moderator's note or redaction reason: at most 2,000 printable characters.
-const NOTE: TextField = TextField {
+pub(super) const NOTE: TextField = TextField {
     code: "invalid_note",
     message: "notes are at most 2,000 printable characters",
     ..DESCRIPTION

@@ -77,7 +77,9 @@ impl ChatCore {
         {
             return Ok(());
         }
-        self.user_upserts.submit(profile.clone()).await?;
+        if self.user_upserts.submit(profile.clone()).await? {
+            return Err(super::privacy::account_erased());
+        }
         if self.known_users.len() >= KNOWN_USERS_CAPACITY {
             self.known_users.clear();
         }

@@ -21,4 +21,6 @@ pub struct Forwarded {
 pub enum Notice {
     /// A moderator changed the user's sanction: drop any cached copy.
     SanctionChanged(UserId),
+    /// The user's account was erased: forget it and close its connections.
+    UserErased(UserId),
 }

@@ -7,6 +7,7 @@ pub mod attachments;
 pub mod clock;
 pub mod error;
 pub mod event;
+pub mod housekeeping;
 pub mod ids;
 pub mod model;
 pub mod search;

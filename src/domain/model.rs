@@ -224,8 +224,9 @@ pub struct Message {
     pub attachments: Vec<super::attachments::Attachment>,
 }
 
-/// What participants see instead of a redacted message.
-pub const REDACTED_BODY: &str = "This message was removed by a moderator.";
+/// What participants see instead of a redacted message (by a moderator, by
+/// retention or by erasure).
+pub const REDACTED_BODY: &str = "This message was removed.";
 
 /// The links of a message and whether clients may make them clickable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -1,5 +1,5 @@
-//! `/admin/...`: moderation (`/admin/chat/...`) and the jobs that kept
-//! failing (`/admin/jobs/dead`), for users whose token has role `admin`
+//! `/admin/...`: moderation (`/admin/chat/...`), the daily jobs
+//! (`/admin/jobs`) and the jobs that kept failing (`/admin/jobs/dead`), for users whose token has role `admin`
 //! (everyone else gets 403). Every action and every read of a conversation
 //! or of a report's evidence is written to the audit log.
 
@@ -17,9 +17,13 @@ use super::{
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody},
 };
 use crate::{
-    chat::moderation::ActionInput,
+    chat::{
+        housekeeping::{JobStatus, StartedRun},
+        moderation::ActionInput,
+        privacy::Erasure,
+    },
     domain::{
-        ConversationId, UserId,
+        ChatError, ConversationId, UserId,
         model::{Message, Page},
     },
     persistence::{
@@ -180,6 +184,8 @@ pub struct AdminHistoryQuery {
 pub struct AdminMessages {
     /// Original bodies, redacted ones included, in `seq` order.
     pub items: Vec<Message>,
+    /// The conversation's legal hold, when it is held.
+    pub hold: Option<Hold>,
 }
 
 /// A conversation's messages as they were written (this read is audited).
@@ -197,7 +203,43 @@ pub async fn conversation_messages(
         .chat
         .conversation_for_moderator(admin.id(), ConversationId(id), query.limit)
         .await?;
-    Ok(ApiJson(AdminMessages { items }))
+    let hold = match state.chat.conversation_hold(ConversationId(id)).await {
+        Ok(hold) => Some(hold),
+        Err(ChatError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(ApiJson(AdminMessages { items, hold }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EraseRequest {
+    /// Why (1-2,000 characters), for the audit log.
+    pub reason: String,
+}
+
+/// Erases a user (GDPR): the profile anonymised ("Deleted user"), the
+/// account banned and disconnected, push subscriptions and settings removed,
+/// message bodies purged except in held conversations (kept until the hold
+/// ends). Other people's messages are untouched; the audit log keeps the
+/// fact and the reason.
+#[utoipa::path(delete, path = "/admin/users/{id}", tag = "moderation",
+    params(("id" = String, Path, description = "User id")), request_body = EraseRequest,
+    responses((status = 200, body = Erasure), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn erase_user(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<EraseRequest>,
+) -> Result<ApiJson<Erasure>, ApiError> {
+    Ok(ApiJson(
+        state
+            .chat
+            .erase_user(admin.id(), &id, &request.reason)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -270,6 +312,35 @@ pub async fn retry_dead_job(
 ) -> Result<axum::http::StatusCode, ApiError> {
     state.chat.retry_dead_job(admin.id(), job_id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// The daily jobs (retention, auto-archive, clean-ups): each with its
+/// schedule and its latest runs (started, finished, status, rows touched,
+/// error).
+#[utoipa::path(get, path = "/admin/jobs", tag = "operations",
+    responses((status = 200, body = Vec<JobStatus>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn jobs(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Result<ApiJson<Vec<JobStatus>>, ApiError> {
+    Ok(ApiJson(state.chat.jobs().await?))
+}
+
+/// Runs a daily job now, in the background (audited); its run shows in
+/// `GET /admin/jobs`. 409 `job_running` while a run of it is under way.
+#[utoipa::path(post, path = "/admin/jobs/{name}/run", tag = "operations",
+    params(("name" = String, Path, description = "message_retention, audit_retention, auto_archive, attachment_retention or export_cleanup")),
+    responses((status = 202, body = StartedRun), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn run_job(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(name): ApiPath<String>,
+) -> Result<(axum::http::StatusCode, ApiJson<StartedRun>), ApiError> {
+    let started = state.chat.run_job_now(admin.id(), &name).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, ApiJson(started)))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -29,7 +29,8 @@ pub struct Jobs {
 
 impl Jobs {
     /// Starts the relay and consumers (with a broker) or the in-process
-    /// runner, the due-email pass and the attachments' expiry pass.
+    /// runner, the due-email pass, the revival of failed scans and the
+    /// daily jobs' scheduler.
     pub async fn start(chat: &ChatCore, settings: &JobSettings) -> anyhow::Result<Self> {
         let mut tasks = match &settings.amqp_url {
             Some(url) => {
@@ -40,7 +41,8 @@ impl Jobs {
             None => vec![in_process::start(chat.clone()).abort_handle()],
         };
         tasks.push(send_emails(chat.clone()).abort_handle());
-        tasks.push(expire_attachments(chat.clone()).abort_handle());
+        tasks.push(revive_failed_scans(chat.clone()).abort_handle());
+        tasks.push(run_daily_jobs(chat.clone()).abort_handle());
         Ok(Self { tasks })
     }
 
@@ -62,8 +64,8 @@ fn counted(kind: &str, outcome: &'static str, n: u64) {
 
 /// How often a node looks for notification emails that are due.
 const EMAIL_PASS: Duration = Duration::from_secs(1);
-/// How often a node looks for attachments that have outlived their time.
-const EXPIRY_PASS: Duration = Duration::from_secs(60);
+/// How often a node revives failed scans, and looks for daily jobs that are due.
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// Sends due notification emails, on every node (rows are taken with
 /// `SKIP LOCKED`), until aborted.
@@ -74,21 +76,33 @@ fn send_emails(chat: ChatCore) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Deletes expired attachments, on every node (rows are taken with `SKIP
-/// LOCKED`), until aborted.
-fn expire_attachments(chat: ChatCore) -> tokio::task::JoinHandle<()> {
-    every(EXPIRY_PASS, "deleting expired attachments", move || {
+/// Tries again the scans that failed every attempt, on every node, until aborted.
+fn revive_failed_scans(chat: ChatCore) -> tokio::task::JoinHandle<()> {
+    every(MINUTE, "reviving failed scans", move || {
         let chat = chat.clone();
-        async move { chat.expire_attachments().await }
+        async move { chat.revive_failed_scans().await }
+    })
+}
+
+/// The scheduler of the daily jobs (`chat::housekeeping`): records when each
+/// runs next, then looks each minute for those that are due. Every node
+/// does; a job's lease lets one of them run it.
+fn run_daily_jobs(chat: ChatCore) -> tokio::task::JoinHandle<()> {
+    every(MINUTE, "running daily jobs", move || {
+        let chat = chat.clone();
+        async move {
+            chat.schedule_jobs().await?;
+            chat.run_due_jobs().await
+        }
     })
 }
 
 /// Runs `pass` every `period` (a late tick waits, never bunches up) until
 /// aborted; a failure is logged as `what` failing.
-fn every<F, Fut>(period: Duration, what: &'static str, pass: F) -> tokio::task::JoinHandle<()>
+fn every<F, Fut, T>(period: Duration, what: &'static str, pass: F) -> tokio::task::JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<usize, crate::domain::ChatError>> + Send,
+    Fut: std::future::Future<Output = Result<T, crate::domain::ChatError>> + Send,
 {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);

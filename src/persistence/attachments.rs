@@ -244,8 +244,8 @@ pub async fn transition(db: &impl GenericClient, t: &Transition<'_>) -> Result<b
 /// Marks deleted, in the caller's transaction, what has outlived its time
 /// (at most `limit`, rows taken with `SKIP LOCKED`): uploads never completed
 /// since `abandoned_before`, images since `images_before`, other files since
-/// `files_before` — except in a conversation on legal hold, or with an open
-/// report (held until the report is closed). Answers the ids of those marked.
+/// `files_before` — except in a held conversation (`conversation_is_held`:
+/// on legal hold, or with an open report). Answers the ids of those marked.
 pub async fn expire(
     db: &impl GenericClient,
     abandoned_before: DateTime<Utc>,
@@ -261,12 +261,7 @@ pub async fn expire(
                    AND ((status = 'awaiting_upload' AND created_at < $1)
                      OR (content_type LIKE 'image/%' AND created_at < $2)
                      OR created_at < $3)
-                   AND NOT EXISTS (
-                       SELECT 1 FROM conversations c WHERE c.id = attachments.conversation_id
-                         AND c.held_at IS NOT NULL)
-                   AND NOT EXISTS (
-                       SELECT 1 FROM chat_reports r
-                       WHERE r.status = 'open' AND r.conversation_id = attachments.conversation_id)
+                   AND NOT conversation_is_held(attachments.conversation_id)
                  ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED)
              UPDATE attachments a SET status = 'deleted', variants = '{}', deleted_at = now()
              FROM due WHERE a.id = due.id

@@ -614,6 +614,8 @@ pub struct ParticipantSnapshot {
     pub request_state: RequestState,
     /// Archived conversations do not count towards the unread badge.
     pub archived: bool,
+    /// Archived for being idle: the next message brings it back.
+    pub auto_archived: bool,
 }
 
 /// Takes a conversation over for a new actor: the next owner epoch (which
@@ -653,7 +655,8 @@ pub async fn take_over(
     };
     let parts = db
         .prepare_cached(
-            "SELECT user_id, last_read_seq, unread_count, last_read_at, request_state, archived_at IS NOT NULL
+            "SELECT user_id, last_read_seq, unread_count, last_read_at, request_state, archived_at IS NOT NULL,
+                    COALESCE(archive_reason = 'auto', false)
              FROM conversation_participants WHERE conversation_id = $1 ORDER BY user_id",
         )
         .await?;
@@ -668,6 +671,7 @@ pub async fn take_over(
                 last_read_at: r.get(3),
                 request_state: RequestState::parse(r.get(4)),
                 archived: r.get(5),
+                auto_archived: r.get(6),
             })
         })
         .collect::<Result<Vec<_>, ChatError>>()?;

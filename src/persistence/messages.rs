@@ -219,6 +219,8 @@ pub async fn insert_batch(
                      last_read_at = CASE WHEN p.user_id = w.sender_id THEN w.created_at ELSE p.last_read_at END,
                      activity_at = w.created_at,
                      changed_tx = pg_current_xact_id()::text::bigint,
+                     archived_at = CASE WHEN p.archive_reason = 'auto' THEN NULL ELSE p.archived_at END,
+                     archive_reason = NULLIF(p.archive_reason, 'auto'),
                      request_state = CASE WHEN p.user_id = w.sender_id
                          THEN COALESCE(w.sender_request_state, p.request_state)
                          ELSE COALESCE(w.recipient_request_state, p.request_state) END
@@ -526,4 +528,45 @@ pub async fn admin_page(
     let mut messages: Vec<Message> = rows.iter().map(|r| original_from_row(r, 0)).collect();
     messages.reverse();
     Ok(messages)
+}
+
+/// Why a message's body was purged.
+#[derive(Clone, Copy, Debug)]
+pub enum PurgeReason {
+    /// It outlived `PARLEY_MESSAGE_RETENTION_DAYS`.
+    Retention,
+    /// Its sender's data was erased.
+    Erasure,
+}
+
+impl PurgeReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Retention => "retention",
+            Self::Erasure => "erasure",
+        }
+    }
+}
+
+/// Removes the bodies (and the link metadata drawn from them) of the
+/// messages `ids` for good, in the caller's transaction: each stays, redacted,
+/// with its `seq`, sender and time, so a history has no holes. Messages
+/// already purged are left alone. Answers the purged messages as
+/// participants now see them.
+pub async fn purge(
+    db: &impl GenericClient,
+    ids: &[Uuid],
+    reason: PurgeReason,
+) -> Result<Vec<Message>, ChatError> {
+    let stmt = db
+        .prepare_cached(&format!(
+            "UPDATE messages SET body = '', metadata = '{{}}'::jsonb, purged_at = now(),
+                 redacted_at = COALESCE(redacted_at, now()),
+                 redaction_reason = COALESCE(redaction_reason, $2)
+             WHERE id = ANY($1) AND purged_at IS NULL
+             RETURNING {MESSAGE_COLUMNS}"
+        ))
+        .await?;
+    let rows = timed("messages.purge", db.query(&stmt, &[&ids, &reason.as_str()])).await?;
+    Ok(rows.iter().map(|r| message_from_row(r, 0)).collect())
 }

@@ -36,12 +36,14 @@ pub mod contexts;
 pub mod conversations;
 pub mod email;
 pub mod group_commit;
+pub mod job_runs;
 pub mod messages;
 pub mod migrations;
 pub mod notifications;
 pub mod outbox;
 pub mod push;
 pub mod reports;
+pub mod retention;
 pub mod search;
 pub mod users;
 

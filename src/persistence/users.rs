@@ -72,13 +72,15 @@ pub struct Upserts;
 
 impl BatchJob for Upserts {
     type Item = UserProfile;
-    type Output = ();
+    /// Whether the user's account was erased (nothing was written then).
+    type Output = bool;
     const NAME: &'static str = "user_upserts";
     const LIMITS: BatchLimits = BatchLimits::PER_CONNECT;
 
-    /// Inserts each user or refreshes name, role and email when they changed.
-    /// One row per id: when a batch names a user twice, the last claims win.
-    async fn run_batch(&self, pool: &Pool, items: &[UserProfile]) -> Result<Vec<()>, ChatError> {
+    /// Inserts each user or refreshes name, role and email when they changed
+    /// (never those of an erased user, whose answer is `true`). One row per
+    /// id: when a batch names a user twice, the last claims win.
+    async fn run_batch(&self, pool: &Pool, items: &[UserProfile]) -> Result<Vec<bool>, ChatError> {
         let mut latest: std::collections::HashMap<&UserId, &UserProfile> =
             std::collections::HashMap::with_capacity(items.len());
         for user in items {
@@ -96,7 +98,7 @@ impl BatchJob for Upserts {
                  ON CONFLICT (id) DO UPDATE
                    SET display_name = EXCLUDED.display_name, role = EXCLUDED.role,
                        email = EXCLUDED.email, updated_at = now()
-                 WHERE (users.display_name, users.role, users.email)
+                 WHERE users.erased_at IS NULL AND (users.display_name, users.role, users.email)
                        IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.role, EXCLUDED.email)",
             )
             .await?;
@@ -105,7 +107,19 @@ impl BatchJob for Upserts {
             db.execute(&stmt, &[&ids, &names, &roles, &emails]),
         )
         .await?;
-        Ok(vec![(); items.len()])
+        let erased = db
+            .prepare_cached("SELECT id FROM users WHERE id = ANY($1) AND erased_at IS NOT NULL")
+            .await?;
+        let erased: std::collections::HashSet<String> =
+            timed("users.erased", db.query(&erased, &[&ids]))
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+        Ok(items
+            .iter()
+            .map(|user| erased.contains(user.id.as_str()))
+            .collect())
     }
 }
 
@@ -121,7 +135,8 @@ pub async fn upsert_verified(
             "INSERT INTO users (id, display_name, role, email, verified) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (id) DO UPDATE
                SET display_name = EXCLUDED.display_name, role = EXCLUDED.role,
-                   email = EXCLUDED.email, verified = EXCLUDED.verified, updated_at = now()",
+                   email = EXCLUDED.email, verified = EXCLUDED.verified, updated_at = now()
+               WHERE users.erased_at IS NULL",
         )
         .await?;
     timed(
@@ -284,4 +299,77 @@ pub async fn sanction(pool: &Pool, id: &UserId) -> Result<Sanction, ChatError> {
         suspended_until: r.get(0),
         banned: r.get(1),
     }))
+}
+
+/// Anonymises `user` for good, with the audit record (the fact and the
+/// reason, no personal data), in one transaction: the profile becomes
+/// "Deleted user" with no email and no settings (notification preferences
+/// included), the account is banned, and its push subscriptions, pending
+/// emails and in-app notifications go, as do the previews of its messages in
+/// other people's notifications. Their messages are purged afterwards, in
+/// batches (`chat::housekeeping`). `None` when there is no such user;
+/// `Some(false)` when they were erased already.
+pub async fn erase(
+    pool: &Pool,
+    user: &UserId,
+    admin: &UserId,
+    reason: &str,
+) -> Result<Option<bool>, ChatError> {
+    let mut db = client(pool).await?;
+    let tx = db.transaction().await?;
+    let erased = tx
+        .prepare_cached("SELECT erased_at IS NOT NULL FROM users WHERE id = $1 FOR UPDATE")
+        .await?;
+    match timed("users.erase", tx.query_opt(&erased, &[&user.as_str()])).await? {
+        None => return Ok(None),
+        Some(row) if row.get::<_, bool>(0) => return Ok(Some(false)),
+        Some(_) => {}
+    }
+    let anonymise = tx
+        .prepare_cached(
+            "UPDATE users SET display_name = 'Deleted user', email = NULL, settings = '{}'::jsonb,
+                 verified = false, banned_at = COALESCE(banned_at, now()), erased_at = now(),
+                 updated_at = now()
+             WHERE id = $1",
+        )
+        .await?;
+    timed("users.erase", tx.execute(&anonymise, &[&user.as_str()])).await?;
+    for sql in [
+        "DELETE FROM push_subscriptions WHERE user_id = $1",
+        "DELETE FROM email_queue WHERE user_id = $1",
+        "DELETE FROM notifications WHERE user_id = $1",
+        "UPDATE notifications SET preview = '' WHERE actor_id = $1",
+    ] {
+        let stmt = tx.prepare_cached(sql).await?;
+        timed("users.erase", tx.execute(&stmt, &[&user.as_str()])).await?;
+    }
+    super::audit::record(
+        &tx,
+        &super::audit::AuditEntry {
+            actor: Some(admin.as_str()),
+            action: "user.erased",
+            target_type: "user",
+            target_id: user.as_str(),
+            conversation: None,
+            details: serde_json::json!({ "reason": reason }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(true))
+}
+
+/// How many of `user`'s messages still have their bodies (those kept by a
+/// hold, after an erasure).
+pub async fn unpurged_messages(pool: &Pool, user: &UserId) -> Result<i64, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached("SELECT count(*) FROM messages WHERE sender_id = $1 AND purged_at IS NULL")
+        .await?;
+    let row = timed(
+        "users.unpurged_messages",
+        db.query_one(&stmt, &[&user.as_str()]),
+    )
+    .await?;
+    Ok(row.get(0))
 }

@@ -94,6 +94,9 @@ pub fn router(state: AppState) -> Router {
                 .delete(admin::release),
         )
         .route("/admin/chat/audit", get(admin::audit_log))
+        .route("/admin/users/{id}", delete(admin::erase_user))
+        .route("/admin/jobs", get(admin::jobs))
+        .route("/admin/jobs/{name}/run", post(admin::run_job))
         .route("/admin/jobs/dead", get(admin::dead_jobs))
         .route("/admin/jobs/dead/{id}/retry", post(admin::retry_dead_job))
         .route("/notifications", get(notifications::list))

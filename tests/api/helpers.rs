@@ -45,6 +45,8 @@ pub fn test_settings() -> Settings {
         std::env::temp_dir().join("parley-test-blobs").display()
     );
     settings.attachments.clamd_addr = Some(clamd_addr());
+    // Retention runs only when a test asks (it would touch every test's data).
+    settings.retention.daily_at = None;
     settings
 }
 
@@ -404,6 +406,17 @@ impl TestApp {
                 .unwrap(),
         )
         .await
+    }
+
+    /// A DELETE with a JSON body.
+    pub async fn delete_with(
+        &self,
+        user: &TestUser,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.json_request(reqwest::Method::DELETE, user, path, body)
+            .await
     }
 
     async fn json_request(
