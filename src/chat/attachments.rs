@@ -166,7 +166,7 @@ impl ChatCore {
         self.attachments.is_some()
     }
 
-    fn attachment_parts(&self) -> Result<&AttachmentParts, ChatError> {
+    pub(super) fn attachment_parts(&self) -> Result<&AttachmentParts, ChatError> {
         self.attachments
             .as_ref()
             .ok_or(ChatError::NotFound { what: "attachment" })
@@ -661,7 +661,7 @@ impl ChatCore {
         signature: &LocalSignature,
     ) -> Result<(Bytes, Serving), ChatError> {
         let parts = self.attachment_parts()?;
-        if !key.starts_with("files/") {
+        if !key.starts_with("files/") && !key.starts_with(super::privacy::EXPORTS_PREFIX) {
             return Err(ChatError::NotFound { what: "blob" });
         }
         parts

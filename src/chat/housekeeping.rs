@@ -261,7 +261,13 @@ impl ChatCore {
                     return Ok(());
                 }
             },
-            ScheduledJob::ExportCleanup => Ok(()),
+            ScheduledJob::ExportCleanup => loop {
+                let deleted = self.clean_up_exports().await?;
+                progress.add(self, deleted as u64).await?;
+                if deleted == 0 {
+                    return Ok(());
+                }
+            },
         }
     }
 

@@ -96,6 +96,7 @@ impl ChatCore {
             }
             super::attachments::SCAN_JOB => self.scan_attachment(job).await,
             super::attachments::DELETE_JOB => self.delete_attachment_blobs(job).await,
+            crate::persistence::exports::EXPORT_JOB => self.write_export(job).await,
             other => Err(ChatError::internal(format!(
                 "no handler for job kind {other}"
             ))),

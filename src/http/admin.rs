@@ -29,6 +29,7 @@ use crate::{
     persistence::{
         audit::{AuditFilter, AuditRow},
         conversations::Hold,
+        exports::DataExport,
         outbox::DeadJob,
         reports::ReportView,
     },
@@ -209,6 +210,33 @@ pub async fn conversation_messages(
         Err(e) => return Err(e.into()),
     };
     Ok(ApiJson(AdminMessages { items, hold }))
+}
+
+/// Starts an export of any user's data (audited); see `POST /users/me/export`.
+#[utoipa::path(post, path = "/admin/users/{id}/export", tag = "moderation",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 202, body = DataExport), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn export_user(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(axum::http::StatusCode, ApiJson<DataExport>), ApiError> {
+    let export = state.chat.request_export(admin.id(), &id).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, ApiJson(export)))
+}
+
+/// One export of a user's data, with its download link once ready.
+#[utoipa::path(get, path = "/admin/users/{id}/exports/{exportId}", tag = "moderation",
+    params(("id" = String, Path, description = "User id"), ("exportId" = String, Path, description = "Export id")),
+    responses((status = 200, body = DataExport), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn user_export(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiPath((id, export)): ApiPath<(String, Uuid)>,
+) -> Result<ApiJson<DataExport>, ApiError> {
+    Ok(ApiJson(state.chat.export_of(&id, export).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -1,4 +1,5 @@
-//! `/users/me/settings` (the caller's own preferences) and presence:
+//! `/users/me/settings` (the caller's own preferences), `/users/me/export`
+//! (a copy of everything Parley holds about the caller) and presence:
 //! `GET /users/:id/presence` for people the caller shares a conversation with,
 //! and `POST /users/me/presence`, the heartbeat of HTTP-fallback clients.
 
@@ -11,7 +12,10 @@ use super::{
     auth::AuthUser,
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
-use crate::{domain::model::Presence, persistence::users::UserSettings};
+use crate::{
+    domain::model::Presence,
+    persistence::{exports::DataExport, users::UserSettings},
+};
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -98,4 +102,36 @@ pub async fn heartbeat(
         .chat
         .heartbeat(caller.id(), None, Some(&ping.status))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts an export of everything Parley holds about the caller: profile
+/// and settings, conversations with the messages they can see, the reports
+/// they filed and the blocks they made. Asking again while one is under way
+/// answers that one.
+#[utoipa::path(post, path = "/users/me/export", tag = "users",
+    responses((status = 202, body = DataExport), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn export(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<(StatusCode, ApiJson<DataExport>), ApiError> {
+    let export = state
+        .chat
+        .request_export(user.id(), user.id().as_str())
+        .await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(export)))
+}
+
+/// One of the caller's exports: its status and, once `ready`, a
+/// short-lived `downloadUrl` of the JSON document.
+#[utoipa::path(get, path = "/users/me/exports/{id}", tag = "users",
+    params(("id" = String, Path, description = "Export id")),
+    responses((status = 200, body = DataExport), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_export(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+) -> Result<ApiJson<DataExport>, ApiError> {
+    Ok(ApiJson(state.chat.export_of(user.id().as_str(), id).await?))
 }

@@ -35,6 +35,7 @@ pub mod blocks;
 pub mod contexts;
 pub mod conversations;
 pub mod email;
+pub mod exports;
 pub mod group_commit;
 pub mod job_runs;
 pub mod messages;

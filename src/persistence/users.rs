@@ -339,6 +339,8 @@ pub async fn erase(
         "DELETE FROM email_queue WHERE user_id = $1",
         "DELETE FROM notifications WHERE user_id = $1",
         "UPDATE notifications SET preview = '' WHERE actor_id = $1",
+        // Their exports go with the next clean-up.
+        "UPDATE data_exports SET expires_at = now() WHERE user_id = $1 AND status = 'ready'",
     ] {
         let stmt = tx.prepare_cached(sql).await?;
         timed("users.erase", tx.execute(&stmt, &[&user.as_str()])).await?;

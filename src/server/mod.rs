@@ -95,6 +95,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/chat/audit", get(admin::audit_log))
         .route("/admin/users/{id}", delete(admin::erase_user))
+        .route("/admin/users/{id}/export", post(admin::export_user))
+        .route(
+            "/admin/users/{id}/exports/{export}",
+            get(admin::user_export),
+        )
+        .route("/users/me/export", post(users::export))
+        .route("/users/me/exports/{id}", get(users::get_export))
         .route("/admin/jobs", get(admin::jobs))
         .route("/admin/jobs/{name}/run", post(admin::run_job))
         .route("/admin/jobs/dead", get(admin::dead_jobs))

@@ -136,3 +136,152 @@ async fn erasure_anonymises_and_redacts_but_leaves_others_and_held_conversations
     app.shutdown().await;
     drop_database(&database).await;
 }
+
+/// Waits until the export at `path` is no longer pending or running.
+async fn finished_export(
+    app: &crate::helpers::TestApp,
+    user: &crate::helpers::TestUser,
+    path: &str,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, export) = app.get(user, path).await;
+        assert_eq!(status, StatusCode::OK, "{export}");
+        if export["status"] != "pending" && export["status"] != "running" {
+            return export;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "export stuck: {export}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_export_holds_exactly_what_the_user_may_see() {
+    let app = crate::helpers::spawn_app().await;
+    let (alice, bob, carol, admin) = (
+        app.user("candidate").await,
+        app.user("recruiter").await,
+        app.user("company").await,
+        app.user("admin").await,
+    );
+    let ours = app.conversation(&alice, &bob).await;
+    app.send(&alice, &ours, "my portfolio is attached").await;
+    let rude = app.send(&bob, &ours, "a rude remark").await;
+    app.send(&bob, &ours, "sorry, when can you start?").await;
+    let (status, _) = app
+        .post(
+            &admin,
+            &format!(
+                "/admin/chat/messages/{}/redact",
+                rude["id"].as_str().unwrap()
+            ),
+            json!({"reason": "abuse"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .post(
+            &alice,
+            "/chat/reports",
+            json!({"reportedUserId": bob.id, "conversationId": ours, "category": "harassment",
+                   "description": "rude"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = app
+        .post(&alice, "/chat/blocks", json!({"userId": carol.id}))
+        .await;
+    assert!(status.is_success());
+    let theirs = app.conversation(&bob, &carol).await;
+    app.send(&carol, &theirs, "between bob and carol only")
+        .await;
+
+    let (status, started) = app.post(&alice, "/users/me/export", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert!(["pending", "running", "ready"].contains(&started["status"].as_str().unwrap()));
+    let path = format!("/users/me/exports/{}", started["id"].as_str().unwrap());
+    let (status, _) = app.get(&bob, &path).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nobody else's");
+    let export = finished_export(&app, &alice, &path).await;
+    assert_eq!(export["status"], "ready", "{export}");
+    let url = export["downloadUrl"].as_str().unwrap();
+    let response = app.http.get(app.url(url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+
+    assert_eq!(document["profile"]["id"], alice.id.as_str());
+    let conversations = document["conversations"].as_array().unwrap();
+    assert_eq!(conversations.len(), 1, "only hers");
+    let bodies: Vec<&str> = conversations[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies[0], "my portfolio is attached");
+    assert_eq!(bodies[2], "sorry, when can you start?");
+    assert!(!text.contains("a rude remark"), "redacted as she sees it");
+    assert!(
+        !text.contains("between bob and carol"),
+        "never others' conversations"
+    );
+    assert_eq!(document["reports"][0]["category"], "harassment");
+    assert_eq!(document["blocks"][0]["userId"], carol.id.as_str());
+
+    // An admin may export anyone (audited); expired exports are deleted.
+    let (status, by_admin) = app
+        .post(
+            &admin,
+            &format!("/admin/users/{}/export", alice.id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{by_admin}");
+    let admin_path = format!(
+        "/admin/users/{}/exports/{}",
+        alice.id,
+        by_admin["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        finished_export(&app, &admin, &admin_path).await["status"],
+        "ready"
+    );
+    let (_, audit) = app
+        .get(
+            &admin,
+            &format!(
+                "/admin/chat/audit?action=user.export_requested&target={}",
+                alice.id
+            ),
+        )
+        .await;
+    assert_eq!(audit["items"][0]["actorId"], admin.id.as_str());
+    let id: uuid::Uuid = started["id"].as_str().unwrap().parse().unwrap();
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE data_exports SET expires_at = now() - interval '1 minute' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let run = run_job(&app, &admin, "export_cleanup").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (_, export) = app.get(&alice, &path).await;
+    assert_eq!(export["status"], "expired");
+    assert!(export.get("downloadUrl").is_none());
+    let response = app.http.get(app.url(url)).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "the document is gone"
+    );
+    app.shutdown().await;
+}
