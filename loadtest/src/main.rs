@@ -1,6 +1,6 @@
 //! Open-loop load generator for Parley.
 //!
-//! Scenarios (`connections`, `chat`, `history`, `reconnect`, `typing`, `push`, `uploads`) create their own users and
+//! Scenarios (`connections`, `chat`, `history`, `reconnect`, `typing`, `push`, `uploads`, `search`) create their own users and
 //! conversations through the public API, minting tokens with the server's
 //! secret. Sends follow a schedule fixed in advance; latency is measured from
 //! each operation's *intended* start into an HdrHistogram, so a stall cannot
@@ -70,6 +70,9 @@ enum Scenario {
     /// Messages to recipients who are away, pushed to this generator acting
     /// as their push service; time to push and the outbox backlog.
     Push(scenario::push::PushArgs),
+    /// Inbox-wide searches in a database of millions of messages (seeded
+    /// first), optionally under chat load.
+    Search(scenario::search::SearchArgs),
     /// Images uploaded, completed and scanned at a fixed rate; time from
     /// complete to available.
     Uploads(scenario::uploads::UploadsArgs),
@@ -164,6 +167,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scenario::typing::run(target, args, &run_id).await?,
         ),
         Scenario::Push(args) => ("push", scenario::push::run(target, args, &run_id).await?),
+        Scenario::Search(args) => (
+            "search",
+            scenario::search::run(target, args, &run_id).await?,
+        ),
         Scenario::Uploads(args) => (
             "uploads",
             scenario::uploads::run(target, args, &run_id).await?,

@@ -61,3 +61,42 @@ mod tests {
         assert_eq!(s.intended(7) - start, Duration::from_millis(700));
     }
 }
+
+/// Runs `request(i)` for every operation of an open-loop schedule of `rate`
+/// per second for `duration`, each started at its intended time whatever the
+/// earlier ones are doing; answers the latencies (from the intended start)
+/// of those that succeeded and the count of each kind of failure.
+pub async fn open_loop<F, Fut>(
+    rate: f64,
+    duration: Duration,
+    request: F,
+) -> (
+    crate::stats::Latencies,
+    std::collections::BTreeMap<String, u64>,
+)
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (record, mut recorded) = tokio::sync::mpsc::unbounded_channel::<Result<u64, String>>();
+    let schedule = Schedule::new(Instant::now(), rate, duration);
+    for i in 0..schedule.total() {
+        let intended = schedule.intended(i);
+        tokio::time::sleep_until(intended.into()).await;
+        let (work, record) = (request(i), record.clone());
+        tokio::spawn(async move {
+            let outcome = work.await.map(|()| intended.elapsed().as_micros() as u64);
+            let _ = record.send(outcome);
+        });
+    }
+    drop(record);
+    let mut latencies = crate::stats::Latencies::default();
+    let mut errors = std::collections::BTreeMap::new();
+    while let Some(outcome) = recorded.recv().await {
+        match outcome {
+            Ok(micros) => latencies.record_micros(micros),
+            Err(kind) => *errors.entry(kind).or_default() += 1,
+        }
+    }
+    (latencies, errors)
+}

@@ -67,6 +67,15 @@ impl Target {
         format!("http://{}{path}", self.node(n))
     }
 
+    /// GETs `url` with `token`; a failure is named for the error counts.
+    pub async fn get_ok(&self, url: String, token: &str) -> Result<reqwest::Response, String> {
+        match self.http.get(url).bearer_auth(token).send().await {
+            Ok(r) if r.status().is_success() => Ok(r),
+            Ok(r) => Err(format!("http {}", r.status().as_u16())),
+            Err(_) => Err("connection".into()),
+        }
+    }
+
     /// A token for `user` (valid for a day).
     pub fn token(&self, user: &str, role: &str) -> anyhow::Result<String> {
         self.keys.mint(user, user, role, None, 86_400)

@@ -408,6 +408,29 @@ impl TestApp {
         .await
     }
 
+    /// GETs `path` as `user` until `done` holds for the answer (or panics
+    /// after 30 s): for work that finishes in the background.
+    pub async fn get_until(
+        &self,
+        user: &TestUser,
+        path: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get(user, path).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never got there: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A DELETE with a JSON body.
     pub async fn delete_with(
         &self,

@@ -143,19 +143,10 @@ async fn finished_export(
     user: &crate::helpers::TestUser,
     path: &str,
 ) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, export) = app.get(user, path).await;
-        assert_eq!(status, StatusCode::OK, "{export}");
-        if export["status"] != "pending" && export["status"] != "running" {
-            return export;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "export stuck: {export}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.get_until(user, path, |export| {
+        export["status"] != "pending" && export["status"] != "running"
+    })
+    .await
 }
 
 #[tokio::test]

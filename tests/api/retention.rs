@@ -4,8 +4,6 @@
 //! its one narrow path, auto-archive and the reopening on the next message,
 //! and the runs recorded in `/admin/jobs`.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -18,32 +16,19 @@ pub async fn run_job(app: &TestApp, admin: &TestUser, job: &str) -> Value {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let run_id = started["runId"].as_i64().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, jobs) = app.get(admin, "/admin/jobs").await;
-        let run = jobs
-            .as_array()
-            .unwrap()
+    let run_of = |jobs: &Value| -> Option<Value> {
+        jobs.as_array()?.iter().find(|j| j["name"] == job)?["recentRuns"]
+            .as_array()?
             .iter()
-            .find(|j| j["name"] == job)
-            .and_then(|j| {
-                j["recentRuns"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|r| r["id"] == run_id)
-                    .cloned()
-            })
-            .unwrap();
-        if run["status"] != "running" {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{job} still running: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .find(|r| r["id"] == run_id)
+            .cloned()
+    };
+    let jobs = app
+        .get_until(admin, "/admin/jobs", |jobs| {
+            run_of(jobs).is_some_and(|run| run["status"] != "running")
+        })
+        .await;
+    run_of(&jobs).unwrap()
 }
 
 async fn history(app: &TestApp, user: &TestUser, conversation: &str) -> Vec<Value> {

@@ -564,3 +564,51 @@ mod tests {
         assert_eq!(intended_from_body("hello"), None);
     }
 }
+
+/// Starts a chat load of `rate` messages per second between `users` for
+/// `duration` seconds alongside another scenario (none when `rate` is 0),
+/// and waits until it is set up and sending.
+pub async fn in_background(
+    target: &Arc<Target>,
+    rate: f64,
+    users: usize,
+    duration: u64,
+    run_id: &str,
+) -> Option<tokio::task::JoinHandle<anyhow::Result<Value>>> {
+    if rate <= 0.0 {
+        return None;
+    }
+    let args = ChatArgs {
+        users,
+        rate,
+        duration,
+        transport: Transport::Http,
+    };
+    let (target, run_id) = (target.clone(), format!("{run_id}-bg"));
+    let handle = tokio::spawn(async move { run(target, &args, &run_id, None).await });
+    // Let the chat load finish its set-up and start sending first.
+    tokio::time::sleep(std::time::Duration::from_secs(
+        ((users / 200) as u64).clamp(3, 30),
+    ))
+    .await;
+    Some(handle)
+}
+
+/// The report of a chat load started by [`in_background`], once it ends.
+pub async fn background_report(
+    load: Option<tokio::task::JoinHandle<anyhow::Result<Value>>>,
+) -> anyhow::Result<Option<Value>> {
+    match load {
+        Some(handle) => Ok(Some(handle.await??)),
+        None => Ok(None),
+    }
+}
+
+/// ` under N msg/s of chat` for a report's title (empty without a chat load).
+pub fn under_chat(rate: f64) -> String {
+    if rate > 0.0 {
+        format!(" under {rate} msg/s of chat")
+    } else {
+        String::new()
+    }
+}

@@ -1,17 +1,13 @@
 //! `history`: 50-message history pages loaded at a given rate (open loop),
 //! optionally while a `chat` load runs in the same process.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use super::chat::{self, ChatArgs};
-use crate::{schedule::Schedule, server::Target, stats::Latencies};
+use super::chat;
+use crate::{schedule::open_loop, server::Target};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct HistoryArgs {
@@ -64,69 +60,33 @@ pub async fn run(target: Arc<Target>, args: &HistoryArgs, run_id: &str) -> anyho
         .collect::<anyhow::Result<_>>()?;
     let readers = Arc::new(readers);
 
-    let chat = (args.chat_rate > 0.0).then(|| {
-        let chat_args = ChatArgs {
-            users: args.chat_users,
-            rate: args.chat_rate,
-            duration: args.duration,
-            transport: chat::Transport::Http,
-        };
-        let (target, run_id) = (target.clone(), format!("{run_id}-bg"));
-        tokio::spawn(async move { chat::run(target, &chat_args, &run_id, None).await })
-    });
-    if chat.is_some() {
-        // Let the chat load finish its set-up and start sending first.
-        tokio::time::sleep(Duration::from_secs(
-            ((args.chat_users / 200) as u64).clamp(3, 30),
-        ))
-        .await;
-    }
-
-    let (record, mut recorded) = mpsc::unbounded_channel::<Result<u64, String>>();
-    let started = Instant::now();
-    let schedule = Schedule::new(started, args.rate, Duration::from_secs(args.duration));
-    for i in 0..schedule.total() {
-        let intended = schedule.intended(i);
-        tokio::time::sleep_until(intended.into()).await;
-        let (target, readers, record) = (target.clone(), readers.clone(), record.clone());
-        tokio::spawn(async move {
+    let chat = chat::in_background(
+        &target,
+        args.chat_rate,
+        args.chat_users,
+        args.duration,
+        run_id,
+    )
+    .await;
+    let (latencies, errors) = open_loop(args.rate, Duration::from_secs(args.duration), |i| {
+        let (target, readers) = (target.clone(), readers.clone());
+        async move {
             let (conversation, token) = &readers[(i as usize) % readers.len()];
             let url = target.url(&format!(
                 "/chat/conversations/{conversation}/messages?limit=50"
             ));
-            let outcome = match target.http.get(url).bearer_auth(token).send().await {
-                Ok(r) if r.status().is_success() => {
-                    let _ = r.bytes().await;
-                    Ok(intended.elapsed().as_micros() as u64)
-                }
-                Ok(r) => Err(format!("http {}", r.status().as_u16())),
-                Err(_) => Err("connection".into()),
-            };
-            let _ = record.send(outcome);
-        });
-    }
-    drop(record);
-    let mut latencies = Latencies::default();
-    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
-    while let Some(outcome) = recorded.recv().await {
-        match outcome {
-            Ok(micros) => latencies.record_micros(micros),
-            Err(kind) => *errors.entry(kind).or_default() += 1,
+            let response = target.get_ok(url, token).await?;
+            let _ = response.bytes().await;
+            Ok(())
         }
-    }
-    let chat_report = match chat {
-        Some(handle) => Some(handle.await??),
-        None => None,
-    };
+    })
+    .await;
+    let chat_report = chat::background_report(chat).await?;
     println!(
         "\nhistory: {} page loads/s for {} s{}",
         args.rate,
         args.duration,
-        if args.chat_rate > 0.0 {
-            format!(" under {} msg/s of chat", args.chat_rate)
-        } else {
-            String::new()
-        }
+        chat::under_chat(args.chat_rate)
     );
     println!("{}", crate::stats::header());
     println!("{}", latencies.row("history page (50)"));

@@ -5,5 +5,6 @@ pub mod connections;
 pub mod footprint;
 pub mod history;
 pub mod push;
+pub mod search;
 pub mod typing;
 pub mod uploads;
