@@ -52,6 +52,14 @@ use crate::{
 const UPLOAD_URL_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a download URL works.
 const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(60);
+/// Where data exports (`chat::privacy`) live in the blob store.
+const EXPORTS_PREFIX: &str = "exports/";
+
+/// The blob key of data export `id`.
+pub(super) fn export_key(id: Uuid) -> String {
+    format!("{EXPORTS_PREFIX}{id}.json")
+}
+
 /// The job kind of a scan.
 pub(super) const SCAN_JOB: &str = "attachment_scan";
 /// The job kind of removing a deleted attachment's bytes.
@@ -661,7 +669,7 @@ impl ChatCore {
         signature: &LocalSignature,
     ) -> Result<(Bytes, Serving), ChatError> {
         let parts = self.attachment_parts()?;
-        if !key.starts_with("files/") && !key.starts_with(super::privacy::EXPORTS_PREFIX) {
+        if !key.starts_with("files/") && !key.starts_with(EXPORTS_PREFIX) {
             return Err(ChatError::NotFound { what: "blob" });
         }
         parts

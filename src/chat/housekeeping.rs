@@ -28,7 +28,7 @@ use crate::{
         model::Message,
     },
     persistence::{
-        audit, client, conversations,
+        audit, client,
         job_runs::{self, JobRun, Trigger},
         messages::{self, PurgeReason},
         retention,
@@ -338,9 +338,8 @@ impl ChatCore {
                 .or_default()
                 .push(message);
         }
-        let db = client(&self.pool).await?;
         for (conversation, purged) in by_conversation {
-            let participants = conversations::participant_ids(&db, conversation).await?;
+            let participants = self.participants_of(conversation).await?;
             for message in purged {
                 self.publish(&participants, ServerEvent::MessageUpdated(message));
             }

@@ -313,6 +313,15 @@ impl ChatCore {
     }
 
     /// Publishes an event that comes from no conversation actor.
+    /// Who takes part in `conversation` (who hears of what changes in it).
+    async fn participants_of(&self, conversation: uuid::Uuid) -> Result<Vec<UserId>, ChatError> {
+        persistence::conversations::participant_ids(
+            &persistence::client(&self.pool).await?,
+            conversation,
+        )
+        .await
+    }
+
     fn publish(&self, recipients: &[UserId], event: ServerEvent) {
         self.bus.publish(recipients, event.to_frame());
     }

@@ -303,9 +303,10 @@ impl ChatCore {
         reason: &str,
     ) -> Result<Message, ChatError> {
         let reason = NOTE.check(reason)?;
-        let (message, participants) = messages::redact(&self.pool, message, admin, reason)
+        let message = messages::redact(&self.pool, message, admin, reason)
             .await?
             .ok_or(ChatError::NotFound { what: "message" })?;
+        let participants = self.participants_of(message.conversation_id).await?;
         self.publish(&participants, ServerEvent::MessageUpdated(message.clone()));
         Ok(message)
     }

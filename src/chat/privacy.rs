@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{ChatCore, housekeeping::Progress, moderation::NOTE, wire::Notice};
+use super::{
+    ChatCore, attachments::export_key, housekeeping::Progress, moderation::NOTE, wire::Notice,
+};
 use crate::{
     actors::user::UserMsg,
     blobs::Serving,
@@ -33,16 +35,10 @@ use crate::{
     },
 };
 
-/// Where exports live in the blob store.
-pub(super) const EXPORTS_PREFIX: &str = "exports/";
 /// How long an export's download link works.
 const EXPORT_LINK_TTL: Duration = Duration::from_secs(5 * 60);
 /// Most expired exports one clean-up batch deletes.
 const CLEANUP_BATCH: i64 = 100;
-
-fn export_key(id: Uuid) -> String {
-    format!("{EXPORTS_PREFIX}{id}.json")
-}
 
 /// The payload of an export job.
 #[derive(Deserialize)]

@@ -450,13 +450,13 @@ pub async fn mark_read(
 
 /// Hides a message's content from participants (the original stays, for
 /// moderators and evidence); audited. Returns the participants' view of the
-/// message and who takes part in its conversation, or `None` when unknown.
+/// message, or `None` when unknown.
 pub async fn redact(
     pool: &Pool,
     id: Uuid,
     moderator: &UserId,
     reason: &str,
-) -> Result<Option<(Message, Vec<UserId>)>, ChatError> {
+) -> Result<Option<Message>, ChatError> {
     let mut db = client(pool).await?;
     let tx = db.transaction().await?;
     let stmt = tx
@@ -475,7 +475,6 @@ pub async fn redact(
         return Ok(None);
     };
     let message = message_from_row(&row, 0);
-    let participants = super::conversations::participant_ids(&tx, message.conversation_id).await?;
     audit::record(
         &tx,
         &audit::AuditEntry {
@@ -489,7 +488,7 @@ pub async fn redact(
     )
     .await?;
     tx.commit().await?;
-    Ok(Some((message, participants)))
+    Ok(Some(message))
 }
 
 /// The newest messages of a conversation with their original bodies, for a
