@@ -345,3 +345,60 @@ async fn audit_retention_deletes_only_old_rows_and_only_through_the_job() {
     app.shutdown().await;
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn a_due_job_runs_once_however_many_nodes_look_for_it() {
+    let (first, database) = spawn_app_on_own_database(|_| {}).await;
+    let own_url = {
+        let url = crate::helpers::database_url();
+        let base = url
+            .rsplit_once('/')
+            .map_or(url.clone(), |(base, _)| base.to_owned());
+        format!("{base}/{database}")
+    };
+    let second = crate::helpers::spawn_app_with(|s| {
+        s.database.url = parley::config::Secret::new(own_url);
+    })
+    .await;
+    first.chat.schedule_jobs().await.unwrap();
+    execute(
+        &first,
+        "UPDATE scheduled_jobs SET next_run_at = now() - interval '1 minute'",
+        &[],
+    )
+    .await;
+    // Both nodes look at once (and each node's own scheduler may, too).
+    let (a, b) = tokio::join!(first.chat.run_due_jobs(), second.chat.run_due_jobs());
+    assert!(a.unwrap() + b.unwrap() <= 5);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while first
+        .sql_i64(
+            "SELECT count(*) FROM job_runs WHERE status = 'running'",
+            &[],
+        )
+        .await
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "a run never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let runs = first
+        .sql_i64(
+            "SELECT count(*) FROM job_runs WHERE trigger = 'schedule' AND status = 'succeeded'",
+            &[],
+        )
+        .await;
+    let jobs = first
+        .sql_i64("SELECT count(DISTINCT job) FROM job_runs", &[])
+        .await;
+    assert_eq!((runs, jobs), (5, 5), "each of the five jobs ran once");
+    let (a, b) = tokio::join!(first.chat.run_due_jobs(), second.chat.run_due_jobs());
+    assert_eq!(
+        (a.unwrap(), b.unwrap()),
+        (0, 0),
+        "not due again until its next day"
+    );
+    second.shutdown().await;
+    first.shutdown().await;
+    drop_database(&database).await;
+}
