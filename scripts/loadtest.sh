@@ -6,6 +6,12 @@
 #   scripts/loadtest.sh history --rate 500 --chat-rate 2000
 #   scripts/loadtest.sh push --recipients 1000 --rate 2000 --duration 20
 #   scripts/loadtest.sh uploads --rate 5 --duration 20 --kib 1024
+#   scripts/loadtest.sh search --rate 10 --duration 20 --chat-rate 1000
+#
+# LOADTEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/parley_search keeps
+# the database between runs instead (created when missing): the search
+# scenario seeds five million messages once (about a quarter of an hour) and
+# later runs search them again.
 #
 # The server gets its own database (parley_load, recreated each run), rate
 # limits switched off (PARLEY_RATE_LIMITS=off: the product's per-user limits
@@ -25,7 +31,12 @@
 # Results: a table on stdout and a JSON file under loadtest/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-services.sh --clamd --recreate parley_load
+if [ -n "${LOADTEST_DATABASE_URL:-}" ]; then
+  # A database of its own, kept between runs (e.g. one the search scenario seeded).
+  scripts/ensure-services.sh --clamd "${LOADTEST_DATABASE_URL##*/}"
+else
+  scripts/ensure-services.sh --clamd --recreate parley_load
+fi
 cargo build --release --quiet -p parley -p loadtest --bins
 
 export PARLEY_DATABASE_URL="${LOADTEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/parley_load}"
