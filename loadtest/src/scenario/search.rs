@@ -424,11 +424,15 @@ async fn seed(args: &SearchArgs) -> anyhow::Result<Vec<String>> {
     // As a database in steady state would be: indexed, vacuumed, analysed
     // (an autovacuum of five million new rows would otherwise run through
     // the measurement).
-    db.batch_execute(
-        "CREATE INDEX messages_search ON messages USING gin (search);
-         VACUUM ANALYZE users; VACUUM ANALYZE conversations;
-         VACUUM ANALYZE conversation_participants; VACUUM ANALYZE messages;",
-    )
-    .await?;
+    // One statement at a time: VACUUM refuses to run in a transaction.
+    for statement in [
+        "CREATE INDEX messages_search ON messages USING gin (search)",
+        "VACUUM ANALYZE users",
+        "VACUUM ANALYZE conversations",
+        "VACUUM ANALYZE conversation_participants",
+        "VACUUM ANALYZE messages",
+    ] {
+        db.batch_execute(statement).await?;
+    }
     Ok(searchers)
 }
