@@ -34,34 +34,6 @@ impl Schedule {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operations_are_evenly_spaced_and_counted() {
-        let start = Instant::now();
-        let s = Schedule::new(start, 1000.0, Duration::from_secs(2));
-        assert_eq!(s.total(), 2000);
-        assert_eq!(s.intended(0), start);
-        assert_eq!(s.intended(1000) - start, Duration::from_secs(1));
-        let gap = s.intended(11) - s.intended(10);
-        assert!(
-            gap >= Duration::from_micros(999) && gap <= Duration::from_micros(1001),
-            "{gap:?}"
-        );
-    }
-
-    #[test]
-    fn the_schedule_does_not_depend_on_progress() {
-        // Intended times are a pure function of the index: a late operation
-        // does not push the next ones back (open loop).
-        let start = Instant::now();
-        let s = Schedule::new(start, 10.0, Duration::from_secs(1));
-        assert_eq!(s.intended(7) - start, Duration::from_millis(700));
-    }
-}
-
 /// Runs `request(i)` for every operation of an open-loop schedule of `rate`
 /// per second for `duration`, each started at its intended time whatever the
 /// earlier ones are doing; answers the latencies (from the intended start)
@@ -99,4 +71,32 @@ where
         }
     }
     (latencies, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_evenly_spaced_and_counted() {
+        let start = Instant::now();
+        let s = Schedule::new(start, 1000.0, Duration::from_secs(2));
+        assert_eq!(s.total(), 2000);
+        assert_eq!(s.intended(0), start);
+        assert_eq!(s.intended(1000) - start, Duration::from_secs(1));
+        let gap = s.intended(11) - s.intended(10);
+        assert!(
+            gap >= Duration::from_micros(999) && gap <= Duration::from_micros(1001),
+            "{gap:?}"
+        );
+    }
+
+    #[test]
+    fn the_schedule_does_not_depend_on_progress() {
+        // Intended times are a pure function of the index: a late operation
+        // does not push the next ones back (open loop).
+        let start = Instant::now();
+        let s = Schedule::new(start, 10.0, Duration::from_secs(1));
+        assert_eq!(s.intended(7) - start, Duration::from_millis(700));
+    }
 }

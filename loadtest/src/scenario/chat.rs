@@ -551,20 +551,6 @@ async fn rejoin(
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bodies_carry_their_intended_time() {
-        assert_eq!(
-            intended_from_body(&body(1_700_000_000_000_000, 7)),
-            Some(1_700_000_000_000_000)
-        );
-        assert_eq!(intended_from_body("hello"), None);
-    }
-}
-
 /// Starts a chat load of `rate` messages per second between `users` for
 /// `duration` seconds alongside another scenario (none when `rate` is 0),
 /// and waits until it is set up and sending.
@@ -610,5 +596,19 @@ pub fn under_chat(rate: f64) -> String {
         format!(" under {rate} msg/s of chat")
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_carry_their_intended_time() {
+        assert_eq!(
+            intended_from_body(&body(1_700_000_000_000_000, 7)),
+            Some(1_700_000_000_000_000)
+        );
+        assert_eq!(intended_from_body("hello"), None);
     }
 }

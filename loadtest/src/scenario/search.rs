@@ -319,7 +319,7 @@ fn query(i: u64) -> String {
     };
     if i % 3 == 2 {
         text
-    } else if i % 2 == 0 {
+    } else if i.is_multiple_of(2) {
         text.replace(['ã', 'á'], "a")
             .replace(['é', 'è'], "e")
             .replace('ç', "c")
