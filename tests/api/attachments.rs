@@ -523,7 +523,7 @@ async fn while_the_scanner_is_down_files_wait_and_nothing_passes_unscanned() {
         (StatusCode::CONFLICT, "attachment_not_available")
     );
     // Had every attempt failed (clamd away for minutes), the job would be
-    // dead: the lifecycle pass tries it again five minutes later.
+    // dead: the per-minute revival tries it again five minutes later.
     let db = app.pool.get().await.unwrap();
     db.execute(
         "WITH gone AS (DELETE FROM outbox WHERE kind = 'attachment_scan' RETURNING job_id, kind, payload)
@@ -534,7 +534,7 @@ async fn while_the_scanner_is_down_files_wait_and_nothing_passes_unscanned() {
     .await
     .unwrap();
     proxy.restore();
-    app.chat.expire_attachments().await.unwrap();
+    assert_eq!(app.chat.revive_failed_scans().await.unwrap(), 1);
     assert_eq!(
         app.sql_i64(
             "SELECT count(*) FROM dead_jobs WHERE kind = 'attachment_scan'",
