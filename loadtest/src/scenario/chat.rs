@@ -551,22 +551,32 @@ async fn rejoin(
     ))
 }
 
-/// Starts a chat load of `rate` messages per second between `users` for
-/// `duration` seconds alongside another scenario (none when `rate` is 0),
-/// and waits until it is set up and sending.
+/// A chat load to run alongside another scenario.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Alongside {
+    /// Also run a chat load at this many messages per second (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub chat_rate: f64,
+    /// Users of that chat load.
+    #[arg(long, default_value_t = 1000)]
+    pub chat_users: usize,
+}
+
+/// Starts the chat load `alongside` for `duration` seconds (none when its
+/// rate is 0), and waits until it is set up and sending.
 pub async fn in_background(
     target: &Arc<Target>,
-    rate: f64,
-    users: usize,
+    alongside: &Alongside,
     duration: u64,
     run_id: &str,
 ) -> Option<tokio::task::JoinHandle<anyhow::Result<Value>>> {
-    if rate <= 0.0 {
+    if alongside.chat_rate <= 0.0 {
         return None;
     }
+    let users = alongside.chat_users;
     let args = ChatArgs {
         users,
-        rate,
+        rate: alongside.chat_rate,
         duration,
         transport: Transport::Http,
     };

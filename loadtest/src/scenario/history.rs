@@ -21,12 +21,9 @@ pub struct HistoryArgs {
     pub rate: f64,
     #[arg(long, default_value_t = 20)]
     pub duration: u64,
-    /// Also run a chat load at this many messages per second (0: none).
-    #[arg(long, default_value_t = 0.0)]
-    pub chat_rate: f64,
-    /// Users of that chat load.
-    #[arg(long, default_value_t = 1000)]
-    pub chat_users: usize,
+    /// A chat load alongside (`--chat-rate`, `--chat-users`).
+    #[command(flatten)]
+    pub chat: chat::Alongside,
 }
 
 pub async fn run(target: Arc<Target>, args: &HistoryArgs, run_id: &str) -> anyhow::Result<Value> {
@@ -60,14 +57,7 @@ pub async fn run(target: Arc<Target>, args: &HistoryArgs, run_id: &str) -> anyho
         .collect::<anyhow::Result<_>>()?;
     let readers = Arc::new(readers);
 
-    let chat = chat::in_background(
-        &target,
-        args.chat_rate,
-        args.chat_users,
-        args.duration,
-        run_id,
-    )
-    .await;
+    let chat = chat::in_background(&target, &args.chat, args.duration, run_id).await;
     let (latencies, errors) = open_loop(args.rate, Duration::from_secs(args.duration), |i| {
         let (target, readers) = (target.clone(), readers.clone());
         async move {
@@ -86,7 +76,7 @@ pub async fn run(target: Arc<Target>, args: &HistoryArgs, run_id: &str) -> anyho
         "\nhistory: {} page loads/s for {} s{}",
         args.rate,
         args.duration,
-        chat::under_chat(args.chat_rate)
+        chat::under_chat(args.chat.chat_rate)
     );
     println!("{}", crate::stats::header());
     println!("{}", latencies.row("history page (50)"));
@@ -96,7 +86,7 @@ pub async fn run(target: Arc<Target>, args: &HistoryArgs, run_id: &str) -> anyho
     Ok(json!({
         "scenario": "history",
         "params": {"conversations": args.conversations, "messages": args.messages, "rate": args.rate,
-                   "duration_s": args.duration, "chat_rate": args.chat_rate, "chat_users": args.chat_users},
+                   "duration_s": args.duration, "chat_rate": args.chat.chat_rate, "chat_users": args.chat.chat_users},
         "page_latency": latencies.summary(),
         "errors": errors,
         "chat": chat_report,

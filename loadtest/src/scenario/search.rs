@@ -34,16 +34,13 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 20)]
     pub per_conversation: i64,
     /// Searches per second.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
     #[arg(long, default_value_t = 20)]
     pub duration: u64,
-    /// Also run a chat load at this many messages per second (0: none).
-    #[arg(long, default_value_t = 0.0)]
-    pub chat_rate: f64,
-    /// Users of that chat load.
-    #[arg(long, default_value_t = 1000)]
-    pub chat_users: usize,
+    /// A chat load alongside (`--chat-rate`, `--chat-users`).
+    #[command(flatten)]
+    pub chat: chat::Alongside,
     /// The server's database, which the scenario seeds.
     #[arg(
         long,
@@ -249,14 +246,7 @@ pub async fn run(target: Arc<Target>, args: &SearchArgs, run_id: &str) -> anyhow
         target.sign_in(token).await?;
     }
 
-    let chat = chat::in_background(
-        &target,
-        args.chat_rate,
-        args.chat_users,
-        args.duration,
-        run_id,
-    )
-    .await;
+    let chat = chat::in_background(&target, &args.chat, args.duration, run_id).await;
     let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (latencies, errors) = open_loop(args.rate, Duration::from_secs(args.duration), |i| {
         let (target, tokens, hits) = (target.clone(), tokens.clone(), hits.clone());
@@ -282,7 +272,7 @@ pub async fn run(target: Arc<Target>, args: &SearchArgs, run_id: &str) -> anyhow
         args.duration,
         args.conversations,
         args.messages,
-        chat::under_chat(args.chat_rate)
+        chat::under_chat(args.chat.chat_rate)
     );
     println!("{}", crate::stats::header());
     println!("{}", latencies.row("search (20)"));
@@ -296,8 +286,8 @@ pub async fn run(target: Arc<Target>, args: &SearchArgs, run_id: &str) -> anyhow
         "scenario": "search",
         "params": {"messages": args.messages, "searchers": args.searchers,
                    "conversations": args.conversations, "per_conversation": args.per_conversation,
-                   "rate": args.rate, "duration_s": args.duration, "chat_rate": args.chat_rate,
-                   "chat_users": args.chat_users},
+                   "rate": args.rate, "duration_s": args.duration, "chat_rate": args.chat.chat_rate,
+                   "chat_users": args.chat.chat_users},
         "seed_s": seed_secs,
         "search_latency": latencies.summary(),
         "mean_hits": mean_hits,
