@@ -73,19 +73,10 @@ async fn send_file(
 
 /// Waits until the attachment has left `pending_scan`; answers it.
 async fn scanned(app: &TestApp, user: &TestUser, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, attachment) = app.get(user, &format!("/chat/attachments/{id}")).await;
-        assert_eq!(status, StatusCode::OK, "{attachment}");
-        if attachment["status"] != "pending_scan" {
-            return attachment;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never scanned: {attachment}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.get_until(user, &format!("/chat/attachments/{id}"), |attachment| {
+        attachment["status"] != "pending_scan"
+    })
+    .await
 }
 
 /// Downloads a variant through its signed URL: status, headers, bytes.

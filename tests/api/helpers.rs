@@ -313,15 +313,20 @@ pub async fn spawn_cluster(n: usize, adjust: impl Fn(&mut Settings)) -> Vec<Test
 pub async fn spawn_app_on_own_database(adjust: impl FnOnce(&mut Settings)) -> (TestApp, String) {
     let name = unique("parley_test_own").replace('-', "_");
     on_test_database(&format!("CREATE DATABASE {name}")).await;
-    let url = database_url();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
-    let own_url = format!("{base}/{name}");
+    let own_url = database_url_named(&name);
     let app = spawn_app_with(|s| {
         s.database.url = Secret::new(own_url);
         adjust(s);
     })
     .await;
     (app, name)
+}
+
+/// The URL of database `name` on the test database's server.
+pub fn database_url_named(name: &str) -> String {
+    let url = database_url();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
 }
 
 /// Drops a database made by [`spawn_app_on_own_database`].
@@ -580,6 +585,16 @@ impl TestApp {
     pub async fn metrics_text(&self) -> String {
         let response = self.http.get(self.url("/metrics")).send().await.unwrap();
         response.text().await.unwrap()
+    }
+
+    /// Runs one SQL statement against the test database.
+    pub async fn sql_execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) {
+        let client = self.pool.get().await.unwrap();
+        client.execute(sql, params).await.unwrap();
     }
 
     /// Runs one SQL query against the test database.

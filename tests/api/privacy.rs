@@ -253,16 +253,11 @@ async fn an_export_holds_exactly_what_the_user_may_see() {
         .await;
     assert_eq!(audit["items"][0]["actorId"], admin.id.as_str());
     let id: uuid::Uuid = started["id"].as_str().unwrap().parse().unwrap();
-    app.pool
-        .get()
-        .await
-        .unwrap()
-        .execute(
-            "UPDATE data_exports SET expires_at = now() - interval '1 minute' WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
+    app.sql_execute(
+        "UPDATE data_exports SET expires_at = now() - interval '1 minute' WHERE id = $1",
+        &[&id],
+    )
+    .await;
     let run = run_job(&app, &admin, "export_cleanup").await;
     assert_eq!(run["status"], "succeeded", "{run}");
     let (_, export) = app.get(&alice, &path).await;

@@ -44,20 +44,9 @@ async fn history(app: &TestApp, user: &TestUser, conversation: &str) -> Vec<Valu
     items
 }
 
-async fn execute(app: &TestApp, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) {
-    app.pool
-        .get()
-        .await
-        .unwrap()
-        .execute(sql, params)
-        .await
-        .unwrap();
-}
-
 async fn backdate_messages(app: &TestApp, conversation: &str, up_to_seq: i64, days: i32) {
     let id: uuid::Uuid = conversation.parse().unwrap();
-    execute(
-        app,
+    app.sql_execute(
         "UPDATE messages SET created_at = now() - make_interval(days => $3)
          WHERE conversation_id = $1 AND seq <= $2",
         &[&id, &up_to_seq, &days],
@@ -132,9 +121,7 @@ async fn message_retention_redacts_old_messages_spares_held_ones_and_resumes() {
 
     // Resumable: the next run starts where this one stopped, and a run
     // whose runner died is marked interrupted.
-    execute(
-        &app,
-        "INSERT INTO job_runs (job, trigger, started_at) VALUES ('message_retention', 'schedule', now() - interval '1 hour')",
+    app.sql_execute("INSERT INTO job_runs (job, trigger, started_at) VALUES ('message_retention', 'schedule', now() - interval '1 hour')",
         &[],
     )
     .await;
@@ -190,8 +177,7 @@ async fn auto_archive_hides_idle_conversations_until_the_next_message() {
     assert_eq!(status, StatusCode::OK);
     let recent = app.conversation(&bob, &carol).await;
     app.send(&bob, &recent, "see you tomorrow").await;
-    execute(
-        &app,
+    app.sql_execute(
         "UPDATE conversation_participants SET activity_at = now() - interval '91 days'
          WHERE conversation_id = ANY($1)",
         &[&vec![
@@ -263,8 +249,7 @@ async fn audit_retention_deletes_only_old_rows_and_only_through_the_job() {
         (1200, "old.held", Some(held)),
         (400, "old.kept", None),
     ] {
-        execute(
-            &app,
+        app.sql_execute(
             "INSERT INTO audit_log (at, action, conversation_id)
              VALUES (now() - make_interval(days => $1), $2, $3)",
             &[&days, &action, &conversation],
@@ -349,24 +334,18 @@ async fn audit_retention_deletes_only_old_rows_and_only_through_the_job() {
 #[tokio::test]
 async fn a_due_job_runs_once_however_many_nodes_look_for_it() {
     let (first, database) = spawn_app_on_own_database(|_| {}).await;
-    let own_url = {
-        let url = crate::helpers::database_url();
-        let base = url
-            .rsplit_once('/')
-            .map_or(url.clone(), |(base, _)| base.to_owned());
-        format!("{base}/{database}")
-    };
+    let own_url = crate::helpers::database_url_named(&database);
     let second = crate::helpers::spawn_app_with(|s| {
         s.database.url = parley::config::Secret::new(own_url);
     })
     .await;
     first.chat.schedule_jobs().await.unwrap();
-    execute(
-        &first,
-        "UPDATE scheduled_jobs SET next_run_at = now() - interval '1 minute'",
-        &[],
-    )
-    .await;
+    first
+        .sql_execute(
+            "UPDATE scheduled_jobs SET next_run_at = now() - interval '1 minute'",
+            &[],
+        )
+        .await;
     // Both nodes look at once (and each node's own scheduler may, too).
     let (a, b) = tokio::join!(first.chat.run_due_jobs(), second.chat.run_due_jobs());
     assert!(a.unwrap() + b.unwrap() <= 5);
