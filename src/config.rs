@@ -109,6 +109,8 @@ pub struct ChatSettings {
     /// Concurrent messages are written in shared transactions (one commit
     /// for many); off commits each alone.
     pub group_commit: bool,
+    /// Most members one context thread may have (fan-out grows with it).
+    pub max_thread_members: usize,
 }
 
 /// `[realtime]`: WebSocket, SSE and long-poll connections, presence, typing.
@@ -391,6 +393,7 @@ impl Default for ChatSettings {
             actor_idle_timeout: Duration::from_secs(600),
             actor_call_timeout: Duration::from_secs(5),
             group_commit: true,
+            max_thread_members: 50,
         }
     }
 }
@@ -467,6 +470,7 @@ const KNOBS: &[Knob] = &[
     Knob { section: "chat", key: "actor_idle_secs", env: "PARLEY_ACTOR_IDLE_SECS", apply: |s, v| secs(&mut s.chat.actor_idle_timeout, v) },
     Knob { section: "chat", key: "actor_call_timeout_ms", env: "PARLEY_ACTOR_CALL_TIMEOUT_MS", apply: |s, v| millis(&mut s.chat.actor_call_timeout, v) },
     Knob { section: "chat", key: "group_commit", env: "PARLEY_GROUP_COMMIT", apply: |s, v| switch(&mut s.chat.group_commit, v) },
+    Knob { section: "chat", key: "max_thread_members", env: "PARLEY_MAX_THREAD_MEMBERS", apply: |s, v| set(&mut s.chat.max_thread_members, v) },
     Knob { section: "realtime", key: "outbound_queue", env: "PARLEY_WS_OUTBOUND_QUEUE", apply: |s, v| set(&mut s.realtime.outbound_queue, v) },
     Knob { section: "realtime", key: "buffer_bytes", env: "PARLEY_WS_BUFFER_BYTES", apply: |s, v| set(&mut s.realtime.buffer_bytes, v) },
     Knob { section: "realtime", key: "max_frame_bytes", env: "PARLEY_WS_MAX_FRAME_BYTES", apply: |s, v| set(&mut s.realtime.max_frame_bytes, v) },

@@ -12,6 +12,11 @@
 //! and the next use rebuilds it. An id that names no conversation gets an
 //! actor that answers `not_found` and retires after [`MISSING_LINGER`].
 //!
+//! A context thread (`group`) is served by the same actor: its member list
+//! changes here too (with the system messages that say so, at the next
+//! `seq`s), it has no message requests, and a block between two members
+//! hides the blocked member from the blocker only instead of stopping sends.
+//!
 //! Commands arrive as [`Command`]s through the application layer's one
 //! dispatch (`chat::dispatch`); the timers are the actor's own messages.
 
@@ -33,11 +38,13 @@ use crate::{
         event::{ServerEvent, UnreadUpdate},
         model::{Message, MessageKind, MessageLinks, ReadState, RequestChange, RequestState},
         text,
+        thread::{MembershipChange, SystemEvent, ThreadMember, system_sender},
     },
     persistence::{
         conversations::{self, ParticipantSnapshot},
         group_commit::GroupCommitter,
         messages::{self, InsertOutcome, NewMessage},
+        threads::{self, SystemMessage, ThreadWrite},
     },
 };
 
@@ -106,8 +113,25 @@ pub enum Command {
         user: UserId,
         accept: bool,
     },
-    /// A block between the participants was created or lifted.
-    SetBlocked(bool),
+    /// `blocker` blocked (or stopped blocking) `blocked`, both participants.
+    SetBlock {
+        blocker: UserId,
+        blocked: UserId,
+        blocking: bool,
+    },
+    /// The platform set a thread's members (with their display names, for
+    /// the system messages): who is new joins, who is missing leaves.
+    SetMembers {
+        members: Vec<ThreadMember>,
+        names: HashMap<UserId, String>,
+    },
+    /// The platform posts a system message about its context (`event`: its
+    /// kind, e.g. `booking.confirmed`); idempotent by `client_message_id`.
+    PostSystem {
+        event: String,
+        body: String,
+        client_message_id: String,
+    },
     /// `user` archived or unarchived the conversation (it leaves or rejoins
     /// their badge); `auto`: archived for being idle, until the next message.
     SetArchived {
@@ -121,7 +145,7 @@ impl Command {
     /// Whether the command is worth starting an actor for. The others only
     /// update a live actor's view; a new actor reads them from the database.
     pub fn needs_actor(&self) -> bool {
-        !matches!(self, Self::SetBlocked(_) | Self::SetArchived { .. })
+        !matches!(self, Self::SetBlock { .. } | Self::SetArchived { .. })
     }
 }
 
@@ -134,6 +158,9 @@ pub enum Reply {
     Responded(Vec<UserId>),
     /// Typing, block and archive changes: applied (or dropped, for typing).
     Done,
+    /// A thread's members were set: the system messages that say what
+    /// changed (none when nothing did).
+    Members(Vec<Message>),
 }
 
 /// Where a command's answer goes (`None`: nobody waits for it).
@@ -171,9 +198,13 @@ pub struct Live {
     participants: Vec<ParticipantSnapshot>,
     /// Registered as pre-accepted by its context: never a message request.
     pre_accepted: bool,
-    /// A participant blocks another: sends are refused (`not_delivered`) and
-    /// no typing passes (receipts and presence are filtered in SQL).
-    blocked: bool,
+    /// A context thread: no requests, blocks hide rather than stop.
+    group: bool,
+    /// Blocks between participants, as (blocker, blocked). In a direct
+    /// conversation any block refuses sends (`not_delivered`) and stops
+    /// typing both ways; in a thread the blocker stops hearing the blocked
+    /// member (receipts and presence are filtered in SQL).
+    blocks: Vec<(UserId, UserId)>,
     /// Who is typing now, with the generation of their latest start (so an
     /// expiry timer from an older start does nothing).
     typing: HashMap<UserId, u64>,
@@ -202,12 +233,41 @@ impl Live {
             .collect()
     }
 
+    fn blocks(&self, blocker: &UserId, blocked: &UserId) -> bool {
+        self.blocks
+            .iter()
+            .any(|(by, of)| by == blocker && of == blocked)
+    }
+
+    /// A direct conversation with a block in either direction.
+    fn direct_blocked(&self) -> bool {
+        !self.group && !self.blocks.is_empty()
+    }
+
+    /// Who hears what `author` says or does: everyone, except in a thread
+    /// the members who block the author.
+    fn audience_of(&self, author: &UserId) -> Vec<UserId> {
+        self.participants
+            .iter()
+            .filter(|p| !self.blocks(&p.user_id, author))
+            .map(|p| p.user_id.clone())
+            .collect()
+    }
+
+    /// [`Self::audience_of`] without the author.
+    fn others_hearing(&self, author: &UserId) -> Vec<UserId> {
+        let mut audience = self.audience_of(author);
+        audience.retain(|u| u != author);
+        audience
+    }
+
     fn unread_update(&self, p: &ParticipantSnapshot) -> UnreadUpdate {
         UnreadUpdate {
             conversation_id: self.id.0,
             unread_count: p.unread_count,
             last_read_seq: p.last_read_seq,
             in_badge: !p.archived,
+            removed: false,
         }
     }
 }
@@ -215,6 +275,14 @@ impl Live {
 /// Whether the actor must die after answering: its view of the database is
 /// stale, or another actor (here or on another node) took the conversation over.
 struct StaleView;
+
+/// The failure that makes the supervisor drop a stale actor.
+fn stale_view(state: &Live) -> ActorProcessingErr {
+    Box::new(ChatError::internal(format!(
+        "conversation {} view is stale; rebuilding from the database",
+        state.id
+    )))
+}
 
 impl ConversationActor {
     async fn send(
@@ -225,7 +293,7 @@ impl ConversationActor {
         if state.participant_mut(&cmd.sender).is_none() {
             return (Err(ChatError::conversation_not_found()), None);
         }
-        if state.blocked {
+        if state.direct_blocked() {
             return (Err(ChatError::not_delivered()), None);
         }
         let others: Vec<&ParticipantSnapshot> = state
@@ -317,6 +385,13 @@ impl ConversationActor {
         match written {
             Ok(InsertOutcome::Inserted(message)) => {
                 state.last_seq = seq;
+                // Members who block the sender do not count the message (the write agrees).
+                let hidden: Vec<UserId> = state
+                    .participants
+                    .iter()
+                    .filter(|p| state.blocks(&p.user_id, &cmd.sender))
+                    .map(|p| p.user_id.clone())
+                    .collect();
                 for p in &mut state.participants {
                     // The write brought idle-archived conversations back.
                     if p.auto_archived {
@@ -329,7 +404,9 @@ impl ConversationActor {
                         p.last_read_at = Some(message.created_at);
                         request_change.sender
                     } else {
-                        p.unread_count += 1;
+                        if !hidden.contains(&p.user_id) {
+                            p.unread_count += 1;
+                        }
                         request_change.recipients
                     };
                     p.request_state = change.unwrap_or(p.request_state);
@@ -342,13 +419,33 @@ impl ConversationActor {
                 };
                 (Ok(outcome), None)
             }
-            Ok(InsertOutcome::DuplicateClientId) => {
-                let earlier = messages::find_by_client_id(
-                    &self.deps.pool,
-                    &cmd.sender,
-                    &cmd.client_message_id,
-                )
-                .await;
+            Ok(other) => self.not_inserted(state, other, &cmd.sender, &cmd.client_message_id).await,
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    /// The answer to a write that stored nothing: the earlier message for a
+    /// repeated `clientMessageId`, or a stale view.
+    async fn not_inserted(
+        &self,
+        state: &Live,
+        outcome: InsertOutcome,
+        sender: &UserId,
+        client_message_id: &str,
+    ) -> (Result<SendOutcome, ChatError>, Option<StaleView>) {
+        match outcome {
+            InsertOutcome::Inserted(message) => (
+                Ok(SendOutcome {
+                    message: *message,
+                    created: true,
+                    opened_request: false,
+                    accepted_request: false,
+                }),
+                None,
+            ),
+            InsertOutcome::DuplicateClientId => {
+                let earlier =
+                    messages::find_by_client_id(&self.deps.pool, sender, client_message_id).await;
                 let outcome = match earlier {
                     Ok(Some(message)) if message.conversation_id == state.id.0 => Ok(SendOutcome {
                         message,
@@ -367,18 +464,18 @@ impl ConversationActor {
                 };
                 (outcome, None)
             }
-            Ok(InsertOutcome::SeqTaken) => (
+            InsertOutcome::SeqTaken => (
                 Err(ChatError::unavailable(format!(
-                    "seq {seq} of {} already taken",
+                    "seq {} of {} already taken",
+                    state.last_seq + 1,
                     state.id
                 ))),
                 Some(StaleView),
             ),
-            Ok(InsertOutcome::FencedOut) => {
+            InsertOutcome::FencedOut => {
                 metrics::counter!("parley_actor_fenced_out_total").increment(1);
                 (Err(ChatError::conversation_moved()), Some(StaleView))
             }
-            Err(e) => (Err(e), None),
         }
     }
 
@@ -391,7 +488,8 @@ impl ConversationActor {
         sender: &UserId,
         others: &[&ParticipantSnapshot],
     ) -> Result<bool, ChatError> {
-        if state.last_seq > 0
+        if state.group
+            || state.last_seq > 0
             || state.pre_accepted
             || others.iter().any(|p| p.request_state != RequestState::None)
         {
@@ -464,7 +562,7 @@ impl ConversationActor {
         let bus = &self.deps.bus;
         let everyone = state.participant_ids();
         bus.publish(
-            &everyone,
+            &state.audience_of(sender),
             ServerEvent::MessageCreated(outcome.message.clone()).to_frame(),
         );
         if outcome.opened_request {
@@ -482,7 +580,12 @@ impl ConversationActor {
             bus.publish(&everyone, accepted.to_frame());
         }
         for p in &state.participants {
-            if &p.user_id != sender || sender_had_unread {
+            let changed = if &p.user_id == sender {
+                sender_had_unread
+            } else {
+                !state.blocks(&p.user_id, sender)
+            };
+            if changed {
                 bus.publish_unread(&p.user_id, state.unread_update(p));
             }
         }
@@ -528,7 +631,7 @@ impl ConversationActor {
         if !state.participants.iter().any(|p| p.user_id == user) {
             return Err(ChatError::conversation_not_found());
         }
-        if state.blocked {
+        if state.direct_blocked() {
             return Ok(());
         }
         if !started {
@@ -560,7 +663,7 @@ impl ConversationActor {
         };
         self.deps
             .bus
-            .publish(&state.others(&user), event.to_frame());
+            .publish(&state.others_hearing(&user), event.to_frame());
         Ok(())
     }
 
@@ -575,7 +678,198 @@ impl ConversationActor {
             conversation_id: state.id.0,
             user_id: user.to_string(),
         };
-        self.deps.bus.publish(&state.others(user), event.to_frame());
+        self.deps
+            .bus
+            .publish(&state.others_hearing(user), event.to_frame());
+    }
+}
+
+impl ConversationActor {
+    /// Sets a thread's members: writes who joins and leaves with a system
+    /// message each, at the next `seq`s, in one transaction, then updates
+    /// this view (and reloads the blocks, which new members may bring).
+    async fn set_members(
+        &self,
+        state: &mut Live,
+        members: &[ThreadMember],
+        names: &HashMap<UserId, String>,
+    ) -> (Result<Vec<Message>, ChatError>, Option<StaleView>) {
+        if !state.group {
+            return (
+                Err(ChatError::invalid(
+                    "not_a_thread",
+                    "only a context thread has members set by the platform",
+                )),
+                None,
+            );
+        }
+        let current: Vec<(UserId, Option<String>)> = state
+            .participants
+            .iter()
+            .map(|p| (p.user_id.clone(), p.thread_role.clone()))
+            .collect();
+        let change = MembershipChange::between(&current, members);
+        if change.is_empty() {
+            return (Ok(Vec::new()), None);
+        }
+        let name_of = |user: &UserId| {
+            names
+                .get(user)
+                .cloned()
+                .unwrap_or_else(|| user.to_string())
+        };
+        let said = change
+            .joined
+            .iter()
+            .map(|m| SystemEvent::joined(m, &name_of(&m.user_id)))
+            .chain(change.left.iter().map(|u| SystemEvent::left(u, &name_of(u))));
+        let system: Vec<SystemMessage> = said
+            .zip(state.last_seq + 1..)
+            .map(|((event, body), seq)| SystemMessage {
+                seq,
+                body,
+                client_message_id: format!("{}:{seq}", state.id),
+                event,
+            })
+            .collect();
+        let join_seqs: Vec<i64> = system[..change.joined.len()]
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        let write = ThreadWrite {
+            conversation: state.id,
+            owner_epoch: state.owner_epoch,
+            change: &change,
+            join_seqs: &join_seqs,
+            messages: &system,
+        };
+        let (outcome, stored) = match threads::write(&self.deps.pool, &write).await {
+            Ok(written) => written,
+            Err(e) => return (Err(e), None),
+        };
+        match outcome {
+            InsertOutcome::Inserted(_) => {}
+            InsertOutcome::FencedOut => {
+                return (Err(ChatError::conversation_moved()), Some(StaleView));
+            }
+            // Another writer took these `seq`s.
+            InsertOutcome::SeqTaken | InsertOutcome::DuplicateClientId => {
+                return (
+                    Err(ChatError::unavailable(format!(
+                        "seq {} of {} already taken",
+                        state.last_seq + 1,
+                        state.id
+                    ))),
+                    Some(StaleView),
+                );
+            }
+        }
+        state.last_seq += stored.len() as i64;
+        state.participants.retain(|p| !change.left.contains(&p.user_id));
+        for member in &change.role_changed {
+            if let Some(p) = state.participant_mut(&member.user_id) {
+                p.thread_role = Some(member.role.clone());
+            }
+        }
+        for (member, seq) in change.joined.iter().zip(&join_seqs) {
+            state.participants.push(ParticipantSnapshot {
+                user_id: member.user_id.clone(),
+                last_read_seq: *seq,
+                unread_count: 0,
+                last_read_at: Some(stored[0].created_at),
+                request_state: RequestState::None,
+                archived: false,
+                auto_archived: false,
+                thread_role: Some(member.role.clone()),
+            });
+        }
+        for p in &mut state.participants {
+            if p.auto_archived {
+                p.archived = false;
+                p.auto_archived = false;
+            }
+        }
+        match conversations::blocks_among(&self.deps.pool, state.id).await {
+            Ok(blocks) => state.blocks = blocks,
+            // The view would miss a block: rebuild it rather than leak.
+            Err(e) => return (Err(e), Some(StaleView)),
+        }
+        self.publish_members(state, &change, &stored);
+        (Ok(stored), None)
+    }
+
+    /// Tells the members of a membership change: the system messages to
+    /// everyone who is a member now; each new member their place in the
+    /// thread (`conversation.updated`); each leaver that it is gone
+    /// (`conversation.updated` with `removed`), and nothing after that.
+    fn publish_members(&self, state: &mut Live, change: &MembershipChange, stored: &[Message]) {
+        for user in &change.left {
+            state.typing.remove(user);
+            let gone = UnreadUpdate {
+                conversation_id: state.id.0,
+                unread_count: 0,
+                last_read_seq: 0,
+                in_badge: false,
+                removed: true,
+            };
+            self.deps.bus.publish_unread(user, gone);
+        }
+        self.publish_system(state, stored);
+        for member in &change.joined {
+            if let Some(p) = state.participants.iter().find(|p| p.user_id == member.user_id) {
+                self.deps
+                    .bus
+                    .publish_unread(&member.user_id, state.unread_update(p));
+            }
+        }
+    }
+
+    /// Publishes stored system messages to every member.
+    fn publish_system(&self, state: &Live, stored: &[Message]) {
+        let everyone = state.participant_ids();
+        for message in stored {
+            self.deps.bus.publish(
+                &everyone,
+                ServerEvent::MessageCreated(message.clone()).to_frame(),
+            );
+        }
+    }
+
+    /// Stores the platform's system message at the next `seq`.
+    async fn post_system(
+        &self,
+        state: &mut Live,
+        event: String,
+        body: String,
+        client_message_id: String,
+    ) -> (Result<SendOutcome, ChatError>, Option<StaleView>) {
+        let seq = state.last_seq + 1;
+        let message = SystemMessage {
+            seq,
+            body,
+            client_message_id,
+            event: SystemEvent {
+                event,
+                user_id: None,
+                role: None,
+            },
+        };
+        let write = ThreadWrite {
+            conversation: state.id,
+            owner_epoch: state.owner_epoch,
+            change: &MembershipChange::default(),
+            join_seqs: &[],
+            messages: std::slice::from_ref(&message),
+        };
+        let outcome = match threads::write(&self.deps.pool, &write).await {
+            Ok((outcome, _)) => outcome,
+            Err(e) => return (Err(e), None),
+        };
+        if matches!(outcome, InsertOutcome::Inserted(_)) {
+            state.last_seq = seq;
+        }
+        self.not_inserted(state, outcome, &system_sender(), &message.client_message_id)
+            .await
     }
 }
 
@@ -615,10 +909,7 @@ impl ConversationActor {
                     self.publish_sent(state, &stored, &cmd.sender, sender_had_unread);
                 }
                 if stale.is_some() {
-                    return Err(Box::new(ChatError::internal(format!(
-                        "conversation {} view is stale; rebuilding from the database",
-                        state.id
-                    ))));
+                    return Err(stale_view(state));
                 }
             }
             Command::MarkRead { user, seq } => {
@@ -668,14 +959,49 @@ impl ConversationActor {
                 }
                 answer(Ok(Reply::Done));
             }
-            Command::SetBlocked(blocked) => {
-                state.blocked = blocked;
-                if blocked {
+            Command::SetBlock {
+                blocker,
+                blocked,
+                blocking,
+            } => {
+                if blocking {
+                    // Whoever types now stops for those who no longer hear them.
                     for user in state.typing.keys().cloned().collect::<Vec<_>>() {
                         self.stop_typing(state, &user);
                     }
+                    if !state.blocks(&blocker, &blocked) {
+                        state.blocks.push((blocker, blocked));
+                    }
+                } else {
+                    state
+                        .blocks
+                        .retain(|(by, of)| !(by == &blocker && of == &blocked));
                 }
                 answer(Ok(Reply::Done));
+            }
+            Command::SetMembers { members, names } => {
+                let (result, stale) = self.set_members(state, &members, &names).await;
+                answer(result.map(Reply::Members));
+                if stale.is_some() {
+                    return Err(stale_view(state));
+                }
+            }
+            Command::PostSystem {
+                event,
+                body,
+                client_message_id,
+            } => {
+                let (result, stale) = self
+                    .post_system(state, event, body, client_message_id)
+                    .await;
+                let created = result.as_ref().ok().filter(|o| o.created).map(|o| o.message.clone());
+                answer(result.map(Reply::Sent));
+                if let Some(message) = created {
+                    self.publish_system(state, &[message]);
+                }
+                if stale.is_some() {
+                    return Err(stale_view(state));
+                }
             }
         }
         Ok(())
@@ -720,7 +1046,8 @@ impl Actor for ConversationActor {
                     last_seq: snapshot.last_seq,
                     participants: snapshot.participants,
                     pre_accepted: snapshot.pre_accepted,
-                    blocked: snapshot.blocked,
+                    group: snapshot.group,
+                    blocks: snapshot.blocks,
                     typing: HashMap::new(),
                     last_typing_relay: HashMap::new(),
                     typing_generation: 0,

@@ -347,6 +347,7 @@ impl UserState {
             last_read_seq: update.last_read_seq,
             unread_count: update.unread_count,
             total_unread: self.unread.values().sum(),
+            removed: update.removed,
         }
         .to_frame()
     }

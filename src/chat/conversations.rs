@@ -199,6 +199,7 @@ impl ChatCore {
                 unread_count,
                 last_read_seq,
                 in_badge: !on,
+                removed: false,
             };
             self.bus.publish_unread(caller, update);
         }

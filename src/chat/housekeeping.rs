@@ -394,6 +394,7 @@ impl ChatCore {
                     unread_count: one.unread_count,
                     last_read_seq: one.last_read_seq,
                     in_badge: false,
+                    removed: false,
                 };
                 self.bus.publish_unread(&one.user, update);
             }

@@ -111,7 +111,7 @@ impl ChatCore {
         if !conversations::is_participant(&self.pool, id, caller).await? {
             return Err(ChatError::conversation_not_found());
         }
-        let page = messages::page(&self.pool, id, direction, limit).await?;
+        let page = messages::page(&self.pool, id, caller, direction, limit).await?;
         let edge = match direction {
             PageDirection::After(_) => page.items.last(),
             _ => page.items.first(),

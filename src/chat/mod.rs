@@ -13,6 +13,7 @@
 //! * [`search`] — full-text search of the messages a user can see.
 //! * [`housekeeping`] — the daily jobs: retention, auto-archive, clean-ups.
 //! * [`platform`] — the host platform's server-to-server calls.
+//! * [`threads`] — context threads: their members, system messages, opening one.
 //! * [`privacy`] — erasure of a person's data (and, with it, their account).
 //! * [`dispatch`] — the one route of every command to a conversation's actor,
 //!   here or on the node that owns it.
@@ -36,6 +37,7 @@ pub mod privacy;
 pub mod push;
 pub mod safety;
 pub mod search;
+pub mod threads;
 pub mod users;
 pub mod wire;
 
@@ -94,6 +96,8 @@ pub struct Core {
     safety: Safety,
     /// Roles that may only start conversations inside a registered context.
     require_context_for: Vec<String>,
+    /// Most members of a context thread.
+    max_thread_members: usize,
     /// Claims already upserted by this node (a fingerprint of each user's
     /// name, role and email, not a copy: it is kept for every connected user),
     /// so a user row is written on first sight or when the claims change, not
@@ -245,6 +249,7 @@ impl ChatCore {
             bus,
             safety,
             require_context_for: settings.chat.require_context_for.clone(),
+            max_thread_members: settings.chat.max_thread_members,
             known_users: DashMap::new(),
             presence_sweeper,
             user_upserts: Batcher::start(pool, Upserts),

@@ -113,11 +113,13 @@ impl ChatCore {
     ) -> Result<(), ChatError> {
         let still_blocked = blocks::between(&self.pool, blocker, blocked).await?;
         for conversation in blocks::shared_conversations(&self.pool, blocker, blocked).await? {
+            let command = Command::SetBlock {
+                blocker: blocker.clone(),
+                blocked: blocked.clone(),
+                blocking: created,
+            };
             self.dispatcher
-                .dispatch(
-                    ConversationId(conversation),
-                    Command::SetBlocked(still_blocked),
-                )
+                .dispatch(ConversationId(conversation), command)
                 .await?;
         }
         if still_blocked {

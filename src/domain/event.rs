@@ -69,13 +69,18 @@ pub enum ServerEvent {
         read_at: Option<DateTime<Utc>>,
     },
     /// The receiving user's own unread state changed (a new message, or a read
-    /// on another tab); `totalUnread` is the badge over all their conversations.
+    /// on another tab), they joined a thread, or left one (`removed`);
+    /// `totalUnread` is the badge over all their conversations.
     #[serde(rename = "conversation.updated", rename_all = "camelCase")]
     ConversationUpdated {
         conversation_id: Uuid,
         last_read_seq: i64,
         unread_count: i64,
         total_unread: i64,
+        /// The receiving user was removed from this context thread: drop it
+        /// (it answers 404 from now on and sends nothing more).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        removed: bool,
     },
     /// Another participant started typing (refreshed at most every 2 s while they type).
     #[serde(rename = "typing.started", rename_all = "camelCase")]
@@ -152,6 +157,9 @@ pub struct UnreadUpdate {
     pub last_read_seq: i64,
     /// False for an archived conversation: it does not count towards `totalUnread`.
     pub in_badge: bool,
+    /// The user is no longer a member (removed from a context thread).
+    #[serde(default)]
+    pub removed: bool,
 }
 
 #[derive(Serialize)]

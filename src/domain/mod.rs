@@ -12,6 +12,7 @@ pub mod ids;
 pub mod model;
 pub mod search;
 pub mod text;
+pub mod thread;
 
 pub use error::ChatError;
 pub use ids::{ConversationId, UserId};

@@ -135,8 +135,8 @@ impl RequestChange {
     }
 }
 
-/// What a message is: text, or text with attachments (system messages
-/// arrive with a later feature).
+/// What a message is: text, text with attachments, or a system message in
+/// a context thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MessageKind {
     Text,
@@ -144,6 +144,9 @@ pub enum MessageKind {
     Image,
     /// Carries at least one file that is not an image.
     File,
+    /// Said by Parley or the platform, not a person (members joining and
+    /// leaving, the context's own events).
+    System,
 }
 
 impl MessageKind {
@@ -152,6 +155,7 @@ impl MessageKind {
             Self::Text => "text",
             Self::Image => "image",
             Self::File => "file",
+            Self::System => "system",
         }
     }
 
@@ -208,7 +212,7 @@ pub struct Message {
     pub seq: i64,
     pub sender_id: String,
     /// `text`; `image` when it carries only images, `file` when it carries
-    /// any other file (`system` arrives with a later feature).
+    /// any other file; `system` in a context thread (see `system`).
     pub kind: String,
     pub body: String,
     pub client_message_id: String,
@@ -222,6 +226,9 @@ pub struct Message {
     /// The files sent with it, each with its status as it stands now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<super::attachments::Attachment>,
+    /// What a `system` message is about (absent for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<super::thread::SystemEvent>,
 }
 
 /// What participants see instead of a redacted message (by a moderator, by
@@ -260,11 +267,13 @@ impl MessageLinks {
 #[serde(rename_all = "camelCase")]
 pub struct Conversation {
     pub id: Uuid,
-    /// `direct` (1:1).
+    /// `direct` (1:1) or `group` (a context thread).
     pub kind: String,
     pub context: Option<ConversationContext>,
-    /// The other participant of a direct conversation.
-    pub other_participant: UserSummary,
+    /// The other participant of a direct conversation (null in a thread).
+    pub other_participant: Option<UserSummary>,
+    /// How many members it has now (2 in a direct conversation).
+    pub member_count: i64,
     pub last_seq: i64,
     pub last_message_at: Option<DateTime<Utc>>,
     pub last_message: Option<Message>,
@@ -279,7 +288,8 @@ pub struct Conversation {
     pub muted: bool,
     /// The caller archived it: out of the inbox and the unread badge.
     pub archived: bool,
-    /// The other participant's read pointer; null unless both share read receipts.
+    /// The other participant's read pointer; null unless both share read
+    /// receipts (and in threads: see `GET .../members`).
     pub other_last_read_seq: Option<i64>,
     pub created_at: DateTime<Utc>,
 }

@@ -29,8 +29,9 @@ pub struct SearchHit {
 pub struct HitConversation {
     pub id: Uuid,
     pub context_title: Option<String>,
-    pub other_participant_id: String,
-    pub other_participant_name: String,
+    /// The other participant of a direct conversation (null in a thread).
+    pub other_participant_id: Option<String>,
+    pub other_participant_name: Option<String>,
 }
 
 /// Splits a snippet whose highlights are marked by `start` and `stop`

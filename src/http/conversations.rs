@@ -11,17 +11,18 @@ use super::{
 };
 use crate::{
     domain::{
-        ConversationId,
+        ChatError, ConversationId,
         model::{Conversation, ConversationContext, Page},
     },
-    persistence::conversations::ParticipantFlag,
+    persistence::{conversations::ParticipantFlag, threads::MemberView},
 };
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateConversationRequest {
-    /// The other user (the host platform's id).
-    pub participant_id: String,
+    /// The other user (the host platform's id). Without it, `context` names
+    /// a context thread the caller is a member of, which is opened.
+    pub participant_id: Option<String>,
     /// What the conversation is about: a context the platform registered for
     /// both participants (`PUT /internal/contexts/...`); its registered title
     /// and subtitle are used. One conversation per pair and context.
@@ -39,13 +40,15 @@ pub struct ListConversationsQuery {
     pub limit: Option<i64>,
 }
 
-/// Find or create the direct conversation with `participantId` in `context`.
+/// Find or create the direct conversation with `participantId` in `context`,
+/// or (without `participantId`) open the thread of `context`.
 #[utoipa::path(
     post, path = "/chat/conversations", tag = "conversations",
     request_body = CreateConversationRequest,
     responses(
         (status = 201, description = "Created", body = Conversation),
-        (status = 200, description = "Already existed (same pair and context, either direction)", body = Conversation),
+        (status = 200, description = "Already existed (same pair and context, either direction), or the context's thread", body = Conversation),
+        (status = 403, description = "Not a member of the context's thread, or the context is not registered for both", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, description = "No such participant", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
     ),
@@ -57,10 +60,21 @@ pub async fn create(
     caller: AuthUser,
     ApiJson(request): ApiJson<CreateConversationRequest>,
 ) -> Result<(StatusCode, ApiJson<Conversation>), ApiError> {
-    let (view, created) = state
-        .chat
-        .open_direct(&caller.0, &request.participant_id, request.context.as_ref())
-        .await?;
+    let (view, created) = match (&request.participant_id, &request.context) {
+        (Some(participant), context) => {
+            state
+                .chat
+                .open_direct(&caller.0, participant, context.as_ref())
+                .await?
+        }
+        (None, Some(context)) => (state.chat.open_thread(caller.id(), context).await?, false),
+        (None, None) => {
+            return Err(ApiError::from(ChatError::invalid(
+                "participant_required",
+                "name a participantId, or the context of a thread you are a member of",
+            )));
+        }
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -215,4 +229,23 @@ pub async fn unarchive(
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Conversation>, ApiError> {
     flag(state, caller, id, ParticipantFlag::Archived, false).await
+}
+
+/// The members of a conversation the caller takes part in: each with their
+/// role in the thread and, where read receipts are shared, how far they have
+/// read (what "seen by 3 of 5" is counted from).
+#[utoipa::path(
+    get, path = "/chat/conversations/{id}/members", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, body = Vec<MemberView>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(user = %caller.id()))]
+pub async fn members(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<Vec<MemberView>>, ApiError> {
+    let id = ConversationId::parse(&id)?;
+    Ok(ApiJson(state.chat.members(caller.id(), id).await?))
 }

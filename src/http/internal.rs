@@ -8,12 +8,20 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::{
     AppState,
     error::{ApiError, ApiJson, ApiPath, ErrorBody},
 };
-use crate::persistence::{contexts::RegisteredContext, users::UserProfile};
+use crate::{
+    domain::{
+        ConversationId,
+        model::{ConversationContext, Message},
+        thread::ThreadMember,
+    },
+    persistence::{contexts::RegisteredContext, users::UserProfile},
+};
 
 /// Proof that the request carries the configured API key.
 pub struct PlatformKey;
@@ -58,12 +66,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct ContextRegistration {
     pub title: Option<String>,
     pub subtitle: Option<String>,
-    /// The users who may talk in this context (at most 1,000).
+    /// The users who may open direct conversations about this context (at
+    /// most 1,000).
+    #[serde(default)]
     pub allowed_user_ids: Vec<String>,
+    /// The context's group thread and its members, exactly: members not
+    /// listed leave it. Omitted: the thread (if any) is left as it is.
+    pub thread: Option<ThreadRegistration>,
     /// The platform already connected these people: their conversation in
     /// this context is never a message request.
     #[serde(default)]
     pub pre_accepted: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThreadRegistration {
+    /// Everyone in the thread, with their role (`worker`, `supervisor`,
+    /// `borrower_admin`, `party`, …); at most `PARLEY_MAX_THREAD_MEMBERS`.
+    pub members: Vec<ThreadMember>,
+}
+
+/// A context's thread after the call.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadView {
+    pub conversation_id: Uuid,
+    pub members: Vec<ThreadMember>,
+    /// The system messages this call added (members joining and leaving).
+    pub system_messages: Vec<Message>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -76,9 +107,11 @@ pub struct ContextView {
     pub subtitle: Option<String>,
     pub allowed_user_ids: Vec<String>,
     pub pre_accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadView>,
 }
 
-/// Register (or replace) a business context.
+/// Register (or replace) a business context, and set its thread's members.
 #[utoipa::path(put, path = "/internal/contexts/{type}/{id}", tag = "internal",
     params(("type" = String, Path, description = "e.g. application"), ("id" = String, Path, description = "the platform's id")),
     request_body = ContextRegistration,
@@ -99,6 +132,23 @@ pub async fn put_context(
         allowed_user_ids: request.allowed_user_ids,
     };
     let created = state.chat.register_context(&registered).await?;
+    let thread = match request.thread {
+        Some(thread) => {
+            let context = ConversationContext {
+                kind: registered.kind.clone(),
+                id: registered.id.clone(),
+                title: registered.title.clone(),
+                subtitle: registered.subtitle.clone(),
+            };
+            let (id, system_messages) = state.chat.set_thread(&context, &thread.members).await?;
+            Some(ThreadView {
+                conversation_id: id.0,
+                members: thread.members,
+                system_messages,
+            })
+        }
+        None => None,
+    };
     let view = ContextView {
         kind: registered.kind,
         id: registered.id,
@@ -106,6 +156,7 @@ pub async fn put_context(
         subtitle: registered.subtitle,
         allowed_user_ids: registered.allowed_user_ids,
         pre_accepted: registered.pre_accepted,
+        thread,
     };
     Ok((
         if created {
@@ -142,4 +193,48 @@ pub async fn put_user(
     let profile = UserProfile::new(&id, &request.name, request.role, request.email)?;
     state.chat.register_user(&profile, request.verified).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SystemMessageRequest {
+    /// What is said, as plain text (1-5,000 characters).
+    pub body: String,
+    /// What happened, as a key clients may render by (`booking.confirmed`;
+    /// 1-64 of a-z, 0-9, `_`, `.`, `-`).
+    pub kind: String,
+    /// Makes the call idempotent: the same id posts once (200 with the
+    /// stored message after the first 201). Unique per platform.
+    pub client_message_id: Option<String>,
+}
+
+/// Post a system message about the context to its thread.
+#[utoipa::path(post, path = "/internal/conversations/{id}/system-messages", tag = "internal",
+    params(("id" = String, Path, description = "the thread's conversation id")),
+    request_body = SystemMessageRequest,
+    responses((status = 201, body = Message), (status = 200, description = "Repeated clientMessageId", body = Message),
+              (status = 401, body = ErrorBody), (status = 404, description = "No such thread", body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn post_system_message(
+    State(state): State<AppState>,
+    _key: PlatformKey,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<SystemMessageRequest>,
+) -> Result<(StatusCode, ApiJson<Message>), ApiError> {
+    let conversation = ConversationId::parse(&id)?;
+    let outcome = state
+        .chat
+        .post_system_message(
+            conversation,
+            &request.kind,
+            &request.body,
+            request.client_message_id.as_deref(),
+        )
+        .await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, ApiJson(outcome.message)))
 }

@@ -73,6 +73,7 @@ pub async fn standing(
                 EXISTS (SELECT 1 FROM conversation_participants
                         WHERE conversation_id = $1 AND request_state IN ('pending', 'declined')),
                 EXISTS (SELECT 1 FROM conversation_participants o
+                        JOIN conversations c ON c.id = o.conversation_id AND c.kind = 'direct'
                         WHERE o.conversation_id = $1 AND o.user_id <> $2
                           AND ",
             blocked_between!("$2", "o.user_id"),

@@ -31,19 +31,26 @@ const VIEW_COLUMNS: &str = concat!("c.id, c.kind, c.context_type, c.context_id,
           AND COALESCE((o.settings->>'readReceipts')::boolean, false)
           AND NOT ", blocked_between!("me.id", "o.id"), "
          THEN op.last_read_seq END,
-    p.request_state, p.muted_at IS NOT NULL, p.archived_at IS NOT NULL");
+    p.request_state, p.muted_at IS NOT NULL, p.archived_at IS NOT NULL, c.member_count");
 
-/// Joins for [`VIEW_COLUMNS`]; `me` is the caller, `op` the other's participant row.
+/// Joins for [`VIEW_COLUMNS`]; `me` is the caller, `o` and `op` the other
+/// user and their participant row in a direct conversation (none in a
+/// thread), `m` the last message the caller may see (in a thread, not one
+/// of a member the caller blocks).
 const VIEW_FROM: &str = "conversation_participants p
     JOIN conversations c ON c.id = p.conversation_id
     JOIN users me ON me.id = p.user_id
-    JOIN users o ON o.id = CASE WHEN c.user_low = p.user_id THEN c.user_high ELSE c.user_low END
-    JOIN conversation_participants op ON op.conversation_id = c.id AND op.user_id = o.id
-    LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
+    LEFT JOIN users o ON o.id = CASE WHEN c.user_low = p.user_id THEN c.user_high ELSE c.user_low END
+    LEFT JOIN conversation_participants op ON op.conversation_id = c.id AND op.user_id = o.id
+    LEFT JOIN LATERAL (
+        SELECT * FROM messages lm WHERE lm.conversation_id = c.id AND lm.seq <= c.last_seq
+          AND NOT (c.kind = 'group' AND EXISTS (
+              SELECT 1 FROM user_blocks b WHERE b.blocker_id = p.user_id AND b.blocked_id = lm.sender_id))
+        ORDER BY lm.seq DESC LIMIT 1) m ON true
     LEFT JOIN contexts ctx ON ctx.context_type = c.context_type AND ctx.context_id = c.context_id";
 
 /// Index of `p.changed_tx`, selected after [`VIEW_COLUMNS`] by the sync query.
-const SYNC_CHANGED_TX_COLUMN: usize = 30;
+const SYNC_CHANGED_TX_COLUMN: usize = 31;
 
 /// Who sees a conversation in lists: once it has a message, or if they started it.
 const VISIBLE: &str = "(c.last_seq > 0 OR c.created_by = p.user_id)";
@@ -599,8 +606,10 @@ pub struct ConversationSnapshot {
     pub last_seq: i64,
     /// Registered as pre-accepted by its context: never a message request.
     pub pre_accepted: bool,
-    /// Whether a participant blocks another (nothing flows between them then).
-    pub blocked: bool,
+    /// A context thread (`group`), not a direct conversation.
+    pub group: bool,
+    /// The blocks between its participants, as (blocker, blocked).
+    pub blocks: Vec<(UserId, UserId)>,
     pub participants: Vec<ParticipantSnapshot>,
 }
 
@@ -616,6 +625,8 @@ pub struct ParticipantSnapshot {
     pub archived: bool,
     /// Archived for being idle: the next message brings it back.
     pub auto_archived: bool,
+    /// Their role in a context thread (`None` in a direct conversation).
+    pub thread_role: Option<String>,
 }
 
 /// Takes a conversation over for a new actor: the next owner epoch (which
@@ -641,13 +652,11 @@ pub async fn take_over(
     };
     let conv = db
         .prepare_cached(
-            concat!("SELECT GREATEST(c.last_seq, COALESCE((SELECT max(seq) FROM messages WHERE conversation_id = c.id), 0)),
+            "SELECT GREATEST(c.last_seq, COALESCE((SELECT max(seq) FROM messages WHERE conversation_id = c.id), 0)),
                     c.pre_accepted OR COALESCE((SELECT ctx.pre_accepted FROM contexts ctx
-                 WHERE ctx.context_type = c.context_type AND ctx.context_id = c.context_id), false), EXISTS (
-                 SELECT 1 FROM conversation_participants p1
-                 JOIN conversation_participants p2 ON p2.conversation_id = p1.conversation_id AND p2.user_id > p1.user_id
-                 WHERE p1.conversation_id = c.id AND ", blocked_between!("p1.user_id", "p2.user_id"), ")
-             FROM conversations c WHERE c.id = $1"),
+                 WHERE ctx.context_type = c.context_type AND ctx.context_id = c.context_id), false),
+                    c.kind = 'group'
+             FROM conversations c WHERE c.id = $1",
         )
         .await?;
     let Some(row) = timed("conversations.snapshot", db.query_opt(&conv, &[&id.0])).await? else {
@@ -656,7 +665,7 @@ pub async fn take_over(
     let parts = db
         .prepare_cached(
             "SELECT user_id, last_read_seq, unread_count, last_read_at, request_state, archived_at IS NOT NULL,
-                    COALESCE(archive_reason = 'auto', false)
+                    COALESCE(archive_reason = 'auto', false), thread_role
              FROM conversation_participants WHERE conversation_id = $1 ORDER BY user_id",
         )
         .await?;
@@ -672,16 +681,46 @@ pub async fn take_over(
                 request_state: RequestState::parse(r.get(4)),
                 archived: r.get(5),
                 auto_archived: r.get(6),
+                thread_role: r.get(7),
             })
         })
         .collect::<Result<Vec<_>, ChatError>>()?;
+    let blocks = blocks_among_on(&db, id).await?;
     Ok(Some(ConversationSnapshot {
         owner_epoch: epoch.get(0),
         last_seq: row.get(0),
         pre_accepted: row.get(1),
-        blocked: row.get(2),
+        group: row.get(2),
+        blocks,
         participants,
     }))
+}
+
+/// The blocks between the participants of `id`, as (blocker, blocked).
+pub async fn blocks_among(
+    pool: &Pool,
+    id: ConversationId,
+) -> Result<Vec<(UserId, UserId)>, ChatError> {
+    let db = client(pool).await?;
+    blocks_among_on(&db, id).await
+}
+
+async fn blocks_among_on(
+    db: &impl GenericClient,
+    id: ConversationId,
+) -> Result<Vec<(UserId, UserId)>, ChatError> {
+    let stmt = db
+        .prepare_cached(
+            "SELECT b.blocker_id, b.blocked_id FROM user_blocks b
+             JOIN conversation_participants p1 ON p1.conversation_id = $1 AND p1.user_id = b.blocker_id
+             JOIN conversation_participants p2 ON p2.conversation_id = $1 AND p2.user_id = b.blocked_id",
+        )
+        .await?;
+    timed("conversations.blocks_among", db.query(&stmt, &[&id.0]))
+        .await?
+        .iter()
+        .map(|r| Ok((UserId::parse(r.get(0))?, UserId::parse(r.get(1))?)))
+        .collect()
 }
 
 fn view_from_row(r: &Row) -> Conversation {
@@ -704,11 +743,12 @@ fn view_from_row(r: &Row) -> Conversation {
         created_at: r.get(8),
         unread_count: i64::from(r.get::<_, i32>(9)),
         last_read_seq: r.get(10),
-        other_participant: UserSummary {
-            id: r.get(12),
+        other_participant: r.get::<_, Option<String>>(12).map(|id| UserSummary {
+            id,
             name: r.get(13),
             role: r.get(14),
-        },
+        }),
+        member_count: i64::from(r.get::<_, i32>(30)),
         last_message,
         other_last_read_seq: r.get(26),
         request_state: r.get(27),

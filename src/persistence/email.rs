@@ -153,9 +153,10 @@ pub async fn digest(db: &impl GenericClient, pending: &Pending) -> Result<Digest
             "SELECT s.display_name, CASE WHEN m.redacted_at IS NULL THEN m.body ELSE $4 END,
                     count(*) OVER ()
              FROM messages m JOIN users s ON s.id = m.sender_id
-             WHERE m.conversation_id = $2 AND m.seq > $3 AND m.sender_id <> $1
+             JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.conversation_id = $2 AND m.seq > $3 AND m.sender_id <> $1 AND m.kind <> 'system'
                AND NOT ",
-            blocked_between!("m.sender_id", "$1"),
+            hidden_from!("c.kind", "$1", "m.sender_id"),
             " ORDER BY m.seq LIMIT $5"
         ))
         .await?;

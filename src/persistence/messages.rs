@@ -59,6 +59,7 @@ pub fn message_from_row(row: &Row, at: usize) -> Message {
 
 /// Reads a message with its original body (moderators only).
 fn original_from_row(row: &Row, at: usize) -> Message {
+    let metadata = row.get::<_, Option<serde_json::Value>>(at + 8);
     Message {
         id: row.get(at),
         conversation_id: row.get(at + 1),
@@ -68,10 +69,11 @@ fn original_from_row(row: &Row, at: usize) -> Message {
         body: row.get(at + 5),
         client_message_id: row.get(at + 6),
         created_at: row.get(at + 7),
-        links: row
-            .get::<_, Option<serde_json::Value>>(at + 8)
+        links: metadata.as_ref().and_then(MessageLinks::from_metadata),
+        system: metadata
             .as_ref()
-            .and_then(MessageLinks::from_metadata),
+            .and_then(|m| m.get("system"))
+            .and_then(|s| serde_json::from_value(s.clone()).ok()),
         redacted: row.get::<_, Option<bool>>(at + 9).unwrap_or(false),
         attachments: row
             .get::<_, Option<serde_json::Value>>(at + 10)
@@ -119,6 +121,7 @@ impl NewMessage {
             links: self.links.clone(),
             redacted: false,
             attachments: self.attachments.clone(),
+            system: None,
         }
     }
 }
@@ -214,7 +217,9 @@ pub async fn insert_batch(
                  FROM written w WHERE c.id = w.conversation_id
              ), parts AS (
                  UPDATE conversation_participants p SET
-                     unread_count = CASE WHEN p.user_id = w.sender_id THEN 0 ELSE p.unread_count + 1 END,
+                     unread_count = CASE WHEN p.user_id = w.sender_id THEN 0
+                         WHEN EXISTS (SELECT 1 FROM user_blocks b WHERE b.blocker_id = p.user_id AND b.blocked_id = w.sender_id)
+                         THEN p.unread_count ELSE p.unread_count + 1 END,
                      last_read_seq = CASE WHEN p.user_id = w.sender_id THEN w.seq ELSE p.last_read_seq END,
                      last_read_at = CASE WHEN p.user_id = w.sender_id THEN w.created_at ELSE p.last_read_at END,
                      activity_at = w.created_at,
@@ -351,10 +356,14 @@ pub struct MessagePage {
     pub has_more: bool,
 }
 
-/// A page of a conversation's messages (keyset on the unique `(conversation_id, seq)` index).
+/// A page of a conversation's messages as `viewer` sees them (keyset on the
+/// unique `(conversation_id, seq)` index). In a context thread the messages
+/// of members the viewer blocks are left out, so the viewer's `seq`s have
+/// gaps there; paging by `seq` is unaffected.
 pub async fn page(
     pool: &Pool,
     conversation: ConversationId,
+    viewer: &UserId,
     direction: PageDirection,
     limit: i64,
 ) -> Result<MessagePage, ChatError> {
@@ -366,12 +375,20 @@ pub async fn page(
     };
     let stmt = db
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND {sql} LIMIT $3"
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE conversation_id = $1
+               AND sender_id <> ALL (ARRAY(SELECT b.blocked_id FROM user_blocks b
+                                           JOIN conversations c ON c.id = $1 AND c.kind = 'group'
+                                           WHERE b.blocker_id = $4))
+               AND {sql} LIMIT $3"
         ))
         .await?;
     let rows = timed(
         "messages.page",
-        db.query(&stmt, &[&conversation.0, &bound, &(limit + 1)]),
+        db.query(
+            &stmt,
+            &[&conversation.0, &bound, &(limit + 1), &viewer.as_str()],
+        ),
     )
     .await?;
     let has_more = rows.len() as i64 > limit;
@@ -412,9 +429,11 @@ pub async fn mark_read(
                  UPDATE conversation_participants p SET
                      last_read_seq = GREATEST(p.last_read_seq, $3),
                      last_read_at = CASE WHEN $3 > p.last_read_seq THEN now() ELSE p.last_read_at END,
-                     unread_count = (SELECT count(*) FROM messages m
+                     unread_count = (SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
                                      WHERE m.conversation_id = $1 AND m.seq > GREATEST(p.last_read_seq, $3)
-                                       AND m.sender_id <> $2),
+                                       AND m.sender_id <> $2 AND m.kind <> 'system'
+                                       AND NOT (c.kind = 'group' AND EXISTS (SELECT 1 FROM user_blocks b
+                                                 WHERE b.blocker_id = $2 AND b.blocked_id = m.sender_id))),
                      changed_tx = pg_current_xact_id()::text::bigint
                  WHERE p.conversation_id = $1 AND p.user_id = $2
                  RETURNING p.last_read_seq, p.unread_count, p.last_read_at
@@ -422,9 +441,10 @@ pub async fn mark_read(
              SELECT upd.last_read_seq, upd.unread_count, upd.last_read_at,
                     CASE WHEN COALESCE((SELECT (settings->>'readReceipts')::boolean FROM users WHERE id = $2), false)
                     THEN ARRAY(SELECT op.user_id FROM conversation_participants op JOIN users u ON u.id = op.user_id
+                               JOIN conversations c ON c.id = op.conversation_id
                                WHERE op.conversation_id = $1 AND op.user_id <> $2
                                  AND COALESCE((u.settings->>'readReceipts')::boolean, false)
-                                 AND NOT ", blocked_between!("$2", "op.user_id"), ")
+                                 AND NOT ", hidden_from!("c.kind", "op.user_id", "$2"), ")
                     ELSE ARRAY[]::text[] END
              FROM upd"),
         )

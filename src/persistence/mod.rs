@@ -28,6 +28,27 @@ macro_rules! blocked_between {
     };
 }
 
+/// Whether what `author` says or does is hidden from `viewer` in a
+/// conversation of kind `kind`: in a direct conversation, any block between
+/// the two (nothing flows either way); in a context thread, only the
+/// viewer's own block of the author (the blocker stops seeing the blocked
+/// member; the blocked member is not told and still sees the blocker).
+macro_rules! hidden_from {
+    ($kind:literal, $viewer:literal, $author:literal) => {
+        concat!(
+            "(CASE WHEN ",
+            $kind,
+            " = 'group' THEN EXISTS (SELECT 1 FROM user_blocks hb WHERE hb.blocker_id = ",
+            $viewer,
+            " AND hb.blocked_id = ",
+            $author,
+            ") ELSE ",
+            blocked_between!($viewer, $author),
+            " END)"
+        )
+    };
+}
+
 pub mod attachments;
 pub mod audit;
 pub mod batch;
@@ -46,6 +67,7 @@ pub mod push;
 pub mod reports;
 pub mod retention;
 pub mod search;
+pub mod threads;
 pub mod users;
 
 use std::{future::Future, str::FromStr, time::Instant};

@@ -49,8 +49,9 @@ pub struct NewMessageRef<'a> {
 }
 
 /// Everyone who should hear of each of `messages` (the other participants,
-/// less those who muted or archived the conversation or stand on a side of a
-/// block with the sender), in the order of `messages`.
+/// less those who muted or archived the conversation or from whom a block
+/// hides the sender: either side in a direct conversation, the blocker in a
+/// thread), in the order of `messages`.
 pub async fn audience(
     db: &impl GenericClient,
     messages: &[NewMessageRef<'_>],
@@ -64,8 +65,9 @@ pub async fn audience(
                   ON p.conversation_id = i.conversation_id AND p.user_id <> i.sender_id
              JOIN users u ON u.id = p.user_id
              JOIN messages m ON m.id = i.message_id
+             JOIN conversations c ON c.id = i.conversation_id
              WHERE p.muted_at IS NULL AND p.archived_at IS NULL AND NOT ",
-            blocked_between!("p.user_id", "i.sender_id"),
+            hidden_from!("c.kind", "p.user_id", "i.sender_id"),
             " ORDER BY i.ord"
         ))
         .await?;

@@ -22,8 +22,9 @@ pub const HIGHLIGHT_STOP: char = '\u{3}';
 pub struct Hit {
     pub message: Message,
     pub context_title: Option<String>,
-    pub other_id: String,
-    pub other_name: String,
+    /// The other participant of a direct conversation.
+    pub other_id: Option<String>,
+    pub other_name: Option<String>,
     pub snippet: String,
 }
 
@@ -41,8 +42,9 @@ pub struct Search<'a> {
 }
 
 /// Messages matching, newest first: never redacted ones, never in a request
-/// the user declined; archived conversations and those with someone they
-/// blocked only when asked. Whether there are more.
+/// the user declined; archived conversations and direct ones with someone
+/// they blocked only when asked; in a thread, never those of a member they
+/// block. Whether there are more.
 ///
 /// The plan is chosen here, not left to chance: the conversations the user
 /// may search first, then their messages, conversation by conversation
@@ -59,18 +61,22 @@ pub async fn messages(pool: &Pool, search: &Search<'_>) -> Result<(Vec<Hit>, boo
                  SELECT CASE WHEN $3::text = '' THEN websearch_to_tsquery('parley_search', $2)
                         ELSE websearch_to_tsquery('parley_search', $2)
                              && to_tsquery('parley_search', $3 || ':*') END AS query),
+             blocked AS MATERIALIZED (SELECT blocked_id FROM user_blocks WHERE blocker_id = $1),
              visible AS MATERIALIZED (
-                 SELECT p.conversation_id FROM conversation_participants p
+                 SELECT p.conversation_id, c.kind = 'group' AS thread FROM conversation_participants p
+                 JOIN conversations c ON c.id = p.conversation_id
                  WHERE p.user_id = $1 AND ($4::uuid IS NULL OR p.conversation_id = $4)
                    AND p.request_state <> 'declined'
-                   AND ($5 OR (p.archived_at IS NULL AND NOT EXISTS (
-                        SELECT 1 FROM user_blocks b
+                   AND ($5 OR (p.archived_at IS NULL AND (c.kind = 'group' OR NOT EXISTS (
+                        SELECT 1 FROM blocked b
                         JOIN conversation_participants o ON o.user_id = b.blocked_id
-                        WHERE b.blocker_id = $1 AND o.conversation_id = p.conversation_id)))),
+                        WHERE o.conversation_id = p.conversation_id))))),
              mine AS (
                  SELECT m.* FROM messages m
                  WHERE m.conversation_id = ANY (ARRAY(SELECT conversation_id FROM visible))
                    AND m.redacted_at IS NULL
+                   AND NOT (m.conversation_id = ANY (ARRAY(SELECT conversation_id FROM visible WHERE thread))
+                            AND m.sender_id = ANY (ARRAY(SELECT blocked_id FROM blocked)))
                    AND ($6::timestamptz IS NULL OR (m.created_at, m.id) < ($6, $7))
                  OFFSET 0),
              hits AS (
@@ -84,7 +90,7 @@ pub async fn messages(pool: &Pool, search: &Search<'_>) -> Result<(Vec<Hit>, boo
                         o.id AS other_id, o.display_name AS other_name
                  FROM hits
                  JOIN conversations c ON c.id = hits.conversation_id
-                 JOIN users o ON o.id = CASE WHEN c.user_low = $1 THEN c.user_high ELSE c.user_low END
+                 LEFT JOIN users o ON o.id = CASE WHEN c.user_low = $1 THEN c.user_high ELSE c.user_low END
                  LEFT JOIN contexts ctx ON ctx.context_type = c.context_type AND ctx.context_id = c.context_id
              ) AS messages
              ORDER BY created_at DESC, id DESC"

@@ -13,6 +13,7 @@ use crate::domain::{
     ChatError, UserId,
     model::{NotificationPreferences, UserSummary},
     text::{Padding, TextField},
+    thread::SYSTEM_SENDER,
 };
 
 /// Roles a user may have (DESIGN.md §3).
@@ -49,6 +50,12 @@ impl UserProfile {
         email: Option<String>,
     ) -> Result<Self, ChatError> {
         let id = UserId::parse(id)?;
+        if id.as_str() == SYSTEM_SENDER {
+            return Err(ChatError::invalid(
+                "invalid_user_id",
+                "that user id is reserved",
+            ));
+        }
         if !ROLES.contains(&role.as_str()) {
             return Err(ChatError::invalid(
                 "invalid_role",

@@ -30,6 +30,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/chat/conversations/{id}", get(conversations::get_one))
         .route(
+            "/chat/conversations/{id}/members",
+            get(conversations::members),
+        )
+        .route(
             "/chat/conversations/{id}/messages",
             post(messages::send).get(messages::history),
         )
@@ -75,6 +79,10 @@ pub fn router(state: AppState) -> Router {
             get(users::get_settings).patch(users::patch_settings),
         )
         .route("/internal/contexts/{kind}/{id}", put(internal::put_context))
+        .route(
+            "/internal/conversations/{id}/system-messages",
+            post(internal::post_system_message),
+        )
         .route("/internal/users/{id}", put(internal::put_user))
         .route("/chat/blocks", post(blocks::create).get(blocks::list))
         .route("/chat/blocks/{user_id}", delete(blocks::remove))
