@@ -419,7 +419,10 @@ impl ConversationActor {
                 };
                 (Ok(outcome), None)
             }
-            Ok(other) => self.not_inserted(state, other, &cmd.sender, &cmd.client_message_id).await,
+            Ok(other) => {
+                self.not_inserted(state, other, &cmd.sender, &cmd.client_message_id)
+                    .await
+            }
             Err(e) => (Err(e), None),
         }
     }
@@ -712,17 +715,17 @@ impl ConversationActor {
         if change.is_empty() {
             return (Ok(Vec::new()), None);
         }
-        let name_of = |user: &UserId| {
-            names
-                .get(user)
-                .cloned()
-                .unwrap_or_else(|| user.to_string())
-        };
+        let name_of = |user: &UserId| names.get(user).cloned().unwrap_or_else(|| user.to_string());
         let said = change
             .joined
             .iter()
             .map(|m| SystemEvent::joined(m, &name_of(&m.user_id)))
-            .chain(change.left.iter().map(|u| SystemEvent::left(u, &name_of(u))));
+            .chain(
+                change
+                    .left
+                    .iter()
+                    .map(|u| SystemEvent::left(u, &name_of(u))),
+            );
         let system: Vec<SystemMessage> = said
             .zip(state.last_seq + 1..)
             .map(|((event, body), seq)| SystemMessage {
@@ -765,7 +768,9 @@ impl ConversationActor {
             }
         }
         state.last_seq += stored.len() as i64;
-        state.participants.retain(|p| !change.left.contains(&p.user_id));
+        state
+            .participants
+            .retain(|p| !change.left.contains(&p.user_id));
         for member in &change.role_changed {
             if let Some(p) = state.participant_mut(&member.user_id) {
                 p.thread_role = Some(member.role.clone());
@@ -816,7 +821,11 @@ impl ConversationActor {
         }
         self.publish_system(state, stored);
         for member in &change.joined {
-            if let Some(p) = state.participants.iter().find(|p| p.user_id == member.user_id) {
+            if let Some(p) = state
+                .participants
+                .iter()
+                .find(|p| p.user_id == member.user_id)
+            {
                 self.deps
                     .bus
                     .publish_unread(&member.user_id, state.unread_update(p));
@@ -994,7 +1003,11 @@ impl ConversationActor {
                 let (result, stale) = self
                     .post_system(state, event, body, client_message_id)
                     .await;
-                let created = result.as_ref().ok().filter(|o| o.created).map(|o| o.message.clone());
+                let created = result
+                    .as_ref()
+                    .ok()
+                    .filter(|o| o.created)
+                    .map(|o| o.message.clone());
                 answer(result.map(Reply::Sent));
                 if let Some(message) = created {
                     self.publish_system(state, &[message]);

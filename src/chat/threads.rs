@@ -39,7 +39,9 @@ impl ChatCore {
         if let Some(unknown) = ids.iter().find(|id| !names.contains_key(**id)) {
             return Err(ChatError::invalid(
                 "unknown_user",
-                format!("user {unknown} is not known here: create it first (PUT /internal/users/:id)"),
+                format!(
+                    "user {unknown} is not known here: create it first (PUT /internal/users/:id)"
+                ),
             ));
         }
         let (id, _) = threads::find_or_create(&self.pool, context).await?;

@@ -223,6 +223,9 @@ mod tests {
         assert_eq!(body, "Ana joined as borrower admin");
         assert_eq!(event.event, MEMBER_JOINED);
         let (event, body) = SystemEvent::left(&UserId::parse("w").unwrap(), "Ana");
-        assert_eq!((event.event.as_str(), body.as_str()), (MEMBER_LEFT, "Ana left"));
+        assert_eq!(
+            (event.event.as_str(), body.as_str()),
+            (MEMBER_LEFT, "Ana left")
+        );
     }
 }

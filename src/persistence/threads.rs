@@ -46,7 +46,9 @@ async fn find_on(
 pub async fn is_thread(pool: &Pool, id: ConversationId) -> Result<bool, ChatError> {
     let db = client(pool).await?;
     let stmt = db
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND kind = 'group')")
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND kind = 'group')",
+        )
         .await?;
     Ok(timed("threads.is_thread", db.query_one(&stmt, &[&id.0]))
         .await?
@@ -263,7 +265,11 @@ async fn apply_membership(
             .iter()
             .map(|m| m.user_id.as_str())
             .collect();
-        let new_roles: Vec<&str> = change.role_changed.iter().map(|m| m.role.as_str()).collect();
+        let new_roles: Vec<&str> = change
+            .role_changed
+            .iter()
+            .map(|m| m.role.as_str())
+            .collect();
         tx.execute(&roles, &[&id, &users, &new_roles]).await?;
     }
     if !change.left.is_empty() {
@@ -282,12 +288,13 @@ async fn apply_membership(
         .joined
         .iter()
         .map(|m| ("thread.member_added", m.user_id.as_str(), Some(&m.role)))
-        .chain(
-            change
-                .role_changed
-                .iter()
-                .map(|m| ("thread.member_role_changed", m.user_id.as_str(), Some(&m.role))),
-        )
+        .chain(change.role_changed.iter().map(|m| {
+            (
+                "thread.member_role_changed",
+                m.user_id.as_str(),
+                Some(&m.role),
+            )
+        }))
         .chain(
             change
                 .left

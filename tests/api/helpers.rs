@@ -485,15 +485,29 @@ impl TestApp {
         pre_accepted: bool,
     ) -> StatusCode {
         let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
-        let response = self
+        let body = json!({"title": format!("Job {id}"), "allowedUserIds": ids, "preAccepted": pre_accepted});
+        self.platform(
+            reqwest::Method::PUT,
+            &format!("/internal/contexts/{kind}/{id}"),
+            body,
+        )
+        .await
+        .0
+    }
+
+    /// A server-to-server call of the host platform (with the API key).
+    pub async fn platform(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let request = self
             .http
-            .put(self.url(&format!("/internal/contexts/{kind}/{id}")))
+            .request(method, self.url(path))
             .header("x-api-key", INTERNAL_API_KEY)
-            .json(&json!({"title": format!("Job {id}"), "allowedUserIds": ids, "preAccepted": pre_accepted}))
-            .send()
-            .await
-            .unwrap();
-        response.status()
+            .json(&body);
+        decode(request.send().await.unwrap()).await
     }
 
     /// A conversation between two people the platform already connected (a

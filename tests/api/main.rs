@@ -19,3 +19,4 @@ mod resilience;
 mod retention;
 mod safety;
 mod search;
+mod threads;
