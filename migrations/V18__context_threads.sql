@@ -22,3 +22,15 @@ ALTER TABLE conversations ADD COLUMN member_count integer NOT NULL DEFAULT 2;
 
 ALTER TABLE conversation_participants
     ADD COLUMN thread_role text CHECK (char_length(thread_role) BETWEEN 1 AND 64);
+
+-- Who left which thread, when (in the sync feed's transaction ids): a
+-- reconnecting client's sync learns to drop a thread it was removed from.
+-- A member who joins again loses the row.
+CREATE TABLE thread_departures (
+    conversation_id  uuid NOT NULL REFERENCES conversations (id),
+    user_id          text NOT NULL REFERENCES users (id),
+    left_at          timestamptz NOT NULL DEFAULT now(),
+    changed_tx       bigint NOT NULL,
+    PRIMARY KEY (conversation_id, user_id)
+);
+CREATE INDEX thread_departures_by_user ON thread_departures (user_id, changed_tx);

@@ -1,23 +1,33 @@
-//! The loss check: every acknowledged message must reach its recipient exactly
-//! once, in `seq` order per conversation.
+//! The loss check: every acknowledged message must reach each of its
+//! recipients (the other participant of a pair, every other member of a
+//! thread) exactly once, in `seq` order per conversation.
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
 /// Messages acknowledged to senders, and what recipients received.
-#[derive(Default)]
 pub struct LossCheck {
+    /// How many recipients each message has.
+    recipients_per_message: usize,
     /// (conversation, seq) of every acknowledged message.
     acked: HashSet<(String, i64)>,
-    /// (conversation, seq) -> how many times its recipient received it.
-    received: HashMap<(String, i64), u32>,
+    /// (conversation, seq) -> how many times each recipient received it.
+    received: HashMap<(String, i64), HashMap<String, u32>>,
     /// Highest seq each recipient has seen per conversation (order check).
     last_seen: HashMap<(String, String), i64>,
     out_of_order: u64,
 }
 
-/// What the loss check found.
+impl Default for LossCheck {
+    /// One recipient per message (a pair).
+    fn default() -> Self {
+        Self::with_recipients(1)
+    }
+}
+
+/// What the loss check found (`missing` and `delivered_once` count
+/// deliveries: a message to five recipients is five).
 #[derive(Debug, PartialEq, Eq)]
 pub struct LossReport {
     pub acked: u64,
@@ -41,6 +51,17 @@ impl LossReport {
 }
 
 impl LossCheck {
+    /// A check where each message must reach `n` recipients.
+    pub fn with_recipients(n: usize) -> Self {
+        Self {
+            recipients_per_message: n,
+            acked: HashSet::new(),
+            received: HashMap::new(),
+            last_seen: HashMap::new(),
+            out_of_order: 0,
+        }
+    }
+
     pub fn acked(&mut self, conversation: &str, seq: i64) {
         self.acked.insert((conversation.to_owned(), seq));
     }
@@ -49,6 +70,8 @@ impl LossCheck {
         *self
             .received
             .entry((conversation.to_owned(), seq))
+            .or_default()
+            .entry(recipient.to_owned())
             .or_default() += 1;
         let last = self
             .last_seen
@@ -61,17 +84,21 @@ impl LossCheck {
     }
 
     pub fn report(&self) -> LossReport {
-        let missing = self
-            .acked
-            .iter()
-            .filter(|k| !self.received.contains_key(*k))
+        let expected = self.recipients_per_message as u64;
+        let (mut missing, mut delivered_once) = (0, 0);
+        for key in &self.acked {
+            let by_recipient = self.received.get(key);
+            let reached = by_recipient.map_or(0, |r| r.len() as u64);
+            missing += expected.saturating_sub(reached);
+            delivered_once +=
+                by_recipient.map_or(0, |r| r.values().filter(|n| **n == 1).count()) as u64;
+        }
+        let duplicates = self
+            .received
+            .values()
+            .flat_map(HashMap::values)
+            .filter(|n| **n > 1)
             .count() as u64;
-        let delivered_once = self
-            .acked
-            .iter()
-            .filter(|k| self.received.get(*k) == Some(&1))
-            .count() as u64;
-        let duplicates = self.received.values().filter(|n| **n > 1).count() as u64;
         LossReport {
             acked: self.acked.len() as u64,
             delivered_once,
@@ -111,5 +138,19 @@ mod tests {
         let r = c.report();
         assert_eq!((r.missing, r.duplicates, r.out_of_order), (1, 1, 1));
         assert!(!r.ok());
+    }
+
+    #[test]
+    fn every_member_of_a_thread_must_receive_each_message() {
+        let mut c = LossCheck::with_recipients(3);
+        c.acked("t1", 1);
+        for member in ["b", "c", "d"] {
+            c.received(member, "t1", 1);
+        }
+        c.acked("t1", 2);
+        c.received("b", "t1", 2);
+        c.received("b", "t1", 2);
+        let r = c.report();
+        assert_eq!((r.delivered_once, r.missing, r.duplicates), (3, 2, 1));
     }
 }

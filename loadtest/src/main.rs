@@ -1,6 +1,6 @@
 //! Open-loop load generator for Parley.
 //!
-//! Scenarios (`connections`, `chat`, `history`, `reconnect`, `typing`, `push`, `uploads`, `search`) create their own users and
+//! Scenarios (`connections`, `chat`, `thread`, `history`, `reconnect`, `typing`, `push`, `uploads`, `search`) create their own users and
 //! conversations through the public API, minting tokens with the server's
 //! secret. Sends follow a schedule fixed in advance; latency is measured from
 //! each operation's *intended* start into an HdrHistogram, so a stall cannot
@@ -60,6 +60,9 @@ enum Scenario {
     Connections(ConnectionsArgs),
     /// Users chatting in pairs at a fixed total rate; latency and loss.
     Chat(ChatArgs),
+    /// Context threads of several members at a fixed total rate; delivery
+    /// to every member and the loss check.
+    Thread(scenario::thread::ThreadArgs),
     /// History pages at a fixed rate, optionally under chat load.
     History(HistoryArgs),
     /// A chat load during which a fraction of the sockets is killed and
@@ -143,6 +146,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Chat(args) => (
             "chat",
             scenario::chat::run(target, args, &run_id, None).await?,
+        ),
+        Scenario::Thread(args) => (
+            "thread",
+            scenario::thread::run(target, args, &run_id).await?,
         ),
         Scenario::Reconnect(args) => {
             if args.kill_node.is_some_and(|k| k >= cli.server.len()) {

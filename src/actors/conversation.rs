@@ -38,7 +38,7 @@ use crate::{
         event::{ServerEvent, UnreadUpdate},
         model::{Message, MessageKind, MessageLinks, ReadState, RequestChange, RequestState},
         text,
-        thread::{MembershipChange, SystemEvent, ThreadMember, system_sender},
+        thread::{MembershipChange, SystemEvent, ThreadMember},
     },
     persistence::{
         conversations::{self, ParticipantSnapshot},
@@ -877,8 +877,13 @@ impl ConversationActor {
         if matches!(outcome, InsertOutcome::Inserted(_)) {
             state.last_seq = seq;
         }
-        self.not_inserted(state, outcome, &system_sender(), &message.client_message_id)
-            .await
+        self.not_inserted(
+            state,
+            outcome,
+            &UserId::system(),
+            &message.client_message_id,
+        )
+        .await
     }
 }
 

@@ -231,6 +231,7 @@ mod tests {
             last_read_seq: 3,
             unread_count: 0,
             total_unread: 2,
+            removed: false,
         }
         .to_frame();
         let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
@@ -239,6 +240,7 @@ mod tests {
         assert_eq!(v["data"]["lastReadSeq"], 3);
         assert_eq!(v["data"]["totalUnread"], 2);
         assert_eq!(v["data"]["conversationId"], Uuid::nil().to_string());
+        assert!(v["data"].get("removed").is_none(), "only said when true");
     }
 
     #[test]
@@ -257,6 +259,7 @@ mod tests {
                 last_read_seq: 0,
                 unread_count: 0,
                 total_unread: 0,
+                removed: true,
             },
         ];
         for event in events {

@@ -36,6 +36,11 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The reserved sender of system messages ([`super::thread::SYSTEM_SENDER`]).
+    pub fn system() -> Self {
+        Self(super::thread::SYSTEM_SENDER.to_owned())
+    }
 }
 
 impl fmt::Display for UserId {

@@ -228,7 +228,7 @@ pub struct Message {
     pub attachments: Vec<super::attachments::Attachment>,
     /// What a `system` message is about (absent for other kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<super::thread::SystemEvent>,
+    pub system: Option<Box<super::thread::SystemEvent>>,
 }
 
 /// What participants see instead of a redacted message (by a moderator, by

@@ -12,11 +12,6 @@ use super::{ChatError, UserId};
 /// platform call may name (`persistence::users::UserProfile::new` refuses it).
 pub const SYSTEM_SENDER: &str = "parley:system";
 
-/// [`SYSTEM_SENDER`] as a user id.
-pub fn system_sender() -> UserId {
-    UserId::parse(SYSTEM_SENDER).expect("the system sender is a valid user id")
-}
-
 /// The `event` of a system message about a member joining or leaving.
 pub const MEMBER_JOINED: &str = "member.joined";
 pub const MEMBER_LEFT: &str = "member.left";

@@ -26,6 +26,8 @@ pub struct SyncQuery {
 pub struct SyncPage {
     /// Conversations that changed since the cursor (new messages, read state, …), oldest change first.
     pub items: Vec<Conversation>,
+    /// Context threads the caller was removed from since the cursor: drop them.
+    pub removed: Vec<uuid::Uuid>,
     /// Pass as `since` next time.
     pub cursor: String,
     /// More changes are waiting: sync again right away with `cursor`.
@@ -49,6 +51,7 @@ pub async fn sync(
         .await?;
     Ok(ApiJson(SyncPage {
         items: page.items,
+        removed: page.removed,
         cursor: page.cursor.encode(),
         has_more: page.has_more,
     }))

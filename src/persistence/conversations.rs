@@ -340,6 +340,8 @@ impl SyncCursor {
 /// The conversations that changed since a cursor, and the cursor to use next.
 pub struct SyncPage {
     pub items: Vec<Conversation>,
+    /// Threads the user was removed from since the cursor.
+    pub removed: Vec<Uuid>,
     pub cursor: SyncCursor,
     pub has_more: bool,
 }
@@ -383,6 +385,26 @@ pub async fn changed_since(
         tx.query(&stmt, &[&user.as_str(), &from, &(limit + 1)]),
     )
     .await?;
+    // Without a cursor the client replaces its whole list: nothing to drop.
+    let removed = match since {
+        Some(since) => {
+            let departures = tx
+                .prepare_cached(
+                    "SELECT conversation_id FROM thread_departures
+                     WHERE user_id = $1 AND changed_tx >= $2 ORDER BY changed_tx LIMIT 500",
+                )
+                .await?;
+            timed(
+                "conversations.sync_departures",
+                tx.query(&departures, &[&user.as_str(), &since.0]),
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        }
+        None => Vec::new(),
+    };
     tx.commit().await?;
     let has_more = rows.len() as i64 > limit;
     let rows = &rows[..rows.len().min(limit as usize)];
@@ -393,6 +415,7 @@ pub async fn changed_since(
     };
     Ok(SyncPage {
         items: rows.iter().map(view_from_row).collect(),
+        removed,
         cursor,
         has_more,
     })

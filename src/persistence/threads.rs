@@ -189,7 +189,7 @@ pub async fn write(
             links: None,
             redacted: false,
             attachments: Vec::new(),
-            system: Some(m.event.clone()),
+            system: Some(Box::new(m.event.clone())),
         });
     }
     apply_membership(&tx, write).await?;
@@ -226,7 +226,8 @@ pub async fn write(
 
 /// The members joining, leaving and changing roles, audited. A member who
 /// leaves takes their notifications and pending emails about the thread
-/// with them: what they can no longer read, nothing points them to.
+/// with them (what they can no longer read, nothing points them to), and
+/// their departure is recorded for their next sync.
 async fn apply_membership(
     tx: &deadpool_postgres::Transaction<'_>,
     write: &ThreadWrite<'_>,
@@ -250,6 +251,12 @@ async fn apply_membership(
             tx.execute(&join, &[&id, &users, &roles, &write.join_seqs]),
         )
         .await?;
+        let returned = tx
+            .prepare_cached(
+                "DELETE FROM thread_departures WHERE conversation_id = $1 AND user_id = ANY($2)",
+            )
+            .await?;
+        tx.execute(&returned, &[&id, &users]).await?;
     }
     if !change.role_changed.is_empty() {
         let roles = tx
@@ -278,6 +285,10 @@ async fn apply_membership(
             "DELETE FROM conversation_participants WHERE conversation_id = $1 AND user_id = ANY($2)",
             "DELETE FROM notifications WHERE conversation_id = $1 AND user_id = ANY($2)",
             "DELETE FROM email_queue WHERE conversation_id = $1 AND user_id = ANY($2)",
+            "INSERT INTO thread_departures (conversation_id, user_id, changed_tx)
+             SELECT $1, unnest($2::text[]), pg_current_xact_id()::text::bigint
+             ON CONFLICT (conversation_id, user_id) DO UPDATE
+             SET left_at = now(), changed_tx = EXCLUDED.changed_tx",
         ] {
             let stmt = tx.prepare_cached(sql).await?;
             timed("threads.leave", tx.execute(&stmt, &[&id, &users])).await?;

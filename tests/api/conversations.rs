@@ -93,10 +93,11 @@ async fn invalid_creation_requests_are_refused() {
         (status, error_code(&body)),
         (StatusCode::UNPROCESSABLE_ENTITY, "self_conversation")
     );
+    // Neither a participant nor a thread's context.
     let (status, body) = app.post(&alice, "/chat/conversations", json!({})).await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+        (StatusCode::UNPROCESSABLE_ENTITY, "participant_required")
     );
     let (status, body) = app
         .post(

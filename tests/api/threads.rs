@@ -243,6 +243,8 @@ async fn a_member_added_later_reads_the_history_and_a_removed_one_loses_it_at_on
 
     // C is removed: told at once, then nothing more; the thread is a 404.
     let mut c_ws = app.ws(&c).await;
+    let (_, synced) = app.get(&c, "/chat/sync").await;
+    let cursor = synced["cursor"].as_str().unwrap().to_owned();
     let (status, changed) = put_thread(
         &app,
         &booking,
@@ -294,6 +296,10 @@ async fn a_member_added_later_reads_the_history_and_a_removed_one_loses_it_at_on
         "{status} {body}"
     );
     assert_eq!(view(&app, &a, &conversation).await["memberCount"], 3);
+    // A client that missed the event learns it from its next sync.
+    let (status, synced) = app.get(&c, &format!("/chat/sync?since={cursor}")).await;
+    assert_eq!(status, StatusCode::OK, "{synced}");
+    assert_eq!(synced["removed"], json!([conversation]), "{synced}");
 }
 
 #[tokio::test]
@@ -333,8 +339,6 @@ async fn members_open_their_thread_by_its_context_and_outsiders_are_refused() {
         (status, error_code(&body)),
         (StatusCode::FORBIDDEN, "not_a_member")
     );
-    let (status, body) = app.post(&member, "/chat/conversations", json!({})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // A thread is never a direct conversation's context twice over: the
     // database holds one thread per context.
     let count = app

@@ -74,11 +74,20 @@ fn intended_from_body(body: &str) -> Option<u64> {
 }
 
 /// One connected user: its id, token, conversation, and (for `ws`) its send queue.
-struct Member {
-    id: String,
-    token: String,
-    conversation: String,
-    outbox: Option<mpsc::Sender<String>>,
+pub struct Member {
+    pub id: String,
+    pub token: String,
+    pub conversation: String,
+    pub outbox: Option<mpsc::Sender<String>>,
+}
+
+/// Who takes part in a load: the members, each in one conversation, and
+/// how many others receive each message (1 in a pair).
+pub struct Cast {
+    pub members: Vec<Member>,
+    pub recipients_per_message: usize,
+    /// The scenario's name in the report.
+    pub scenario: &'static str,
 }
 
 pub async fn run(
@@ -106,7 +115,31 @@ pub async fn run(
             outbox: None,
         });
     }
+    let cast = Cast {
+        members,
+        recipients_per_message: 1,
+        scenario: "chat",
+    };
+    drive(target, args, run_id, cast, setup_started, disruption).await
+}
 
+/// Connects every member of `cast`, sends `args.rate` messages per second
+/// for `args.duration` seconds from the members in turn, and reports ack and
+/// delivery latencies and the loss check (every message to each of its
+/// recipients exactly once, in order).
+pub async fn drive(
+    target: Arc<Target>,
+    args: &ChatArgs,
+    run_id: &str,
+    cast: Cast,
+    setup_started: Instant,
+    disruption: Option<Disruption>,
+) -> anyhow::Result<Value> {
+    let Cast {
+        mut members,
+        recipients_per_message,
+        scenario,
+    } = cast;
     let (observe, mut observations) = mpsc::unbounded_channel::<Observation>();
     eprintln!("chat: connecting {} sockets", members.len());
     let tokens: Vec<String> = members.iter().map(|m| m.token.clone()).collect();
@@ -155,7 +188,7 @@ pub async fn run(
         let (mut delivery, mut ack, mut loss) = (
             Latencies::default(),
             Latencies::default(),
-            LossCheck::default(),
+            LossCheck::with_recipients(recipients_per_message),
         );
         let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
         let mut recovery = Latencies::default();
@@ -190,12 +223,13 @@ pub async fn run(
     });
 
     eprintln!(
-        "chat: sending {} msg/s for {} s over {:?}",
+        "{scenario}: sending {} msg/s for {} s over {:?}",
         args.rate, args.duration, args.transport
     );
     let started = Instant::now();
     let started_unix = unix_micros();
     let schedule = Schedule::new(started, args.rate, Duration::from_secs(args.duration));
+    let members_count = members.len();
     let members = Arc::new(members);
     let disrupting = disruption.map(|d| {
         let nodes = target.addrs.len();
@@ -350,12 +384,10 @@ pub async fn run(
     drop(observe);
     let (delivery, ack, loss, errors, recovery) = collector.await?;
     let loss = loss.report();
+    let users = members_count;
     println!(
-        "\nchat: {} users, {} msg/s target over {:?}, {} s",
-        pairs * 2,
-        args.rate,
-        args.transport,
-        args.duration
+        "\n{scenario}: {} users, {} msg/s target over {:?}, {} s",
+        users, args.rate, args.transport, args.duration
     );
     println!("{}", crate::stats::header());
     println!("{}", ack.row("ack (send→stored)"));
@@ -377,8 +409,8 @@ pub async fn run(
         }
     );
     Ok(json!({
-        "scenario": "chat",
-        "params": {"users": pairs * 2, "rate": args.rate, "duration_s": args.duration, "transport": format!("{:?}", args.transport)},
+        "scenario": scenario,
+        "params": {"users": users, "recipients_per_message": recipients_per_message, "rate": args.rate, "duration_s": args.duration, "transport": format!("{:?}", args.transport)},
         "setup_s": setup_secs,
         "sent": schedule.total(),
         "throughput_msg_s": loss.acked as f64 / send_secs,

@@ -6,5 +6,6 @@ pub mod footprint;
 pub mod history;
 pub mod push;
 pub mod search;
+pub mod thread;
 pub mod typing;
 pub mod uploads;
