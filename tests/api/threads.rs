@@ -6,7 +6,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, error_code, spawn_app, spawn_app_with, unique};
+use crate::helpers::{
+    TestApp, TestUser, drop_database, error_code, spawn_app, spawn_app_on_own_database,
+    spawn_app_with, unique,
+};
 
 /// Sets a booking's thread to exactly `members` (user, role).
 async fn put_thread(
@@ -556,4 +559,61 @@ async fn member_lists_are_bounded_checked_and_change_nothing_when_refused() {
         .1;
     assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
     assert_eq!(app.stored_messages(&conversation).await, 2);
+}
+
+/// Notifications come from the outbox, whose jobs any server on a shared
+/// database may run: this test has a database of its own.
+#[tokio::test]
+async fn members_are_notified_once_per_thread_except_of_whom_they_block() {
+    let (app, database) = spawn_app_on_own_database(|_| {}).await;
+    let (worker, away, blocker) = (
+        app.user("company").await,
+        app.user("company").await,
+        app.user("company").await,
+    );
+    let conversation = thread(
+        &app,
+        &unique("booking"),
+        &[
+            (&worker, "worker"),
+            (&away, "supervisor"),
+            (&blocker, "party"),
+        ],
+    )
+    .await;
+    let (status, _) = app
+        .post(&blocker, "/chat/blocks", json!({ "userId": worker.id }))
+        .await;
+    assert!(status.is_success());
+    let mut away_ws = app.ws(&away).await;
+    for text in ["one", "two"] {
+        app.send(&worker, &conversation, text).await;
+    }
+    let mut latest = Value::Null;
+    while latest["messageCount"] != 2 {
+        latest = away_ws.next_of_type("notification.created").await["data"].clone();
+        assert_eq!(latest["conversationId"], conversation.as_str(), "{latest}");
+    }
+    let (_, page) = app.get(&away, "/notifications").await;
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        1,
+        "one per thread: {page}"
+    );
+    // The blocker hears of the others, never of the member they block; the
+    // platform's system messages notify nobody.
+    app.platform(
+        Method::POST,
+        &format!("/internal/conversations/{conversation}/system-messages"),
+        json!({ "body": "Booking moved to Tuesday", "kind": "booking.moved" }),
+    )
+    .await;
+    app.send(&away, &conversation, "three").await;
+    let page = app
+        .get_until(&blocker, "/notifications", |page| page["unreadCount"] == 1)
+        .await;
+    assert_eq!(page["items"][0]["actorId"], away.id.as_str(), "{page}");
+    assert_eq!(page["items"][0]["messageCount"], 1, "{page}");
+    app.shutdown().await;
+    drop_database(&database).await;
 }
