@@ -2,6 +2,7 @@
 # Runs one load-test scenario against a fresh release server on this machine.
 #
 #   scripts/loadtest.sh chat --users 1000 --rate 2000 --duration 20
+#   scripts/loadtest.sh thread --threads 100 --members 6 --rate 200 --duration 20
 #   scripts/loadtest.sh connections --count 19000
 #   scripts/loadtest.sh history --rate 500 --chat-rate 2000
 #   scripts/loadtest.sh push --recipients 1000 --rate 2000 --duration 20

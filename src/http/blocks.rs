@@ -42,11 +42,7 @@ pub async fn create(
     ApiJson(request): ApiJson<BlockRequest>,
 ) -> Result<StatusCode, ApiError> {
     let created = state.chat.block(caller.id(), &request.user_id).await?;
-    Ok(if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    })
+    Ok(super::created_or_ok(created))
 }
 
 /// Lift a block (204 whether or not there was one).

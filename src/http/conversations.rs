@@ -75,11 +75,7 @@ pub async fn create(
             )));
         }
     };
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = super::created_or_ok(created);
     Ok((status, ApiJson(view)))
 }
 

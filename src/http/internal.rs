@@ -158,14 +158,7 @@ pub async fn put_context(
         pre_accepted: registered.pre_accepted,
         thread,
     };
-    Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        ApiJson(view),
-    ))
+    Ok((super::created_or_ok(created), ApiJson(view)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -231,10 +224,6 @@ pub async fn post_system_message(
             request.client_message_id.as_deref(),
         )
         .await?;
-    let status = if outcome.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = super::created_or_ok(outcome.created);
     Ok((status, ApiJson(outcome.message)))
 }

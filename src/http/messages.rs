@@ -79,11 +79,7 @@ pub async fn send(
             &request.attachment_ids,
         )
         .await?;
-    let status = if outcome.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = super::created_or_ok(outcome.created);
     Ok((status, ApiJson(outcome.message)))
 }
 

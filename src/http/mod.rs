@@ -89,6 +89,16 @@ impl Drop for RealtimeGuard {
     }
 }
 
+/// 201 for something this call created, 200 for what already existed (an
+/// idempotent repeat).
+pub fn created_or_ok(created: bool) -> axum::http::StatusCode {
+    if created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    }
+}
+
 /// Whether a browser request from its `Origin` may open a realtime connection
 /// (cross-site WebSocket hijacking guard). No `Origin` (not a browser) is
 /// allowed; otherwise it must be in the allow-list, or match the `Host` the
