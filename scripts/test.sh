@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (unit tests, integration tests against the real
-# Postgres, and the loadtest crate's own tests), after making sure the
-# services run and the test database exists, freshly created.
+# Runs the whole test suite (the browser SDK's unit tests, then the Rust
+# unit tests, integration tests against the real Postgres, and the loadtest
+# crate's own tests), after making sure the services run and the test
+# database exists, freshly created.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-services.sh --push-stand-in --clamd --s3s-fs --recreate parley_test
@@ -14,4 +15,5 @@ export PARLEY_TEST_S3S_FS="${PARLEY_TEST_S3S_FS:-${XDG_CACHE_HOME:-$HOME/.cache}
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-parley-test}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-parley-test-secret}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
+node --test web/sdk/
 exec cargo test --workspace --all-targets "$@"
