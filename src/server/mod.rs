@@ -23,6 +23,7 @@ use crate::{
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.server.max_body_bytes;
+    let cors = cors_layer(&state.settings.realtime.allowed_origins);
     Router::new()
         .route(
             "/chat/conversations",
@@ -138,5 +139,43 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(http::track_requests))
+        .layer(cors)
         .with_state(state)
+}
+
+/// CORS for pages of the allowed origins (`PARLEY_ALLOWED_ORIGINS`, the list
+/// that guards the realtime endpoints): the REST API, SSE and long-poll may be
+/// called from them with a bearer token (no cookies, so no credentials mode);
+/// preflights are answered and cached for 10 minutes, and `Retry-After` is
+/// readable by the page. The platform's `X-Api-Key` is not an allowed header:
+/// the server-to-server API is never called from a browser. With no list,
+/// only the server's own origin is served (no CORS needed).
+fn cors_layer(allowed: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = if allowed.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            allowed
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600))
 }

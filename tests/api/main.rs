@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // failing loudly is what a test should do
 
 mod attachments;
+mod browser;
 mod cluster;
 mod conversations;
 mod discipline;

@@ -1,0 +1,82 @@
+//! What a browser page on the host platform's origin needs from the server:
+//! CORS for the REST API and the HTTP fallbacks, tokens out of URLs, and
+//! refusals it can read.
+
+use reqwest::{Method, StatusCode, header};
+
+use crate::helpers::spawn_app_with;
+
+const SHOP: &str = "https://shop.example";
+
+#[tokio::test]
+async fn pages_of_allowed_origins_may_call_the_api_and_others_may_not() {
+    let app = spawn_app_with(|s| s.realtime.allowed_origins = vec![SHOP.into()]).await;
+    let user = app.user("candidate").await;
+    let preflight = |origin: &'static str, headers: &'static str| {
+        app.http
+            .request(Method::OPTIONS, app.url("/chat/conversations"))
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, headers)
+            .send()
+    };
+    let allowed = preflight(SHOP, "authorization,content-type").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let h = allowed.headers();
+    assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], SHOP);
+    let allowed_headers = h[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    assert!(
+        h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none(),
+        "bearer tokens, no cookies"
+    );
+    assert!(
+        h[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+
+    let stranger = preflight("https://evil.example", "authorization")
+        .await
+        .unwrap();
+    assert!(
+        stranger
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none()
+    );
+    // The platform's key is for servers, never for pages.
+    let key = preflight(SHOP, "x-api-key").await.unwrap();
+    let listed = key
+        .headers()
+        .get(header::ACCESS_CONTROL_ALLOW_HEADERS)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(!listed.contains("x-api-key"), "{listed}");
+
+    // The answers themselves say who may read them, and expose Retry-After.
+    for path in ["/chat/conversations", "/events/poll?timeout=1"] {
+        let answer = app
+            .http
+            .get(app.url(path))
+            .header(header::ORIGIN, SHOP)
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+        let h = answer.headers();
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], SHOP, "{path}");
+        assert!(
+            h[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+                .to_str()
+                .unwrap()
+                .contains("retry-after"),
+            "{path}"
+        );
+    }
+}
