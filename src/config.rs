@@ -80,6 +80,10 @@ pub struct AuthSettings {
     /// server-to-server API (`/internal/...`). Unset: that API refuses
     /// every request.
     pub internal_api_key: Option<Secret>,
+    /// Accept `?token=` on the realtime endpoints (old clients). Off: they
+    /// take a bearer header or a single-use connect ticket (`?ticket=`), so
+    /// tokens stay out of URLs, logs and browser histories.
+    pub token_in_url: bool,
 }
 
 /// `[database]`: Postgres, the only required service.
@@ -371,6 +375,7 @@ impl Default for AuthSettings {
         Self {
             jwt_secret: Secret::new(DEVELOPMENT_JWT_SECRET),
             internal_api_key: None,
+            token_in_url: false,
         }
     }
 }
@@ -462,6 +467,7 @@ const KNOBS: &[Knob] = &[
     Knob { section: "server", key: "listen_backlog", env: "PARLEY_LISTEN_BACKLOG", apply: |s, v| set(&mut s.server.listen_backlog, v) },
     Knob { section: "auth", key: "jwt_secret", env: "PARLEY_JWT_SECRET", apply: |s, v| { s.auth.jwt_secret = Secret::new(v); Ok(()) } },
     Knob { section: "auth", key: "internal_api_key", env: "PARLEY_INTERNAL_API_KEY", apply: |s, v| { s.auth.internal_api_key = Some(Secret::new(v)); Ok(()) } },
+    Knob { section: "auth", key: "token_in_url", env: "PARLEY_TOKEN_IN_URL", apply: |s, v| switch(&mut s.auth.token_in_url, v) },
     Knob { section: "database", key: "url", env: "PARLEY_DATABASE_URL", apply: |s, v| { s.database.url = Secret::new(v); Ok(()) } },
     Knob { section: "database", key: "pool_size", env: "PARLEY_DB_POOL_SIZE", apply: |s, v| set(&mut s.database.pool_size, v) },
     Knob { section: "database", key: "timeout_ms", env: "PARLEY_DB_TIMEOUT_MS", apply: |s, v| millis(&mut s.database.timeout, v) },

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, client_async_with_config,
-    tungstenite::protocol::WebSocketConfig,
+    tungstenite::{client::IntoClientRequest, protocol::WebSocketConfig},
 };
 
 /// How to reach and authenticate against the server under test: one node,
@@ -81,7 +81,8 @@ impl Target {
         self.keys.mint(user, user, role, None, 86_400)
     }
 
-    /// Opens a WebSocket for `token` from source address 127.0.0.(1 + n % sources),
+    /// Opens a WebSocket for `token` (a bearer header, as a server-side client
+    /// sends it) from source address 127.0.0.(1 + n % sources),
     /// with small buffers so that tens of thousands of clients fit in memory.
     pub async fn connect(&self, token: &str, n: usize) -> anyhow::Result<Socket> {
         let socket = TcpSocket::new_v4()?;
@@ -92,9 +93,12 @@ impl Target {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(4096);
-        let url = format!("ws://{}/ws?token={token}", self.node(n));
+        let mut request = format!("ws://{}/ws", self.node(n)).into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
         let (socket, _) =
-            client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config)).await?;
+            client_async_with_config(request, MaybeTlsStream::Plain(stream), Some(config)).await?;
         Ok(socket)
     }
 

@@ -110,6 +110,8 @@ pub struct Core {
     presence_sweeper: tokio::task::AbortHandle,
     /// This node's membership of a cluster (`None`: a single node).
     cluster: Option<Arc<Node>>,
+    /// Connect tickets waiting for their realtime connection.
+    tickets: Arc<dyn crate::cluster::tickets::TicketStore>,
     /// Realtime connections one user may hold (across the cluster too).
     max_connections: usize,
     /// Where notification emails go, and the rules they follow.
@@ -253,6 +255,7 @@ impl ChatCore {
             known_users: DashMap::new(),
             presence_sweeper,
             user_upserts: Batcher::start(pool, Upserts),
+            tickets: crate::cluster::tickets::store(cluster.as_ref().map(|n| n.link.clone())),
             cluster: cluster.clone(),
             max_connections: realtime.max_connections_per_user,
             mailer: Mailer::from_settings(&settings.mail)?,

@@ -21,6 +21,7 @@ use crate::{
         limits::LimitKind,
         presence::{ConnectionId, MAX_SUBSCRIPTIONS, PresenceHub},
         slots::{Admission, Slot},
+        tickets::TICKET_TTL,
     },
     domain::{
         ChatError, UserId,
@@ -249,5 +250,50 @@ impl ChatCore {
         let current = self.presence.get(&allowed).await;
         self.presence.subscribe(connection.id, caller, allowed);
         Ok(current)
+    }
+}
+
+/// Longest ticket accepted (ours are 43 characters).
+const MAX_TICKET_CHARS: usize = 64;
+
+impl ChatCore {
+    /// A connect ticket for `profile`: random, single-use, valid
+    /// [`TICKET_TTL`]; what browsers put in realtime URLs instead of a token.
+    pub async fn issue_ticket(
+        &self,
+        profile: &UserProfile,
+    ) -> Result<(String, chrono::DateTime<chrono::Utc>), ChatError> {
+        self.safety
+            .check_limit(&profile.id, LimitKind::Reads)
+            .await?;
+        let mut bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| ChatError::internal("no randomness for a connect ticket"))?;
+        let ticket = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&bytes);
+        let holder = serde_json::json!({
+            "id": profile.id, "name": profile.name, "role": profile.role, "email": profile.email,
+        });
+        self.tickets
+            .put(&ticket, holder.to_string(), TICKET_TTL)
+            .await
+            .map_err(ChatError::unavailable)?;
+        let ttl = chrono::Duration::from_std(TICKET_TTL).unwrap_or_default();
+        Ok((ticket, chrono::Utc::now() + ttl))
+    }
+
+    /// Who an unspent, unexpired ticket stands for, spending it.
+    pub async fn redeem_ticket(&self, ticket: &str) -> Option<UserProfile> {
+        if ticket.is_empty() || ticket.len() > MAX_TICKET_CHARS {
+            return None;
+        }
+        let holder: serde_json::Value =
+            serde_json::from_str(&self.tickets.take(ticket).await?).ok()?;
+        UserProfile::new(
+            holder["id"].as_str()?,
+            holder["name"].as_str()?,
+            holder["role"].as_str()?.to_owned(),
+            holder["email"].as_str().map(str::to_owned),
+        )
+        .ok()
     }
 }

@@ -10,7 +10,8 @@
 //! cluster: its connections ([`link`]), conversation leases
 //! ([`ownership`]), commands forwarded to other nodes ([`forward`]), the
 //! cluster-wide connection cap ([`slots`]), and the probe that notices a
-//! subscription which silently stopped delivering.
+//! subscription which silently stopped delivering. Connect tickets
+//! ([`tickets`]) are kept where any node can redeem them.
 //!
 //! This module depends on nothing above it: events for users connected to
 //! this node are handed to a [`LocalSink`], which the user side implements;
@@ -25,6 +26,7 @@ pub mod ownership;
 pub mod presence;
 pub mod redis_bus;
 pub mod slots;
+pub mod tickets;
 
 use std::sync::Arc;
 

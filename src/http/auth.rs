@@ -122,13 +122,21 @@ impl FromRequestParts<AppState> for AuthUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let path = parts.uri.path();
-        let Some(token) = bearer_token(parts).or_else(|| query_token(parts)) else {
+        let profile = if let Some(token) = bearer_token(parts) {
+            verify(state, path, &token)?
+        } else if let Some(ticket) = query_value(parts, "ticket") {
+            state.chat.redeem_ticket(&ticket).await.ok_or_else(|| {
+                tracing::info!(path, "refused: unknown, spent or expired ticket");
+                ApiError::unauthorized("the connect ticket is unknown, spent or expired")
+            })?
+        } else if let Some(token) =
+            query_value(parts, "token").filter(|_| state.settings.auth.token_in_url)
+        {
+            verify(state, path, &token)?
+        } else {
             tracing::info!(path, "refused: no bearer token");
             return Err(ApiError::unauthorized("missing bearer token"));
         };
-        let profile = state.jwt.verify(&token).inspect_err(|refused| {
-            tracing::info!(path, reason = refused.message(), "refused: bad token");
-        })?;
         state.chat.sign_in(&profile).await?;
         Ok(Self(profile))
     }
@@ -146,18 +154,26 @@ fn bearer_token(parts: &Parts) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-/// Paths where `?token=` is accepted: the realtime endpoints, where browsers
-/// (WebSocket, EventSource) cannot set headers. Everywhere else a token in the
-/// URL would end up in access logs, so only the header counts.
-const QUERY_TOKEN_PATHS: [&str; 3] = ["/ws", "/events", "/events/poll"];
+fn verify(state: &AppState, path: &str, token: &str) -> Result<UserProfile, ApiError> {
+    state.jwt.verify(token).inspect_err(|refused| {
+        tracing::info!(path, reason = refused.message(), "refused: bad token");
+    })
+}
 
-fn query_token(parts: &Parts) -> Option<String> {
-    if !QUERY_TOKEN_PATHS.contains(&parts.uri.path()) {
+/// Paths where credentials are accepted in the query: the realtime
+/// endpoints, where browsers (WebSocket, EventSource) cannot set headers —
+/// a single-use `?ticket=` (`POST /realtime/ticket`), or `?token=` for old
+/// clients when `PARLEY_TOKEN_IN_URL` allows it. Everywhere else only the
+/// header counts.
+const QUERY_CREDENTIAL_PATHS: [&str; 3] = ["/ws", "/events", "/events/poll"];
+
+fn query_value(parts: &Parts, name: &str) -> Option<String> {
+    if !QUERY_CREDENTIAL_PATHS.contains(&parts.uri.path()) {
         return None;
     }
     parts.uri.query()?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
-        (key == "token").then(|| value.to_owned())
+        (key == name).then(|| value.to_owned())
     })
 }
 

@@ -64,6 +64,14 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
 }
 
 impl From<ChatError> for ApiError {

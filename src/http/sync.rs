@@ -1,5 +1,6 @@
-//! `GET /chat/sync` and `POST .../typing`: what a reconnecting or
-//! HTTP-fallback client needs besides the resources themselves.
+//! `GET /chat/sync`, `POST .../typing` and `POST /realtime/ticket`: what a
+//! reconnecting or HTTP-fallback client needs besides the resources
+//! themselves.
 
 use axum::{extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
@@ -89,4 +90,32 @@ pub async fn typing(
     };
     state.chat.typing(id, caller.id(), started).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A connect ticket: put it in the realtime URL instead of a token.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectTicket {
+    /// `GET /ws?ticket=…` (or `/events`, `/events/poll`); spent by its first use.
+    pub ticket: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A single-use connect ticket for the realtime endpoints, valid 30 s, so
+/// that the bearer token never rides in a URL (browsers cannot send headers
+/// with `EventSource` or a WebSocket upgrade).
+#[utoipa::path(post, path = "/realtime/ticket", tag = "realtime",
+    responses((status = 201, body = ConnectTicket), (status = 401, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(user = %caller.id()))]
+pub async fn ticket(
+    State(state): State<AppState>,
+    caller: AuthUser,
+) -> Result<(StatusCode, ApiJson<ConnectTicket>), ApiError> {
+    let (ticket, expires_at) = state.chat.issue_ticket(&caller.0).await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(ConnectTicket { ticket, expires_at }),
+    ))
 }

@@ -128,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/users/me/presence", post(users::heartbeat))
         .route("/users/{id}/presence", get(users::presence))
+        .route("/realtime/ticket", post(sync::ticket))
         .route("/events", get(ws::fallback::sse))
         .route("/events/poll", get(ws::fallback::poll))
         .route("/ws", get(ws::upgrade))

@@ -44,8 +44,15 @@ use crate::{
 
 /// Close code (private range) telling the client to reconnect and resync over REST.
 pub const CLOSE_RESYNC: u16 = 4000;
-/// Close code (private range) refusing a connection over the per-user limit.
+/// Close code (private range) refusing a connection over the per-user limit,
+/// or over a rate limit.
 pub const CLOSE_TOO_MANY_CONNECTIONS: u16 = 4008;
+/// Close code (private range) of an upgrade without a valid token or ticket:
+/// get a new token (then a new ticket) and connect again.
+pub const CLOSE_UNAUTHORISED: u16 = 4001;
+/// Close code (private range) of an upgrade that is not allowed: an origin
+/// not allowed, or an account that may not connect. Do not retry.
+pub const CLOSE_FORBIDDEN: u16 = 4003;
 /// Standard close code sent to every socket when the server shuts down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a server-side failure to set the connection up.
@@ -280,7 +287,7 @@ fn text(frame: SharedFrame) -> WsMessage {
     WsMessage::Text(Utf8Bytes::try_from(frame.into_bytes()).unwrap_or_default())
 }
 
-fn close(code: u16, reason: &'static str) -> WsMessage {
+pub fn close(code: u16, reason: &'static str) -> WsMessage {
     WsMessage::Close(Some(CloseFrame {
         code,
         reason: reason.into(),

@@ -1,7 +1,12 @@
-//! The realtime gateway: `GET /ws?token=JWT` upgrades an authenticated request
-//! from an allowed origin to a WebSocket with small buffers (a few KiB, not
-//! tungstenite's 128 KiB) and bounded frames, then hands the socket to
-//! [`connection::run`].
+//! The realtime gateway: `GET /ws?ticket=…` (or a bearer header) upgrades an
+//! authenticated request from an allowed origin to a WebSocket with small
+//! buffers (a few KiB, not tungstenite's 128 KiB) and bounded frames, then
+//! hands the socket to [`connection::run`].
+//!
+//! A refused upgrade is still upgraded, then closed at once with a code and
+//! reason a page can read (a browser sees an HTTP refusal only as 1006 with
+//! no reason): 4001 no valid token or ticket, 4003 forbidden (origin or
+//! account), 4008 rate limited. Nothing else is sent.
 
 pub mod connection;
 pub mod fallback;
@@ -10,23 +15,23 @@ pub mod protocol;
 use axum::{
     extract::{State, WebSocketUpgrade},
     http::HeaderMap,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 
-use crate::http::{AppState, auth::AuthUser, check_origin};
+use crate::http::{AppState, auth::AuthUser, check_origin, error::ApiError};
 
-/// Upgrades to a WebSocket; 401 in the JSON shape when the token is missing or
-/// bad, 403 when the browser origin is not allowed.
+/// Upgrades to a WebSocket, or closes it at once with the refusal's code.
 pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
-    caller: AuthUser,
+    caller: Result<AuthUser, ApiError>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let settings = &state.settings;
-    if let Err(refused) = check_origin(settings, &headers) {
-        return refused.into_response();
-    }
+    let caller = match check_origin(settings, &headers).and(caller) {
+        Ok(caller) => caller,
+        Err(refused) => return refuse(ws, &refused),
+    };
     let open = state.realtime.enter();
     let realtime = &settings.realtime;
     let context = connection::ConnectionContext {
@@ -44,4 +49,19 @@ pub async fn upgrade(
             let _open = open;
             connection::run(socket, context).await;
         })
+}
+
+/// Accepts the upgrade only to close it with `refused`'s code and reason.
+fn refuse(ws: WebSocketUpgrade, refused: &ApiError) -> Response {
+    use axum::http::StatusCode;
+    let code = match refused.status() {
+        StatusCode::UNAUTHORIZED => connection::CLOSE_UNAUTHORISED,
+        StatusCode::TOO_MANY_REQUESTS => connection::CLOSE_TOO_MANY_CONNECTIONS,
+        StatusCode::FORBIDDEN => connection::CLOSE_FORBIDDEN,
+        _ => connection::CLOSE_INTERNAL,
+    };
+    let reason = refused.code();
+    ws.on_upgrade(move |mut socket| async move {
+        let _ = socket.send(connection::close(code, reason)).await;
+    })
 }

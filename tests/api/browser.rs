@@ -80,3 +80,60 @@ async fn pages_of_allowed_origins_may_call_the_api_and_others_may_not() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_connect_ticket_opens_one_fallback_stream_and_tokens_stay_out_of_urls() {
+    let app = spawn_app_with(|s| s.realtime.allowed_origins = vec![SHOP.into()]).await;
+    let user = app.user("candidate").await;
+    let anonymous = app
+        .http
+        .post(app.url("/realtime/ticket"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let (status, issued) = app
+        .post(&user, "/realtime/ticket", serde_json::Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let ticket = issued["ticket"].as_str().unwrap();
+    assert!(ticket.len() >= 40, "{ticket}");
+    assert!(issued["expiresAt"].is_string());
+
+    let poll = |query: String| {
+        app.http
+            .get(app.url(&format!("/events/poll?timeout=1&{query}")))
+            .header(header::ORIGIN, SHOP)
+            .send()
+    };
+    let first = poll(format!("ticket={ticket}")).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], SHOP);
+    let again = poll(format!("ticket={ticket}")).await.unwrap();
+    assert_eq!(
+        again.status(),
+        StatusCode::UNAUTHORIZED,
+        "a ticket is spent by its first use"
+    );
+    let token = poll(format!("token={}", user.token)).await.unwrap();
+    assert_eq!(
+        token.status(),
+        StatusCode::UNAUTHORIZED,
+        "no tokens in URLs by default"
+    );
+    // A ticket is for the realtime endpoints only.
+    let (status, ticket) = app
+        .post(&user, "/realtime/ticket", serde_json::Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let elsewhere = app
+        .http
+        .get(app.url(&format!(
+            "/chat/conversations?ticket={}",
+            ticket["ticket"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
+}

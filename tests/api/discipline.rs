@@ -68,7 +68,8 @@ async fn cross_site_origins_are_refused() {
         app.ws_with_headers(&bob, &[("origin", "https://evil.example")])
             .await
             .err(),
-        Some(StatusCode::FORBIDDEN)
+        Some(parley::ws::connection::CLOSE_FORBIDDEN),
+        "refused with a code the page can read"
     );
 
     let listed =
@@ -86,7 +87,7 @@ async fn cross_site_origins_are_refused() {
             .ws_with_headers(&carol, &[("origin", "https://evil.example")])
             .await
             .err(),
-        Some(StatusCode::FORBIDDEN)
+        Some(parley::ws::connection::CLOSE_FORBIDDEN)
     );
 }
 
@@ -103,8 +104,14 @@ async fn sigterm_closes_every_socket_with_going_away_and_exits_cleanly() {
         .unwrap();
     let mut sockets = Vec::new();
     for _ in 0..3 {
-        let url = format!("ws://127.0.0.1:{port}/ws?token={token}");
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://127.0.0.1:{port}/ws")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         sockets.push(crate::helpers::WsClient { stream });
     }
     let conversations = http

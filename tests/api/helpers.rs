@@ -560,12 +560,23 @@ impl TestApp {
         message
     }
 
+    /// A WebSocket as a browser opens it: with a connect ticket in the URL.
     pub async fn ws(&self, user: &TestUser) -> WsClient {
-        let url = format!("ws://127.0.0.1:{}/ws?token={}", self.port, user.token);
-        let (stream, _) = tokio_tungstenite::connect_async(url)
+        let (stream, _) = tokio_tungstenite::connect_async(self.ws_url(user).await)
             .await
             .expect("websocket connects");
         WsClient { stream }
+    }
+
+    /// `ws://…/ws?ticket=…` with a fresh ticket of `user`'s.
+    pub async fn ws_url(&self, user: &TestUser) -> String {
+        let (status, ticket) = self.post(user, "/realtime/ticket", Value::Null).await;
+        assert_eq!(status, StatusCode::CREATED, "{ticket}");
+        format!(
+            "ws://127.0.0.1:{}/ws?ticket={}",
+            self.port,
+            ticket["ticket"].as_str().unwrap()
+        )
     }
 
     /// One long-poll (`GET /events/poll?{query}`); asserts it answered 200.
@@ -743,7 +754,7 @@ impl TestApp {
             .connect(([127, 0, 0, 1], self.port).into())
             .await
             .unwrap();
-        let url = format!("ws://127.0.0.1:{}/ws?token={}", self.port, user.token);
+        let url = self.ws_url(user).await;
         let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
             .await
             .expect("websocket connects");
@@ -752,6 +763,21 @@ impl TestApp {
 }
 
 impl WsClient {
+    /// The close code, when the server closes within `wait` (text skipped).
+    pub async fn close_within(&mut self, wait: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                    return Some(frame.map_or(1005, |f| u16::from(f.code)));
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) => return Some(1006),
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Reads until the server closes; returns the text events and the close code.
     pub async fn drain_until_closed(&mut self, wait: Duration) -> (Vec<Value>, Option<u16>) {
         let deadline = tokio::time::Instant::now() + wait;
@@ -792,24 +818,28 @@ impl WsClient {
 
 impl TestApp {
     /// Opens `/ws` with extra request headers; returns the client or the HTTP status of the refusal.
+    /// A WebSocket opened with extra request headers; `Err` with the close
+    /// code when the server refuses it (it upgrades, then closes at once).
     pub async fn ws_with_headers(
         &self,
         user: &TestUser,
         headers: &[(&str, &str)],
-    ) -> Result<WsClient, StatusCode> {
+    ) -> Result<WsClient, u16> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let url = format!("ws://127.0.0.1:{}/ws?token={}", self.port, user.token);
-        let mut request = url.into_client_request().unwrap();
+        let mut request = self.ws_url(user).await.into_client_request().unwrap();
         for (name, value) in headers {
             request.headers_mut().insert(
                 reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 value.parse().unwrap(),
             );
         }
-        match tokio_tungstenite::connect_async(request).await {
-            Ok((stream, _)) => Ok(WsClient { stream }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status()),
-            Err(other) => panic!("unexpected websocket error: {other}"),
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket upgrades");
+        let mut client = WsClient { stream };
+        match client.close_within(Duration::from_millis(300)).await {
+            Some(code) => Err(code),
+            None => Ok(client),
         }
     }
 }

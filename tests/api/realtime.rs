@@ -155,26 +155,38 @@ async fn reading_on_one_tab_updates_the_other_and_tells_the_sender() {
 }
 
 #[tokio::test]
-async fn the_upgrade_requires_a_valid_token() {
+async fn the_upgrade_requires_a_valid_ticket_and_says_why_it_refuses() {
     let app = spawn_app().await;
     let alice = app.user("recruiter").await;
     let expired = app
         .keys
         .mint(&alice.id, "Alice", "recruiter", None, -3600)
         .unwrap();
-    for query in [
-        String::new(),
-        "?token=garbage".to_string(),
-        format!("?token={expired}"),
+    let spent = app.ws_url(&alice).await;
+    let first = tokio_tungstenite::connect_async(&spent).await.unwrap();
+    drop(first);
+    for url in [
+        format!("ws://127.0.0.1:{}/ws", app.port),
+        format!("ws://127.0.0.1:{}/ws?ticket=garbage", app.port),
+        spent,
+        // Tokens stay out of URLs unless PARLEY_TOKEN_IN_URL lets old clients in.
+        format!("ws://127.0.0.1:{}/ws?token={}", app.port, alice.token),
+        format!("ws://127.0.0.1:{}/ws?token={expired}", app.port),
     ] {
-        let url = format!("ws://127.0.0.1:{}/ws{query}", app.port);
-        match tokio_tungstenite::connect_async(url).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-            }
-            other => panic!("expected a 401, got {:?}", other.map(|(_, r)| r.status())),
-        }
+        let (stream, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let mut client = crate::helpers::WsClient { stream };
+        assert_eq!(
+            client.close_within(Duration::from_secs(2)).await,
+            Some(parley::ws::connection::CLOSE_UNAUTHORISED),
+            "{url}"
+        );
     }
+    let old = crate::helpers::spawn_app_with(|s| s.auth.token_in_url = true).await;
+    let bob = old.user("candidate").await;
+    let url = format!("ws://127.0.0.1:{}/ws?token={}", old.port, bob.token);
+    let (stream, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut client = crate::helpers::WsClient { stream };
+    assert_eq!(client.close_within(Duration::from_millis(300)).await, None);
 }
 
 #[tokio::test]
