@@ -84,6 +84,11 @@ pub struct AuthSettings {
     /// take a bearer header or a single-use connect ticket (`?ticket=`), so
     /// tokens stay out of URLs, logs and browser histories.
     pub token_in_url: bool,
+    /// `POST /dev/token` mints a token for any typed user (two browser
+    /// windows chatting in a minute). `None`: on exactly when the public
+    /// development secret signs tokens; never on with a real secret unless
+    /// switched on here.
+    pub dev_login: Option<bool>,
 }
 
 /// `[database]`: Postgres, the only required service.
@@ -376,6 +381,7 @@ impl Default for AuthSettings {
             jwt_secret: Secret::new(DEVELOPMENT_JWT_SECRET),
             internal_api_key: None,
             token_in_url: false,
+            dev_login: None,
         }
     }
 }
@@ -468,6 +474,7 @@ const KNOBS: &[Knob] = &[
     Knob { section: "auth", key: "jwt_secret", env: "PARLEY_JWT_SECRET", apply: |s, v| { s.auth.jwt_secret = Secret::new(v); Ok(()) } },
     Knob { section: "auth", key: "internal_api_key", env: "PARLEY_INTERNAL_API_KEY", apply: |s, v| { s.auth.internal_api_key = Some(Secret::new(v)); Ok(()) } },
     Knob { section: "auth", key: "token_in_url", env: "PARLEY_TOKEN_IN_URL", apply: |s, v| switch(&mut s.auth.token_in_url, v) },
+    Knob { section: "auth", key: "dev_login", env: "PARLEY_DEV_LOGIN", apply: |s, v| { let mut on = false; switch(&mut on, v)?; s.auth.dev_login = Some(on); Ok(()) } },
     Knob { section: "database", key: "url", env: "PARLEY_DATABASE_URL", apply: |s, v| { s.database.url = Secret::new(v); Ok(()) } },
     Knob { section: "database", key: "pool_size", env: "PARLEY_DB_POOL_SIZE", apply: |s, v| set(&mut s.database.pool_size, v) },
     Knob { section: "database", key: "timeout_ms", env: "PARLEY_DB_TIMEOUT_MS", apply: |s, v| millis(&mut s.database.timeout, v) },
@@ -582,6 +589,13 @@ impl Settings {
     /// True when the server would sign tokens with the public development secret.
     pub fn uses_development_secret(&self) -> bool {
         self.auth.jwt_secret.expose() == DEVELOPMENT_JWT_SECRET
+    }
+
+    /// Whether `POST /dev/token` mints tokens (see [`AuthSettings::dev_login`]).
+    pub fn dev_login_enabled(&self) -> bool {
+        self.auth
+            .dev_login
+            .unwrap_or_else(|| self.uses_development_secret())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

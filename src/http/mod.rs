@@ -21,6 +21,7 @@ pub mod reports;
 pub mod search;
 pub mod sync;
 pub mod users;
+pub mod web;
 
 use std::{sync::Arc, time::Instant};
 

@@ -4,7 +4,7 @@
 
 use reqwest::{Method, StatusCode, header};
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 const SHOP: &str = "https://shop.example";
 
@@ -136,4 +136,84 @@ async fn a_connect_ticket_opens_one_fallback_stream_and_tokens_stay_out_of_urls(
         .await
         .unwrap();
     assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_sdk_is_served_by_the_server_with_strict_headers() {
+    let app = spawn_app().await;
+    for (path, kind, marker) in [
+        (
+            "/sdk/parley.js",
+            "text/javascript",
+            "export class ParleyClient",
+        ),
+        (
+            "/sdk/parley.d.ts",
+            "application/typescript",
+            "export declare class ParleyClient",
+        ),
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let h = response.headers().clone();
+        assert!(
+            h[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+        assert!(
+            h[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'")
+        );
+        assert!(response.text().await.unwrap().contains(marker), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn development_sign_in_exists_only_when_switched_on() {
+    let body = serde_json::json!({ "userId": "ana", "name": "Ana", "role": "candidate" });
+    let real = spawn_app().await;
+    let response = real
+        .http
+        .post(real.url("/dev/token"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "a real secret: off by default"
+    );
+
+    let dev = spawn_app_with(|s| s.auth.dev_login = Some(true)).await;
+    let response = dev
+        .http
+        .post(dev.url("/dev/token"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let token: serde_json::Value = response.json().await.unwrap();
+    let me = dev
+        .http
+        .get(dev.url("/users/me/settings"))
+        .bearer_auth(token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK, "the minted token signs in");
+    let bad = serde_json::json!({ "userId": "ana", "name": "Ana", "role": "superuser" });
+    let response = dev
+        .http
+        .post(dev.url("/dev/token"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
