@@ -217,3 +217,31 @@ async fn development_sign_in_exists_only_when_switched_on() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// The browser SDK (its long-poll transport, which node can run) against
+/// this server: tickets, sync, live delivery, and the outbox across a
+/// network outage (web/sdk/integration.mjs).
+#[tokio::test]
+async fn the_sdk_delivers_live_and_sends_what_was_written_offline_once() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.user("recruiter").await, app.user("candidate").await);
+    let conversation = app.conversation(&alice, &bob).await;
+    let run = tokio::process::Command::new("node")
+        .arg("web/sdk/integration.mjs")
+        .env("PARLEY_URL", app.url(""))
+        .env("ALICE_TOKEN", &alice.token)
+        .env("BOB_TOKEN", &bob.token)
+        .env("CONVERSATION", &conversation)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the SDK run ends within a minute")
+        .expect("node runs (scripts/test.sh needs it)");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(app.stored_messages(&conversation).await, 4);
+}

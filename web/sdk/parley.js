@@ -645,7 +645,9 @@ function openPoll(client, ticket, { open, event, closed }) {
     let first = true;
     while (!stopped) {
       try {
-        const query = new URLSearchParams({ timeout: '25' });
+        // The first poll answers within a second (it opens the connection);
+        // later ones wait up to 25 s for events.
+        const query = new URLSearchParams({ timeout: first ? '1' : '25' });
         if (cursor) query.set('cursor', cursor);
         if (first) query.set('ticket', ticket);
         const page = first
