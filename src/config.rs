@@ -142,6 +142,12 @@ pub struct RealtimeSettings {
     /// `/events/poll`) from a browser (`*` for any). Empty: requests with no
     /// `Origin`, or whose `Origin` matches the `Host` they were sent to.
     pub allowed_origins: Vec<String>,
+    /// The origin pages are served from when it is not the `Host` Parley
+    /// sees (behind a proxy that rewrites `Host`): same-origin like it.
+    pub public_origin: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-Host` (or `Forwarded: host=`) is
+    /// believed for the same-origin check; from anyone else it is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// A connection with no `presence.ping` for this long no longer counts
     /// towards its user being online.
     pub presence_timeout: Duration,
@@ -418,6 +424,8 @@ impl Default for RealtimeSettings {
             ping_interval: Duration::from_secs(30),
             max_connections_per_user: 8,
             allowed_origins: Vec::new(),
+            public_origin: None,
+            trusted_proxies: Vec::new(),
             presence_timeout: Duration::from_secs(90),
             offline_grace: Duration::from_secs(10),
             replay_events: 256,
@@ -490,6 +498,8 @@ const KNOBS: &[Knob] = &[
     Knob { section: "realtime", key: "ping_secs", env: "PARLEY_WS_PING_SECS", apply: |s, v| secs(&mut s.realtime.ping_interval, v) },
     Knob { section: "realtime", key: "max_connections_per_user", env: "PARLEY_MAX_CONNECTIONS_PER_USER", apply: |s, v| set(&mut s.realtime.max_connections_per_user, v) },
     Knob { section: "realtime", key: "allowed_origins", env: "PARLEY_ALLOWED_ORIGINS", apply: |s, v| { s.realtime.allowed_origins = list(v, "/"); Ok(()) } },
+    Knob { section: "realtime", key: "public_origin", env: "PARLEY_PUBLIC_ORIGIN", apply: |s, v| { s.realtime.public_origin = Some(v.trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()); Ok(()) } },
+    Knob { section: "realtime", key: "trusted_proxies", env: "PARLEY_TRUSTED_PROXIES", apply: |s, v| { s.realtime.trusted_proxies = list(v, "").iter().map(|ip| ip.parse().map_err(|_| format!("{ip} is not an IP address"))).collect::<Result<_, _>>()?; Ok(()) } },
     Knob { section: "realtime", key: "presence_timeout_secs", env: "PARLEY_PRESENCE_TIMEOUT_SECS", apply: |s, v| secs(&mut s.realtime.presence_timeout, v) },
     Knob { section: "realtime", key: "offline_grace_ms", env: "PARLEY_OFFLINE_GRACE_MS", apply: |s, v| millis(&mut s.realtime.offline_grace, v) },
     Knob { section: "realtime", key: "replay_events", env: "PARLEY_REPLAY_EVENTS", apply: |s, v| set(&mut s.realtime.replay_events, v) },

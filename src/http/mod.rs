@@ -104,8 +104,12 @@ pub fn created_or_ok(created: bool) -> axum::http::StatusCode {
 /// (cross-site WebSocket hijacking guard). No `Origin` (not a browser) is
 /// allowed; otherwise it must be in the allow-list, or match the `Host` the
 /// request was sent to when no list is configured. Refused: 403 `origin_not_allowed`.
-pub fn check_origin(settings: &Settings, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    if origin_allowed(&settings.realtime.allowed_origins, headers) {
+pub fn check_origin(
+    settings: &Settings,
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    if origin_allowed(&settings.realtime, headers, peer) {
         Ok(())
     } else {
         let origin = headers
@@ -124,7 +128,15 @@ pub fn check_origin(settings: &Settings, headers: &axum::http::HeaderMap) -> Res
     }
 }
 
-fn origin_allowed(allowed_origins: &[String], headers: &axum::http::HeaderMap) -> bool {
+/// Whether a browser's `Origin` may open a realtime connection: one of the
+/// allowed origins; without a list, the same origin — the public origin, or
+/// the host the request was sent to (as a trusted proxy forwarded it, else
+/// the `Host` header). No `Origin`: not a browser, allowed.
+fn origin_allowed(
+    realtime: &crate::config::RealtimeSettings,
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> bool {
     let Some(origin) = headers
         .get(axum::http::header::ORIGIN)
         .and_then(|o| o.to_str().ok())
@@ -132,16 +144,66 @@ fn origin_allowed(allowed_origins: &[String], headers: &axum::http::HeaderMap) -
         return true;
     };
     let origin = origin.trim_end_matches('/');
-    if allowed_origins.is_empty() {
-        let host = headers
-            .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok());
-        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-        return host.is_some() && origin_host == host;
+    if !realtime.allowed_origins.is_empty() {
+        return realtime
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == origin);
     }
-    allowed_origins
-        .iter()
-        .any(|allowed| allowed == "*" || allowed == origin)
+    if realtime.public_origin.as_deref() == Some(origin) {
+        return true;
+    }
+    let forwarded = peer
+        .filter(|ip| realtime.trusted_proxies.contains(ip))
+        .and_then(|_| forwarded_host(headers));
+    let host = forwarded.or_else(|| {
+        headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    host.is_some() && origin_host == host.as_deref()
+}
+
+/// The host a proxy says the request was sent to: `X-Forwarded-Host`, else
+/// `Forwarded: host=` (the first hop's, the one nearest the browser).
+fn forwarded_host(headers: &axum::http::HeaderMap) -> Option<String> {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    first("x-forwarded-host").or_else(|| {
+        first("forwarded")?.split(';').find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            key.eq_ignore_ascii_case("host")
+                .then(|| value.trim_matches('"').to_owned())
+        })
+    })
+}
+
+/// Proof that a realtime request comes from an allowed origin (or from no
+/// browser at all), checked with the TCP peer's address for trusted proxies.
+pub struct AllowedOrigin;
+
+impl axum::extract::FromRequestParts<AppState> for AllowedOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        check_origin(&state.settings, &parts.headers, peer).map(|()| Self)
+    }
 }
 
 pub async fn not_found() -> ApiError {
@@ -172,4 +234,62 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
     metrics::histogram!("parley_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn the_same_origin_is_the_public_one_or_the_host_a_trusted_proxy_names() {
+        let mut realtime = crate::config::RealtimeSettings::default();
+        let proxy: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let page = [
+            ("origin", "https://chat.example.com"),
+            ("host", "parley:8080"),
+        ];
+        assert!(!origin_allowed(&realtime, &headers(&page), Some(proxy)));
+        realtime.public_origin = Some("https://chat.example.com".into());
+        assert!(origin_allowed(&realtime, &headers(&page), Some(proxy)));
+
+        realtime.public_origin = None;
+        realtime.trusted_proxies = vec![proxy];
+        let forwarded = [
+            ("origin", "https://chat.example.com"),
+            ("host", "parley:8080"),
+            (
+                "forwarded",
+                "for=1.2.3.4;host=\"chat.example.com\";proto=https, for=10.0.0.2",
+            ),
+        ];
+        assert!(origin_allowed(&realtime, &headers(&forwarded), Some(proxy)));
+        let stranger: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+        assert!(
+            !origin_allowed(&realtime, &headers(&forwarded), Some(stranger)),
+            "only a trusted proxy is believed"
+        );
+        let x_forwarded = [
+            ("origin", "https://chat.example.com"),
+            ("host", "parley:8080"),
+            ("x-forwarded-host", "chat.example.com, inner.example"),
+        ];
+        assert!(origin_allowed(
+            &realtime,
+            &headers(&x_forwarded),
+            Some(proxy)
+        ));
+        assert!(
+            origin_allowed(&realtime, &headers(&[("host", "x")]), None),
+            "no Origin: not a browser"
+        );
+    }
 }

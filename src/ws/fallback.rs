@@ -25,9 +25,8 @@ use crate::{
     chat::users::{Attachment, EventId, OutboundFrames, outbound_queue},
     domain::ChatError,
     http::{
-        AppState, RealtimeGuard,
+        AllowedOrigin, AppState, RealtimeGuard,
         auth::AuthUser,
-        check_origin,
         error::{ApiError, ApiQuery},
     },
 };
@@ -83,10 +82,10 @@ async fn attach(
 pub async fn sse(
     State(state): State<AppState>,
     headers: HeaderMap,
+    _origin: AllowedOrigin,
     caller: AuthUser,
     ApiQuery(query): ApiQuery<SseQuery>,
 ) -> Result<Response, ApiError> {
-    check_origin(&state.settings, &headers)?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -131,11 +130,10 @@ pub async fn sse(
     security(("bearer" = [])))]
 pub async fn poll(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _origin: AllowedOrigin,
     caller: AuthUser,
     ApiQuery(query): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
-    check_origin(&state.settings, &headers)?;
     let wait = match query.timeout {
         None => POLL_DEFAULT_WAIT,
         Some(secs) if (1..=POLL_MAX_WAIT.as_secs()).contains(&secs) => Duration::from_secs(secs),

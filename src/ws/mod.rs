@@ -14,21 +14,20 @@ pub mod protocol;
 
 use axum::{
     extract::{State, WebSocketUpgrade},
-    http::HeaderMap,
     response::Response,
 };
 
-use crate::http::{AppState, auth::AuthUser, check_origin, error::ApiError};
+use crate::http::{AllowedOrigin, AppState, auth::AuthUser, error::ApiError};
 
 /// Upgrades to a WebSocket, or closes it at once with the refusal's code.
 pub async fn upgrade(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    origin: Result<AllowedOrigin, ApiError>,
     caller: Result<AuthUser, ApiError>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let settings = &state.settings;
-    let caller = match check_origin(settings, &headers).and(caller) {
+    let caller = match origin.and(caller) {
         Ok(caller) => caller,
         Err(refused) => return refuse(ws, &refused),
     };

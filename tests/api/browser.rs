@@ -245,3 +245,190 @@ async fn the_sdk_delivers_live_and_sends_what_was_written_offline_once() {
     );
     assert_eq!(app.stored_messages(&conversation).await, 4);
 }
+
+/// A reverse proxy in front of a test server, on a port of its own.
+struct Proxy {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl Proxy {
+    /// nginx with the README's configuration: `Host` becomes the upstream's,
+    /// the page's host travels as `X-Forwarded-Host`.
+    async fn nginx(upstream: u16) -> Self {
+        let binary = std::env::var("PARLEY_TEST_NGINX")
+            .expect("PARLEY_TEST_NGINX names nginx (scripts/test.sh installs it)");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(crate::helpers::unique("nginx"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+             events {{}}
+             http {{
+               access_log off;
+               client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
+               uwsgi_temp_path {d}; scgi_temp_path {d};
+               map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+               server {{
+                 listen 127.0.0.1:{port};
+                 location / {{
+                   proxy_pass http://127.0.0.1:{upstream};
+                   proxy_http_version 1.1;
+                   proxy_set_header Upgrade $http_upgrade;
+                   proxy_set_header Connection $connection_upgrade;
+                   proxy_set_header X-Forwarded-Host $http_host;
+                   proxy_set_header X-Forwarded-Proto $scheme;
+                   proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                   proxy_buffering off;
+                   proxy_read_timeout 1h;
+                 }}
+               }}
+             }}"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = tokio::process::Command::new(binary)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nginx starts");
+        Self::ready(child, port).await
+    }
+
+    /// Caddy with the README's Caddyfile (it keeps the page's `Host`).
+    async fn caddy(upstream: u16) -> Self {
+        let binary = std::env::var("PARLEY_TEST_CADDY")
+            .expect("PARLEY_TEST_CADDY names caddy (scripts/test.sh installs it)");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(crate::helpers::unique("caddy"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let caddyfile = format!(
+            "{{\n  admin off\n  auto_https off\n  storage file_system {}\n}}\nhttp://127.0.0.1:{port} {{\n  reverse_proxy 127.0.0.1:{upstream}\n}}\n",
+            dir.display()
+        );
+        std::fs::write(dir.join("Caddyfile"), caddyfile).unwrap();
+        let child = tokio::process::Command::new(binary)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.join("Caddyfile"))
+            .env("HOME", &dir)
+            .env("XDG_DATA_HOME", &dir)
+            .env("XDG_CONFIG_HOME", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("caddy starts");
+        Self::ready(child, port).await
+    }
+
+    /// Waits until the proxy accepts connections.
+    async fn ready(child: tokio::process::Child, port: u16) -> Self {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the proxy never listened on {port}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Self { child, port }
+    }
+
+    /// A WebSocket through the proxy, as the page on the proxy's origin
+    /// opens it; `Err` with the close code when refused.
+    async fn page_socket(
+        &self,
+        app: &crate::helpers::TestApp,
+        user: &crate::helpers::TestUser,
+    ) -> Result<crate::helpers::WsClient, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let (status, ticket) = app
+            .post(user, "/realtime/ticket", serde_json::Value::Null)
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let url = format!(
+            "ws://127.0.0.1:{}/ws?ticket={}",
+            self.port,
+            ticket["ticket"].as_str().unwrap()
+        );
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "origin",
+            format!("http://127.0.0.1:{}", self.port).parse().unwrap(),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the upgrade passes the proxy");
+        let mut client = crate::helpers::WsClient { stream };
+        match client
+            .close_within(std::time::Duration::from_millis(300))
+            .await
+        {
+            Some(code) => Err(code),
+            None => Ok(client),
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A port free now (bound, then released for a proxy to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn behind_nginx_and_caddy_the_pages_own_origin_may_connect() {
+    let trusting =
+        spawn_app_with(|s| s.realtime.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    let (alice, bob) = (
+        trusting.user("recruiter").await,
+        trusting.user("candidate").await,
+    );
+    let conversation = trusting.conversation(&alice, &bob).await;
+    let nginx = Proxy::nginx(trusting.port).await;
+    let mut socket = nginx
+        .page_socket(&trusting, &bob)
+        .await
+        .expect("same origin through nginx");
+    let sent = trusting
+        .send(&alice, &conversation, "through the proxy")
+        .await;
+    assert_eq!(
+        socket.next_of_type("message.created").await["data"]["id"],
+        sent["id"]
+    );
+
+    // Without trusting the proxy, nginx's rewritten Host makes the page
+    // look cross-site, and a forged X-Forwarded-Host from anyone else is
+    // ignored: refused, with a code the page can read.
+    let wary = spawn_app().await;
+    let carol = wary.user("candidate").await;
+    let nginx_wary = Proxy::nginx(wary.port).await;
+    assert_eq!(
+        nginx_wary.page_socket(&wary, &carol).await.err(),
+        Some(parley::ws::connection::CLOSE_FORBIDDEN)
+    );
+    // Caddy keeps the page's Host: nothing to configure.
+    let caddy = Proxy::caddy(wary.port).await;
+    assert!(
+        caddy.page_socket(&wary, &carol).await.is_ok(),
+        "same origin through Caddy"
+    );
+}
