@@ -594,6 +594,17 @@ function stripRuntime({ inFlight, ...entry }) {
 
 // ---- transports: each reports open, envelopes and its close -----------------
 
+/** A message handler passing each frame's JSON envelope on (others are skipped). */
+function envelopes(event) {
+  return (m) => {
+    try {
+      event(JSON.parse(m.data));
+    } catch {
+      /* not an envelope */
+    }
+  };
+}
+
 function openWebSocket(env, url, { open, event, closed }) {
   const socket = new env.WebSocket(url);
   let everOpened = false;
@@ -601,13 +612,7 @@ function openWebSocket(env, url, { open, event, closed }) {
     everOpened = true;
     open();
   };
-  socket.onmessage = (m) => {
-    try {
-      event(JSON.parse(m.data));
-    } catch {
-      /* not an envelope */
-    }
-  };
+  socket.onmessage = envelopes(event);
   socket.onclose = (e) => closed(e.code, everOpened);
   return {
     send: (frame) => socket.readyState === 1 && socket.send(JSON.stringify(frame)),
@@ -622,13 +627,7 @@ function openEventSource(env, url, { open, event, closed }) {
     everOpened = true;
     open();
   };
-  source.onmessage = (m) => {
-    try {
-      event(JSON.parse(m.data));
-    } catch {
-      /* not an envelope */
-    }
-  };
+  source.onmessage = envelopes(event);
   // The browser would reconnect by itself with the spent ticket: close, and
   // reconnect with a new one (the sync fills what was missed).
   source.onerror = () => {
