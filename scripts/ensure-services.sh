@@ -2,7 +2,7 @@
 # Makes sure what Parley needs on this machine is installed and running, and
 # that its databases exist. Safe to run any number of times.
 #
-#   scripts/ensure-services.sh [--push-stand-in] [--clamd] [--s3s-fs] [--proxies] [--recreate] [database ...]   (default: parley parley_test)
+#   scripts/ensure-services.sh [--push-stand-in] [--clamd] [--s3s-fs] [--proxies] [--browser] [--recreate] [database ...]   (default: parley parley_test)
 #
 # --recreate drops the named databases first (the test suite starts from an
 # empty schema every run, whatever an earlier run or branch left behind).
@@ -13,7 +13,8 @@
 # suite uses both. --clamd installs and starts the virus scanner of
 # attachments (clamd on 127.0.0.1:3310, or CLAMD_PORT); --s3s-fs installs the
 # S3-compatible server the tests run the s3:// blob store against; --proxies
-# installs nginx and Caddy, which the browser tests put in front of Parley.
+# installs nginx and Caddy, which the browser tests put in front of Parley;
+# --browser installs chromium and playwright-core for the tests in a browser.
 # Honours PGHOST/PGPORT/PGUSER.
 set -euo pipefail
 
@@ -26,12 +27,14 @@ push_stand_in=0
 clamd=0
 s3s_fs=0
 proxies=0
+browser=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --push-stand-in) push_stand_in=1 ;;
     --clamd) clamd=1 ;;
     --s3s-fs) s3s_fs=1 ;;
     --proxies) proxies=1 ;;
+    --browser) browser=1 ;;
     --recreate) recreate=1 ;;
     *) break ;;
   esac
@@ -235,6 +238,18 @@ ensure_proxies() {
   fi
 }
 
+# The browser tests: Debian's chromium, driven by playwright-core from npm
+# (installed beside web-push-testing, under target/tools).
+PLAYWRIGHT_DIR="$(cd "$(dirname "$0")/.." && pwd)/target/tools/playwright"
+ensure_browser() {
+  if ! [ -x /usr/bin/chromium ]; then apt_install chromium; fi
+  if [ -f "$PLAYWRIGHT_DIR/node_modules/playwright-core/index.mjs" ]; then return; fi
+  if ! command -v npm >/dev/null 2>&1; then apt_install nodejs npm; fi
+  log "installing playwright-core (npm) into $PLAYWRIGHT_DIR"
+  mkdir -p "$PLAYWRIGHT_DIR"
+  (cd "$PLAYWRIGHT_DIR" && npm install --silent --no-audit --no-fund playwright-core@1.65.1 >/dev/null)
+}
+
 require_rust
 ensure_postgres
 ensure_databases
@@ -244,3 +259,4 @@ if [ "$push_stand_in" -eq 1 ]; then ensure_push_stand_in; fi
 if [ "$clamd" -eq 1 ]; then ensure_clamd; fi
 if [ "$s3s_fs" -eq 1 ]; then ensure_s3s_fs; fi
 if [ "$proxies" -eq 1 ]; then ensure_proxies; fi
+if [ "$browser" -eq 1 ]; then ensure_browser; fi

@@ -432,3 +432,40 @@ async fn behind_nginx_and_caddy_the_pages_own_origin_may_connect() {
         "same origin through Caddy"
     );
 }
+
+/// The SDK in real Chromium, on a page of another origin that imports it
+/// from Parley (CORS), connects with a ticket over WebSocket, receives live
+/// and sends, without a console error (web/sdk/browser-check.mjs).
+#[tokio::test]
+async fn the_sdk_works_in_chromium_from_a_page_of_the_host_platform() {
+    let page_port = free_port();
+    let page_origin = format!("http://127.0.0.1:{page_port}");
+    let app = spawn_app_with(|s| s.realtime.allowed_origins = vec![page_origin.clone()]).await;
+    let (alice, bob) = (app.user("recruiter").await, app.user("candidate").await);
+    let conversation = app.conversation(&alice, &bob).await;
+    let chromium = std::env::var("PARLEY_TEST_CHROMIUM")
+        .expect("PARLEY_TEST_CHROMIUM names chromium (scripts/test.sh installs it)");
+    let playwright = std::env::var("PARLEY_TEST_PLAYWRIGHT_CORE")
+        .expect("PARLEY_TEST_PLAYWRIGHT_CORE names playwright-core's index.mjs (scripts/test.sh installs it)");
+    let run = tokio::process::Command::new("node")
+        .arg("web/sdk/browser-check.mjs")
+        .env("PARLEY_URL", app.url(""))
+        .env("PAGE_PORT", page_port.to_string())
+        .env("ALICE_TOKEN", &alice.token)
+        .env("BOB_TOKEN", &bob.token)
+        .env("CONVERSATION", &conversation)
+        .env("CHROMIUM", chromium)
+        .env("PLAYWRIGHT_CORE", playwright)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(90), run)
+        .await
+        .expect("the browser run ends within 90 s")
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
