@@ -256,12 +256,23 @@ impl Proxy {
     /// nginx with the README's configuration: `Host` becomes the upstream's,
     /// the page's host travels as `X-Forwarded-Host`.
     async fn nginx(upstream: u16) -> Self {
+        Self::nginx_passing(upstream, true).await
+    }
+
+    /// nginx that passes WebSocket upgrades on, or (`false`) does not, as
+    /// proxies that know nothing of WebSockets do.
+    async fn nginx_passing(upstream: u16, websockets: bool) -> Self {
         let binary = std::env::var("PARLEY_TEST_NGINX")
             .expect("PARLEY_TEST_NGINX names nginx (scripts/test.sh installs it)");
         let port = free_port();
         let dir = std::env::temp_dir().join(crate::helpers::unique("nginx"));
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.display();
+        let upgrade = if websockets {
+            "proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;"
+        } else {
+            ""
+        };
         let conf = format!(
             "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
              events {{}}
@@ -275,8 +286,7 @@ impl Proxy {
                  location / {{
                    proxy_pass http://127.0.0.1:{upstream};
                    proxy_http_version 1.1;
-                   proxy_set_header Upgrade $http_upgrade;
-                   proxy_set_header Connection $connection_upgrade;
+                   {upgrade}
                    proxy_set_header X-Forwarded-Host $http_host;
                    proxy_set_header X-Forwarded-Proto $scheme;
                    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -438,22 +448,42 @@ async fn behind_nginx_and_caddy_the_pages_own_origin_may_connect() {
 /// and sends, without a console error (web/sdk/browser-check.mjs).
 #[tokio::test]
 async fn the_sdk_works_in_chromium_from_a_page_of_the_host_platform() {
+    sdk_in_chromium(false).await;
+}
+
+/// The same behind a proxy that does not pass WebSockets on: the SDK falls
+/// back to Server-Sent Events and nothing else changes.
+#[tokio::test]
+async fn with_websockets_blocked_the_sdk_in_chromium_falls_back_to_sse() {
+    sdk_in_chromium(true).await;
+}
+
+async fn sdk_in_chromium(block_websocket: bool) {
     let page_port = free_port();
     let page_origin = format!("http://127.0.0.1:{page_port}");
     let app = spawn_app_with(|s| s.realtime.allowed_origins = vec![page_origin.clone()]).await;
     let (alice, bob) = (app.user("recruiter").await, app.user("candidate").await);
     let conversation = app.conversation(&alice, &bob).await;
+    // Kept alive for the run: the page talks to Parley through it.
+    let proxy = match block_websocket {
+        true => Some(Proxy::nginx_passing(app.port, false).await),
+        false => None,
+    };
+    let parley_url = proxy
+        .as_ref()
+        .map_or_else(|| app.url(""), |p| format!("http://127.0.0.1:{}", p.port));
     let chromium = std::env::var("PARLEY_TEST_CHROMIUM")
         .expect("PARLEY_TEST_CHROMIUM names chromium (scripts/test.sh installs it)");
     let playwright = std::env::var("PARLEY_TEST_PLAYWRIGHT_CORE")
         .expect("PARLEY_TEST_PLAYWRIGHT_CORE names playwright-core's index.mjs (scripts/test.sh installs it)");
     let run = tokio::process::Command::new("node")
         .arg("web/sdk/browser-check.mjs")
-        .env("PARLEY_URL", app.url(""))
+        .env("PARLEY_URL", parley_url)
         .env("PAGE_PORT", page_port.to_string())
         .env("ALICE_TOKEN", &alice.token)
         .env("BOB_TOKEN", &bob.token)
         .env("CONVERSATION", &conversation)
+        .env("BLOCK_WEBSOCKET", if block_websocket { "1" } else { "0" })
         .env("CHROMIUM", chromium)
         .env("PLAYWRIGHT_CORE", playwright)
         .kill_on_drop(true)
