@@ -239,6 +239,17 @@ impl Live {
             .any(|(by, of)| by == blocker && of == blocked)
     }
 
+    /// A new message (the write un-archives what was archived for being
+    /// idle) brings idle-archived conversations back to their inboxes.
+    fn bring_back_idle_archived(&mut self) {
+        for p in &mut self.participants {
+            if p.auto_archived {
+                p.archived = false;
+                p.auto_archived = false;
+            }
+        }
+    }
+
     /// A direct conversation with a block in either direction.
     fn direct_blocked(&self) -> bool {
         !self.group && !self.blocks.is_empty()
@@ -392,12 +403,8 @@ impl ConversationActor {
                     .filter(|p| state.blocks(&p.user_id, &cmd.sender))
                     .map(|p| p.user_id.clone())
                     .collect();
+                state.bring_back_idle_archived();
                 for p in &mut state.participants {
-                    // The write brought idle-archived conversations back.
-                    if p.auto_archived {
-                        p.archived = false;
-                        p.auto_archived = false;
-                    }
                     let change = if p.user_id == cmd.sender {
                         p.last_read_seq = seq;
                         p.unread_count = 0;
@@ -750,22 +757,17 @@ impl ConversationActor {
             Ok(written) => written,
             Err(e) => return (Err(e), None),
         };
-        match outcome {
-            InsertOutcome::Inserted(_) => {}
-            InsertOutcome::FencedOut => {
-                return (Err(ChatError::conversation_moved()), Some(StaleView));
-            }
-            // Another writer took these `seq`s.
-            InsertOutcome::SeqTaken | InsertOutcome::DuplicateClientId => {
-                return (
-                    Err(ChatError::unavailable(format!(
-                        "seq {} of {} already taken",
-                        state.last_seq + 1,
-                        state.id
-                    ))),
-                    Some(StaleView),
-                );
-            }
+        if !matches!(outcome, InsertOutcome::Inserted(_)) {
+            // Membership messages are named `conversation:seq`: a repeated
+            // name means another writer took these `seq`s.
+            let outcome = match outcome {
+                InsertOutcome::DuplicateClientId => InsertOutcome::SeqTaken,
+                other => other,
+            };
+            let (result, stale) = self
+                .not_inserted(state, outcome, &UserId::system(), "")
+                .await;
+            return (result.map(|_| Vec::new()), stale);
         }
         state.last_seq += stored.len() as i64;
         state
@@ -788,12 +790,7 @@ impl ConversationActor {
                 thread_role: Some(member.role.clone()),
             });
         }
-        for p in &mut state.participants {
-            if p.auto_archived {
-                p.archived = false;
-                p.auto_archived = false;
-            }
-        }
+        state.bring_back_idle_archived();
         match conversations::blocks_among(&self.deps.pool, state.id).await {
             Ok(blocks) => state.blocks = blocks,
             // The view would miss a block: rebuild it rather than leak.
