@@ -37,17 +37,16 @@ const VIEW_COLUMNS: &str = concat!("c.id, c.kind, c.context_type, c.context_id,
 /// user and their participant row in a direct conversation (none in a
 /// thread), `m` the last message the caller may see (in a thread, not one
 /// of a member the caller blocks).
-const VIEW_FROM: &str = "conversation_participants p
+const VIEW_FROM: &str = concat!("conversation_participants p
     JOIN conversations c ON c.id = p.conversation_id
     JOIN users me ON me.id = p.user_id
     LEFT JOIN users o ON o.id = CASE WHEN c.user_low = p.user_id THEN c.user_high ELSE c.user_low END
     LEFT JOIN conversation_participants op ON op.conversation_id = c.id AND op.user_id = o.id
     LEFT JOIN LATERAL (
         SELECT * FROM messages lm WHERE lm.conversation_id = c.id AND lm.seq <= c.last_seq
-          AND NOT (c.kind = 'group' AND EXISTS (
-              SELECT 1 FROM user_blocks b WHERE b.blocker_id = p.user_id AND b.blocked_id = lm.sender_id))
+          AND NOT (c.kind = 'group' AND ", blocks!("p.user_id", "lm.sender_id"), ")
         ORDER BY lm.seq DESC LIMIT 1) m ON true
-    LEFT JOIN contexts ctx ON ctx.context_type = c.context_type AND ctx.context_id = c.context_id";
+    LEFT JOIN contexts ctx ON ctx.context_type = c.context_type AND ctx.context_id = c.context_id");
 
 /// Index of `p.changed_tx`, selected after [`VIEW_COLUMNS`] by the sync query.
 const SYNC_CHANGED_TX_COLUMN: usize = 31;

@@ -193,7 +193,7 @@ pub async fn insert_batch(
     batch: &[NewMessage],
 ) -> Result<Vec<InsertOutcome>, BatchError> {
     let stmt = db
-        .prepare_cached(
+        .prepare_cached(concat!(
             "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[],
                                       $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::bigint[], $12::text[])
@@ -218,7 +218,7 @@ pub async fn insert_batch(
              ), parts AS (
                  UPDATE conversation_participants p SET
                      unread_count = CASE WHEN p.user_id = w.sender_id THEN 0
-                         WHEN EXISTS (SELECT 1 FROM user_blocks b WHERE b.blocker_id = p.user_id AND b.blocked_id = w.sender_id)
+                         WHEN ", blocks!("p.user_id", "w.sender_id"), "
                          THEN p.unread_count ELSE p.unread_count + 1 END,
                      last_read_seq = CASE WHEN p.user_id = w.sender_id THEN w.seq ELSE p.last_read_seq END,
                      last_read_at = CASE WHEN p.user_id = w.sender_id THEN w.created_at ELSE p.last_read_at END,
@@ -246,8 +246,8 @@ pub async fn insert_batch(
                  FROM written w
              )
              SELECT i.id, w.created_at, i.conversation_id IN (SELECT id FROM fence)
-             FROM input i LEFT JOIN written w USING (id)",
-        )
+             FROM input i LEFT JOIN written w USING (id)"
+        ))
         .await?;
     let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
     let conversations: Vec<Uuid> = batch.iter().map(|m| m.conversation.0).collect();
@@ -432,8 +432,7 @@ pub async fn mark_read(
                      unread_count = (SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
                                      WHERE m.conversation_id = $1 AND m.seq > GREATEST(p.last_read_seq, $3)
                                        AND m.sender_id <> $2 AND m.kind <> 'system'
-                                       AND NOT (c.kind = 'group' AND EXISTS (SELECT 1 FROM user_blocks b
-                                                 WHERE b.blocker_id = $2 AND b.blocked_id = m.sender_id))),
+                                       AND NOT (c.kind = 'group' AND ", blocks!("$2", "m.sender_id"), ")),
                      changed_tx = pg_current_xact_id()::text::bigint
                  WHERE p.conversation_id = $1 AND p.user_id = $2
                  RETURNING p.last_read_seq, p.unread_count, p.last_read_at

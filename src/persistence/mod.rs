@@ -28,6 +28,21 @@ macro_rules! blocked_between {
     };
 }
 
+/// "`blocker` blocks `blocked`" (one direction), as a SQL condition on two
+/// user-id expressions: what hides a member from the member who blocked
+/// them in a context thread.
+macro_rules! blocks {
+    ($blocker:literal, $blocked:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM user_blocks ub WHERE ub.blocker_id = ",
+            $blocker,
+            " AND ub.blocked_id = ",
+            $blocked,
+            ")"
+        )
+    };
+}
+
 /// Whether what `author` says or does is hidden from `viewer` in a
 /// conversation of kind `kind`: in a direct conversation, any block between
 /// the two (nothing flows either way); in a context thread, only the
@@ -38,11 +53,9 @@ macro_rules! hidden_from {
         concat!(
             "(CASE WHEN ",
             $kind,
-            " = 'group' THEN EXISTS (SELECT 1 FROM user_blocks hb WHERE hb.blocker_id = ",
-            $viewer,
-            " AND hb.blocked_id = ",
-            $author,
-            ") ELSE ",
+            " = 'group' THEN ",
+            blocks!($viewer, $author),
+            " ELSE ",
             blocked_between!($viewer, $author),
             " END)"
         )
