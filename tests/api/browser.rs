@@ -226,23 +226,17 @@ async fn the_sdk_delivers_live_and_sends_what_was_written_offline_once() {
     let app = spawn_app().await;
     let (alice, bob) = (app.user("recruiter").await, app.user("candidate").await);
     let conversation = app.conversation(&alice, &bob).await;
-    let run = tokio::process::Command::new("node")
-        .arg("web/sdk/integration.mjs")
-        .env("PARLEY_URL", app.url(""))
-        .env("ALICE_TOKEN", &alice.token)
-        .env("BOB_TOKEN", &bob.token)
-        .env("CONVERSATION", &conversation)
-        .output();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(60), run)
-        .await
-        .expect("the SDK run ends within a minute")
-        .expect("node runs (scripts/test.sh needs it)");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_node(
+        "web/sdk/integration.mjs",
+        &[
+            ("PARLEY_URL", app.url("")),
+            ("ALICE_TOKEN", alice.token.clone()),
+            ("BOB_TOKEN", bob.token.clone()),
+            ("CONVERSATION", conversation.clone()),
+        ],
+        60,
+    )
+    .await;
     assert_eq!(app.stored_messages(&conversation).await, 4);
 }
 
@@ -476,25 +470,39 @@ async fn sdk_in_chromium(block_websocket: bool) {
         .expect("PARLEY_TEST_CHROMIUM names chromium (scripts/test.sh installs it)");
     let playwright = std::env::var("PARLEY_TEST_PLAYWRIGHT_CORE")
         .expect("PARLEY_TEST_PLAYWRIGHT_CORE names playwright-core's index.mjs (scripts/test.sh installs it)");
+    let block = if block_websocket { "1" } else { "0" };
+    run_node(
+        "web/sdk/browser-check.mjs",
+        &[
+            ("PARLEY_URL", parley_url),
+            ("PAGE_PORT", page_port.to_string()),
+            ("ALICE_TOKEN", alice.token.clone()),
+            ("BOB_TOKEN", bob.token.clone()),
+            ("CONVERSATION", conversation),
+            ("BLOCK_WEBSOCKET", block.to_owned()),
+            ("CHROMIUM", chromium),
+            ("PLAYWRIGHT_CORE", playwright),
+        ],
+        90,
+    )
+    .await;
+}
+
+/// Runs a node script of the SDK's with `env`; asserts it succeeds within
+/// `limit` seconds, showing its output when it does not.
+async fn run_node(script: &str, env: &[(&str, String)], limit: u64) {
     let run = tokio::process::Command::new("node")
-        .arg("web/sdk/browser-check.mjs")
-        .env("PARLEY_URL", parley_url)
-        .env("PAGE_PORT", page_port.to_string())
-        .env("ALICE_TOKEN", &alice.token)
-        .env("BOB_TOKEN", &bob.token)
-        .env("CONVERSATION", &conversation)
-        .env("BLOCK_WEBSOCKET", if block_websocket { "1" } else { "0" })
-        .env("CHROMIUM", chromium)
-        .env("PLAYWRIGHT_CORE", playwright)
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(90), run)
+    let output = tokio::time::timeout(std::time::Duration::from_secs(limit), run)
         .await
-        .expect("the browser run ends within 90 s")
-        .expect("node runs");
+        .unwrap_or_else(|_| panic!("{script} ends within {limit} s"))
+        .expect("node runs (scripts/test.sh needs it)");
     assert!(
         output.status.success(),
-        "{}\n{}",
+        "{script}:\n{}\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
