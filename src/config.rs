@@ -69,6 +69,10 @@ pub struct ServerSettings {
     /// Connections the kernel queues before they are accepted (capped by
     /// `net.core.somaxconn`): room for a reconnect storm.
     pub listen_backlog: u32,
+    /// Serve the web app and the SDK (`/app/…`, `/sdk/…`) from this
+    /// directory (laid out like the repository's `web/`) instead of the
+    /// copies built into the binary: for working on them without rebuilding.
+    pub web_dir: Option<std::path::PathBuf>,
 }
 
 /// `[auth]`: who may call.
@@ -89,6 +93,11 @@ pub struct AuthSettings {
     /// development secret signs tokens; never on with a real secret unless
     /// switched on here.
     pub dev_login: Option<bool>,
+    /// Where the web app (`/app/`) gets its tokens in production: a URL of
+    /// the host platform answering `{"token": "..."}` to a signed-in user
+    /// (fetched with the platform's cookies). Unset: the development
+    /// sign-in, when on.
+    pub app_token_url: Option<String>,
 }
 
 /// `[database]`: Postgres, the only required service.
@@ -377,6 +386,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
             listen_backlog: 4096,
+            web_dir: None,
         }
     }
 }
@@ -388,6 +398,7 @@ impl Default for AuthSettings {
             internal_api_key: None,
             token_in_url: false,
             dev_login: None,
+            app_token_url: None,
         }
     }
 }
@@ -479,10 +490,12 @@ const KNOBS: &[Knob] = &[
     Knob { section: "server", key: "listen", env: "PARLEY_LISTEN", apply: |s, v| set(&mut s.server.listen, v) },
     Knob { section: "server", key: "max_body_bytes", env: "PARLEY_MAX_BODY_BYTES", apply: |s, v| set(&mut s.server.max_body_bytes, v) },
     Knob { section: "server", key: "listen_backlog", env: "PARLEY_LISTEN_BACKLOG", apply: |s, v| set(&mut s.server.listen_backlog, v) },
+    Knob { section: "server", key: "web_dir", env: "PARLEY_WEB_DIR", apply: |s, v| { s.server.web_dir = Some(v.into()).filter(|d: &std::path::PathBuf| !d.as_os_str().is_empty()); Ok(()) } },
     Knob { section: "auth", key: "jwt_secret", env: "PARLEY_JWT_SECRET", apply: |s, v| { s.auth.jwt_secret = Secret::new(v); Ok(()) } },
     Knob { section: "auth", key: "internal_api_key", env: "PARLEY_INTERNAL_API_KEY", apply: |s, v| { s.auth.internal_api_key = Some(Secret::new(v)); Ok(()) } },
     Knob { section: "auth", key: "token_in_url", env: "PARLEY_TOKEN_IN_URL", apply: |s, v| switch(&mut s.auth.token_in_url, v) },
     Knob { section: "auth", key: "dev_login", env: "PARLEY_DEV_LOGIN", apply: |s, v| { let mut on = false; switch(&mut on, v)?; s.auth.dev_login = Some(on); Ok(()) } },
+    Knob { section: "auth", key: "app_token_url", env: "PARLEY_APP_TOKEN_URL", apply: |s, v| { s.auth.app_token_url = web_url(v)?; Ok(()) } },
     Knob { section: "database", key: "url", env: "PARLEY_DATABASE_URL", apply: |s, v| { s.database.url = Secret::new(v); Ok(()) } },
     Knob { section: "database", key: "pool_size", env: "PARLEY_DB_POOL_SIZE", apply: |s, v| set(&mut s.database.pool_size, v) },
     Knob { section: "database", key: "timeout_ms", env: "PARLEY_DB_TIMEOUT_MS", apply: |s, v| millis(&mut s.database.timeout, v) },
@@ -711,6 +724,20 @@ fn file_value(value: &toml::Value) -> Option<String> {
             .collect::<Option<Vec<_>>>()
             .map(|items| items.join(",")),
         _ => None,
+    }
+}
+
+/// An `http(s)://` URL, or nothing for an empty value.
+fn web_url(value: &str) -> Result<Option<String>, String> {
+    match value {
+        "" => Ok(None),
+        v if (v.starts_with("https://") || v.starts_with("http://"))
+            && !v.contains(char::is_whitespace)
+            && !v.contains(['\'', ';', ',']) =>
+        {
+            Ok(Some(v.to_owned()))
+        }
+        _ => Err("must be an http:// or https:// URL".into()),
     }
 }
 

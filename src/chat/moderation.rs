@@ -246,8 +246,8 @@ impl ChatCore {
     }
 
     /// Acts on a report: warn (a `system.notice` to the user), suspend (no
-    /// sending or starting conversations until then), ban, or dismiss.
-    /// Returns the action taken and the reported user.
+    /// sending or starting conversations until then), ban (both with a
+    /// `system.notice` `messaging_suspended`), or dismiss. Returns the action taken and the reported user.
     pub async fn act_on_report(
         &self,
         admin: &UserId,
@@ -282,15 +282,29 @@ impl ChatCore {
         self.safety.sanction_changed(&target);
         self.tell_cluster(&Notice::SanctionChanged(target.clone()))
             .await;
-        if action == ModerationAction::Warn {
-            let notice = ServerEvent::SystemNotice {
+        let notice = match action {
+            ModerationAction::Warn => Some(ServerEvent::SystemNotice {
                 code: "warning".into(),
                 message: if note.is_empty() {
                     "A moderator warned you about your messages.".into()
                 } else {
                     note.to_owned()
                 },
-            };
+            }),
+            // The user's composer learns at once, in the words a send would
+            // get: the same rule answers both.
+            ModerationAction::Suspend { .. } | ModerationAction::Ban => {
+                match self.safety.check_may_post(&target).await {
+                    Err(ChatError::Forbidden { code, message }) => Some(ServerEvent::SystemNotice {
+                        code: code.into(),
+                        message,
+                    }),
+                    _ => None,
+                }
+            }
+            ModerationAction::Dismiss => None,
+        };
+        if let Some(notice) = notice {
             self.publish(std::slice::from_ref(&target), notice);
         }
         Ok((action, target))

@@ -200,6 +200,8 @@ pub struct UserSummary {
     pub id: String,
     pub name: String,
     pub role: String,
+    /// The host platform vouches for who they are (`PUT /internal/users/:id`).
+    pub verified: bool,
 }
 
 /// A stored message.
@@ -291,6 +293,10 @@ pub struct Conversation {
     /// The other participant's read pointer; null unless both share read
     /// receipts (and in threads: see `GET .../members`).
     pub other_last_read_seq: Option<i64>,
+    /// The other participant's side of a message request the caller made:
+    /// `none`, `pending` (one message sent, waiting for their answer),
+    /// `accepted`, `declined` (null in a thread). What a send would be told.
+    pub other_request_state: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 

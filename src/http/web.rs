@@ -1,12 +1,14 @@
-//! What a browser loads from Parley itself: the SDK (`/sdk/parley.js` and
-//! its type declarations, built into the binary, so nothing is fetched at
-//! run time and no CDN is involved), and the development sign-in that lets
-//! two browser windows chat without a host platform.
+//! What a browser loads from Parley itself: the web app and moderation
+//! console (`/app/`, `/app/admin/`) and the SDK (`/sdk/parley.js` and its
+//! type declarations), built into the binary so that nothing is fetched at
+//! run time and no CDN is involved; the app's start-up configuration; and
+//! the development sign-in that lets two browser windows chat without a
+//! host platform.
 
 use axum::{
-    extract::State,
+    extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::{IntoResponse, Redirect, Response},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,39 +19,132 @@ use super::{
 };
 use crate::persistence::users::UserProfile;
 
-const SDK: &str = include_str!("../../web/sdk/parley.js");
-const SDK_TYPES: &str = include_str!("../../web/sdk/parley.d.ts");
+/// Everything a browser may load from Parley, by path under `/`: built into
+/// the binary, or read from `PARLEY_WEB_DIR` (same layout) when set. Only
+/// these paths are served, whichever the source.
+const FILES: &[(&str, &str)] = &[
+    ("sdk/parley.js", include_str!("../../web/sdk/parley.js")),
+    ("sdk/parley.d.ts", include_str!("../../web/sdk/parley.d.ts")),
+    ("app/index.html", include_str!("../../web/app/index.html")),
+    ("app/app.css", include_str!("../../web/app/app.css")),
+    ("app/main.js", include_str!("../../web/app/main.js")),
+    ("app/session.js", include_str!("../../web/app/session.js")),
+    ("app/dom.js", include_str!("../../web/app/dom.js")),
+    ("app/actions.js", include_str!("../../web/app/actions.js")),
+    ("app/chat.js", include_str!("../../web/app/chat.js")),
+    ("app/conversation.js", include_str!("../../web/app/conversation.js")),
+    ("app/admin/index.html", include_str!("../../web/app/admin/index.html")),
+    ("app/admin/admin.js", include_str!("../../web/app/admin/admin.js")),
+];
+
 /// How long a development token lives.
 const DEV_TOKEN_SECONDS: i64 = 8 * 3600;
 
-/// A static file with the headers every one of ours carries: its type,
-/// revalidation on each load (a new server version is picked up at once),
-/// no type sniffing, and a Content-Security-Policy that lets it load nothing
-/// from elsewhere.
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// The type a file is served with, by its name.
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map_or("", |(_, ext)| ext) {
+        "html" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "ts" => "application/typescript; charset=utf-8",
+        _ => "text/javascript; charset=utf-8",
+    }
+}
+
+/// A page's Content-Security-Policy: its own scripts, styles and API only
+/// (and the host platform's token URL, when the app fetches tokens there);
+/// nothing inline, nothing from elsewhere, never inside another site's frame.
+fn page_policy(token_url: Option<&str>) -> String {
+    let token_origin = token_url.map(origin_of).unwrap_or_default();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self' {token_origin}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// `https://platform.example/parley/token` → `https://platform.example`.
+fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    url[after_scheme..]
+        .find('/')
+        .map_or(url, |end| &url[..after_scheme + end])
+}
+
+/// `/app/…`: one of [`FILES`] (a directory path means its
+/// `index.html`) with the headers every one carries: its type, revalidation
+/// on each load (a new server version is picked up at once), no type
+/// sniffing, no referrer, and a Content-Security-Policy (a page's, or for
+/// scripts and styles one that lets them load nothing).
+pub async fn app_file(State(state): State<AppState>, path: Option<Path<String>>) -> Response {
+    let path = path.map(|Path(p)| p).unwrap_or_default();
+    serve(&state, &format!("app/{path}")).await
+}
+
+/// `/sdk/…`: the SDK and its type declarations (see [`app_file`]).
+pub async fn sdk_file(State(state): State<AppState>, Path(path): Path<String>) -> Response {
+    serve(&state, &format!("sdk/{path}")).await
+}
+
+async fn serve(state: &AppState, path: &str) -> Response {
+    let wanted = if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_owned()
+    };
+    let Some((name, built_in)) = FILES.iter().find(|(name, _)| *name == wanted) else {
+        // `/app/admin` → `/app/admin/`, so that its relative paths resolve.
+        if FILES.iter().any(|(name, _)| *name == format!("{wanted}/index.html")) {
+            return Redirect::permanent(&format!("/{wanted}/")).into_response();
+        }
+        return ApiError::not_found().into_response();
+    };
+    let body = match &state.settings.server.web_dir {
+        Some(dir) => match tokio::fs::read_to_string(dir.join(name)).await {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(file = %name, error = %e, "web file missing from PARLEY_WEB_DIR");
+                return ApiError::not_found().into_response();
+            }
+        },
+        None => (*built_in).to_owned(),
+    };
+    let kind = content_type(name);
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    let policy = if kind.starts_with("text/html") {
+        HeaderValue::from_str(&page_policy(state.settings.auth.app_token_url.as_deref()))
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
+    } else {
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")
+    };
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     response
 }
 
-/// The SDK, an ES module.
-pub async fn sdk() -> Response {
-    asset("text/javascript; charset=utf-8", SDK)
+/// What the web app needs to know before anyone is signed in.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppConfig {
+    /// The development sign-in (`POST /dev/token`) is on.
+    pub dev_login: bool,
+    /// Where the app fetches tokens from the host platform (null: none).
+    pub token_url: Option<String>,
 }
 
-/// The SDK's TypeScript declarations.
-pub async fn sdk_types() -> Response {
-    asset("application/typescript; charset=utf-8", SDK_TYPES)
+/// The web app's start-up configuration.
+#[utoipa::path(get, path = "/app/config.json", tag = "development",
+    responses((status = 200, body = AppConfig)))]
+pub async fn app_config(State(state): State<AppState>) -> ApiJson<AppConfig> {
+    ApiJson(AppConfig {
+        dev_login: state.settings.dev_login_enabled(),
+        token_url: state.settings.auth.app_token_url.clone(),
+    })
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -72,7 +72,7 @@ pub async fn list(
     let db = client(pool).await?;
     let stmt = db
         .prepare_cached(
-            "SELECT u.id, u.display_name, u.role, b.created_at FROM user_blocks b
+            "SELECT u.id, u.display_name, u.role, u.verified, b.created_at FROM user_blocks b
              JOIN users u ON u.id = b.blocked_id WHERE b.blocker_id = $1 ORDER BY b.created_at DESC",
         )
         .await?;
@@ -85,8 +85,9 @@ pub async fn list(
                     id: r.get(0),
                     name: r.get(1),
                     role: r.get(2),
+                    verified: r.get(3),
                 },
-                r.get(3),
+                r.get(4),
             )
         })
         .collect())

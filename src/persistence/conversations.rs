@@ -31,7 +31,8 @@ const VIEW_COLUMNS: &str = concat!("c.id, c.kind, c.context_type, c.context_id,
           AND COALESCE((o.settings->>'readReceipts')::boolean, false)
           AND NOT ", blocked_between!("me.id", "o.id"), "
          THEN op.last_read_seq END,
-    p.request_state, p.muted_at IS NOT NULL, p.archived_at IS NOT NULL, c.member_count");
+    p.request_state, p.muted_at IS NOT NULL, p.archived_at IS NOT NULL, c.member_count,
+    o.verified, op.request_state");
 
 /// Joins for [`VIEW_COLUMNS`]; `me` is the caller, `o` and `op` the other
 /// user and their participant row in a direct conversation (none in a
@@ -49,7 +50,7 @@ const VIEW_FROM: &str = concat!("conversation_participants p
     LEFT JOIN contexts ctx ON ctx.context_type = c.context_type AND ctx.context_id = c.context_id");
 
 /// Index of `p.changed_tx`, selected after [`VIEW_COLUMNS`] by the sync query.
-const SYNC_CHANGED_TX_COLUMN: usize = 31;
+const SYNC_CHANGED_TX_COLUMN: usize = 33;
 
 /// Who sees a conversation in lists: once it has a message, or if they started it.
 const VISIBLE: &str = "(c.last_seq > 0 OR c.created_by = p.user_id)";
@@ -769,11 +770,13 @@ fn view_from_row(r: &Row) -> Conversation {
             id,
             name: r.get(13),
             role: r.get(14),
+            verified: r.get(31),
         }),
         member_count: i64::from(r.get::<_, i32>(30)),
         last_message,
         other_last_read_seq: r.get(26),
         request_state: r.get(27),
+        other_request_state: r.get(32),
         muted: r.get(28),
         archived: r.get(29),
     }

@@ -355,7 +355,7 @@ pub async fn members(
     let db = client(pool).await?;
     let stmt = db
         .prepare_cached(concat!(
-            "SELECT u.id, u.display_name, u.role, p.thread_role, p.joined_at,
+            "SELECT u.id, u.display_name, u.role, p.thread_role, p.joined_at, u.verified,
                     CASE WHEN p.user_id = $2 THEN p.last_read_seq
                          WHEN COALESCE((me.settings->>'readReceipts')::boolean, false)
                           AND COALESCE((u.settings->>'readReceipts')::boolean, false)
@@ -386,10 +386,11 @@ pub async fn members(
                     id: r.get(0),
                     name: r.get(1),
                     role: r.get(2),
+                    verified: r.get(5),
                 },
                 thread_role: r.get(3),
                 joined_at: r.get(4),
-                last_read_seq: r.get(5),
+                last_read_seq: r.get(6),
             })
             .collect(),
     ))

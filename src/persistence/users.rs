@@ -167,13 +167,14 @@ pub async fn upsert_verified(
 pub async fn find(pool: &Pool, id: &UserId) -> Result<Option<UserSummary>, ChatError> {
     let db = client(pool).await?;
     let stmt = db
-        .prepare_cached("SELECT id, display_name, role FROM users WHERE id = $1")
+        .prepare_cached("SELECT id, display_name, role, verified FROM users WHERE id = $1")
         .await?;
     let row = timed("users.find", db.query_opt(&stmt, &[&id.as_str()])).await?;
     Ok(row.map(|r| UserSummary {
         id: r.get(0),
         name: r.get(1),
         role: r.get(2),
+        verified: r.get(3),
     }))
 }
 

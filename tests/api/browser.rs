@@ -241,9 +241,9 @@ async fn the_sdk_delivers_live_and_sends_what_was_written_offline_once() {
 }
 
 /// A reverse proxy in front of a test server, on a port of its own.
-struct Proxy {
+pub(crate) struct Proxy {
     child: tokio::process::Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Proxy {
@@ -255,7 +255,7 @@ impl Proxy {
 
     /// nginx that passes WebSocket upgrades on, or (`false`) does not, as
     /// proxies that know nothing of WebSockets do.
-    async fn nginx_passing(upstream: u16, websockets: bool) -> Self {
+    pub(crate) async fn nginx_passing(upstream: u16, websockets: bool) -> Self {
         let binary = std::env::var("PARLEY_TEST_NGINX")
             .expect("PARLEY_TEST_NGINX names nginx (scripts/test.sh installs it)");
         let port = free_port();
@@ -389,7 +389,7 @@ impl Drop for Proxy {
 }
 
 /// A port free now (bound, then released for a proxy to take).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -490,7 +490,7 @@ async fn sdk_in_chromium(block_websocket: bool) {
 
 /// Runs a node script of the SDK's with `env`; asserts it succeeds within
 /// `limit` seconds, showing its output when it does not.
-async fn run_node(script: &str, env: &[(&str, String)], limit: u64) {
+pub(crate) async fn run_node(script: &str, env: &[(&str, String)], limit: u64) {
     let run = tokio::process::Command::new("node")
         .arg(script)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

@@ -21,3 +21,4 @@ mod retention;
 mod safety;
 mod search;
 mod threads;
+mod webapp;

@@ -56,7 +56,8 @@ export interface OutboxEntry {
   attempts: number;
   status: 'sending' | 'sent' | 'failed';
   createdAt: string;
-  error?: { code: string; message: string };
+  /** Why it failed; or, while still `sending`, a rate limit it waits out (`retryAfter` s). */
+  error?: { code: string; message: string; retryAfter?: number };
   /** The stored message, once `status` is `sent`. */
   message?: Message;
 }
@@ -108,13 +109,15 @@ export interface ParleyEnv {
   clearTimeout?: (handle: unknown) => void;
   random?: () => number;
   document?: Document;
+  /** `online`/`offline` events and `navigator.onLine`. */
+  window?: Window;
   store?: OutboxStore;
 }
 
 export interface ParleyEventMap {
   message: CustomEvent<Message>;
   outbox: CustomEvent<OutboxEntry>;
-  status: CustomEvent<{ status: 'idle' | 'connecting' | 'open' | 'reconnecting' | 'refused' | 'closed'; transport: 'ws' | 'sse' | 'poll' }>;
+  status: CustomEvent<{ status: 'idle' | 'connecting' | 'open' | 'reconnecting' | 'offline' | 'refused' | 'closed'; transport: 'ws' | 'sse' | 'poll' }>;
   conversation: CustomEvent<Conversation>;
   removed: CustomEvent<{ conversationId: string }>;
   resynced: CustomEvent<{ cursor: string }>;

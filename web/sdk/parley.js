@@ -164,6 +164,7 @@ export class ParleyClient extends EventTarget {
       clearTimeout: env.clearTimeout ?? globalThis.clearTimeout.bind(globalThis),
       random: env.random ?? Math.random,
       document: env.document ?? globalThis.document,
+      window: env.window ?? globalThis.window,
       store:
         env.store ?? (globalThis.indexedDB ? new IndexedDbStore() : new MemoryStore()),
     };
@@ -230,6 +231,7 @@ export class ParleyClient extends EventTarget {
       this.emit('outbox', entry);
     }
     this.watchVisibility();
+    this.watchNetwork();
     this.connect();
     this.flushOutbox();
   }
@@ -261,6 +263,8 @@ export class ParleyClient extends EventTarget {
 
   async connect() {
     if (this.stopped) return;
+    if (this.offline) return this.setStatus('offline'); // the 'online' event connects
+
     this.setStatus('connecting');
     const kind = this.transports[this.transportIndex];
     let ticket;
@@ -292,7 +296,7 @@ export class ParleyClient extends EventTarget {
   closed(code, everOpened) {
     this.env.clearTimeout(this.heartbeatTimer);
     this.channel = null;
-    if (this.stopped) return;
+    if (this.stopped || this.offline) return;
     if (code === CLOSE.UNAUTHORISED) this.token = null; // a new token, then a new ticket
     if (code === CLOSE.FORBIDDEN_ORIGIN) {
       this.setStatus('refused');
@@ -330,6 +334,34 @@ export class ParleyClient extends EventTarget {
     const status = this.away ? 'away' : 'online';
     if (this.channel?.send) this.channel.send({ type: 'presence.ping', data: { status } });
     else this.request('POST', '/users/me/presence', { status }).catch(() => {});
+  }
+
+  /**
+   * The browser knows when the network is gone: stop trying (no failed
+   * requests, the outbox keeps what is written) and reconnect the moment it
+   * is back, instead of waiting out a backoff.
+   */
+  watchNetwork() {
+    const win = this.env.window;
+    if (!win?.addEventListener || this.watchingNetwork) return;
+    this.watchingNetwork = true;
+    this.offline = win.navigator?.onLine === false;
+    win.addEventListener('offline', () => {
+      this.offline = true;
+      this.env.clearTimeout(this.reconnectTimer);
+      this.env.clearTimeout(this.heartbeatTimer);
+      this.channel?.close();
+      this.channel = null;
+      if (!this.stopped) this.setStatus('offline');
+    });
+    win.addEventListener('online', () => {
+      this.offline = false;
+      if (this.stopped || this.channel) return;
+      this.env.clearTimeout(this.reconnectTimer);
+      this.backoff.reset();
+      this.transportIndex = 0;
+      this.connect();
+    });
   }
 
   watchVisibility() {
@@ -488,7 +520,8 @@ export class ParleyClient extends EventTarget {
   }
 
   async transmit(entry) {
-    if (entry.inFlight || entry.status !== 'sending') return;
+    // Offline, it waits in the outbox for the 'online' event.
+    if (entry.inFlight || entry.status !== 'sending' || this.offline) return;
     entry.inFlight = true;
     entry.attempts += 1;
     try {
@@ -502,17 +535,23 @@ export class ParleyClient extends EventTarget {
     } catch (e) {
       entry.inFlight = false;
       if (!this.pending.has(entry.clientMessageId) || entry.status === 'sent') return;
+      const error = { code: e.code, message: e.message, retryAfter: e.retryAfter };
       if (e.transient && entry.attempts < SEND_ATTEMPTS) {
         const wait = e.retryAfter ? e.retryAfter * 1000 : this.backoff.base * 2 ** entry.attempts;
+        // Rate limited: still sending, after the server's wait (shown to the writer).
+        if (e.code === 'rate_limited') {
+          entry.error = error;
+          this.emit('outbox', entry);
+        }
         this.env.setTimeout(() => this.transmit(entry), wait);
         return;
       }
       // Offline: keep it for when the connection is back, without burning tries.
-      if (e.status === 0 && this.status !== 'open') {
+      if (e.status === 0 && (this.status !== 'open' || this.offline)) {
         entry.attempts = Math.max(0, entry.attempts - 1);
         return;
       }
-      Object.assign(entry, { status: 'failed', error: { code: e.code, message: e.message } });
+      Object.assign(entry, { status: 'failed', error });
       await this.env.store.put(stripRuntime(entry));
       this.emit('outbox', entry);
     }
@@ -557,6 +596,7 @@ export class ParleyClient extends EventTarget {
   }
 
   signalTyping(conversationId, state) {
+    if (this.offline) return;
     if (this.channel?.send) this.channel.send({ type: `typing.${state}`, data: { conversationId } });
     else this.request('POST', `/chat/conversations/${conversationId}/typing`, { state }).catch(() => {});
   }

@@ -274,3 +274,36 @@ test('typing starts once per refresh window and stops by itself', async () => {
   await runTimers();
   assert.deepEqual(typed().map((f) => f.type), ['typing.started', 'typing.stopped']);
 });
+
+test('offline: nothing is tried, the outbox keeps what is written, and it goes out once back online', async () => {
+  const window = new EventTarget();
+  window.navigator = { onLine: true };
+  let stored = 0;
+  const { env, calls, sockets } = fakeEnv({
+    routes: baseRoutes({
+      'POST /chat/conversations/c1/messages': (_, body) => {
+        stored += 1;
+        return [201, message(1, { senderId: 'me', clientMessageId: body.clientMessageId })];
+      },
+    }),
+  });
+  const c = client({ ...env, window });
+  const statuses = collect(c, 'status');
+  await c.start();
+  await settle();
+  window.dispatchEvent(new Event('offline'));
+  assert.equal(c.status, 'offline');
+  const before = calls.length;
+  const entry = await c.send('c1', 'written offline');
+  c.typing('c1');
+  await settle();
+  assert.equal(calls.length, before, 'no request while offline');
+  assert.equal(entry.status, 'sending', 'kept, not failed');
+  window.dispatchEvent(new Event('online'));
+  await settle();
+  await settle();
+  assert.equal(sockets.length, 2, 'reconnected at once');
+  assert.equal(stored, 1, 'sent once');
+  assert.equal(c.pending.size, 0);
+  assert.deepEqual(statuses.map((s) => s.status).slice(-3), ['offline', 'connecting', 'open']);
+});
