@@ -139,9 +139,13 @@ async fn a_connect_ticket_opens_one_fallback_stream_and_tokens_stay_out_of_urls(
 }
 
 #[tokio::test]
-async fn the_sdk_is_served_by_the_server_with_strict_headers() {
+async fn the_sdk_and_the_app_are_served_by_the_server_with_strict_headers() {
     let app = spawn_app().await;
     for (path, kind, marker) in [
+        ("/app/", "text/html", "/app/main.js"),
+        ("/app/chat.js", "text/javascript", "export async function mount"),
+        ("/app/app.css", "text/css", ".inbox-row"),
+        ("/app/admin/", "text/html", "/app/admin/admin.js"),
         (
             "/sdk/parley.js",
             "text/javascript",
@@ -168,8 +172,89 @@ async fn the_sdk_is_served_by_the_server_with_strict_headers() {
                 .unwrap()
                 .contains("default-src 'none'")
         );
+        assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
         assert!(response.text().await.unwrap().contains(marker), "{path}");
     }
+    // A page may run its own scripts and call its own API, nothing else.
+    let page = app.http.get(app.url("/app/")).send().await.unwrap();
+    let policy = page.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for rule in [
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(rule), "{policy}");
+    }
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    // Directory paths without their slash are sent to it; nothing else is served.
+    let not_following = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let no_slash = not_following
+        .get(app.url("/app/admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_slash.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(no_slash.headers()[header::LOCATION], "/app/admin/");
+    for path in ["/app/app-check.mjs", "/app/../Cargo.toml", "/sdk/parley.test.mjs"] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // With a real secret, no development sign-in is offered.
+    let config: serde_json::Value = app
+        .http
+        .get(app.url("/app/config.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        config,
+        serde_json::json!({ "devLogin": false, "tokenUrl": null })
+    );
+}
+
+#[tokio::test]
+async fn the_app_can_be_served_from_a_directory_and_take_tokens_from_the_platform() {
+    let dir = std::env::temp_dir().join(crate::helpers::unique("web"));
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::fs::write(dir.join("app/index.html"), "<!doctype html><title>edited</title>").unwrap();
+    let token_url = "https://platform.example/parley/token";
+    let app = spawn_app_with(|s| {
+        s.server.web_dir = Some(dir.clone());
+        s.auth.app_token_url = Some(token_url.into());
+    })
+    .await;
+    let page = app.http.get(app.url("/app/")).send().await.unwrap();
+    let policy = page.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("connect-src 'self' https://platform.example;"),
+        "{policy}"
+    );
+    assert!(page.text().await.unwrap().contains("edited"));
+    // A listed file the directory lacks is missing, not taken from the binary.
+    let missing = app.http.get(app.url("/app/chat.js")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let config: serde_json::Value = app
+        .http
+        .get(app.url("/app/config.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["tokenUrl"], token_url);
 }
 
 #[tokio::test]

@@ -224,6 +224,12 @@ async fn a_message_request_allows_one_message_until_accepted_and_a_reply_accepts
     let (_, requests) = app.get(&bob, "/chat/conversations?filter=requests").await;
     assert_eq!(inbox_ids(&requests), vec![id.clone()]);
     assert_eq!(requests["items"][0]["requestState"], "pending");
+    // The sender's view says what a second send would be told.
+    let (_, mine) = app.get(&alice, &format!("/chat/conversations/{id}")).await;
+    assert_eq!(
+        (&mine["requestState"], &mine["otherRequestState"]),
+        (&json!("none"), &json!("pending"))
+    );
 
     // One message only; a retry of that same message is still fine.
     let (status, body) = app.send_raw(&alice, &id, "hello??", "req-2").await;
@@ -285,6 +291,8 @@ async fn declining_stops_the_sender_until_the_recipient_changes_their_mind() {
         carol_ws.next_of_type("conversation.declined").await["data"]["userId"],
         dave.id.as_str()
     );
+    let (_, mine) = app.get(&carol, &format!("/chat/conversations/{id}")).await;
+    assert_eq!(mine["otherRequestState"], "declined");
     let (status, body) = app.send_raw(&carol, &id, "Please?", "dec-1").await;
     assert_eq!(
         (status, error_code(&body)),
@@ -431,6 +439,10 @@ async fn contexts_must_be_registered_for_both_and_can_be_required_by_role() {
     assert_eq!(
         (status, conv["otherParticipant"]["name"].as_str()),
         (StatusCode::CREATED, Some("Nia Newcomer"))
+    );
+    assert_eq!(
+        conv["otherParticipant"]["verified"], true,
+        "the platform vouches for her"
     );
 }
 

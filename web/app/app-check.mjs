@@ -47,6 +47,7 @@ async function newTab(context, name, path = '/app/') {
 async function watch(page, who) {
   page.on('console', (m) => m.type() === 'error' && errors.push(`${who}: ${m.text()}`));
   page.on('pageerror', (e) => errors.push(`${who}: ${e}`));
+  page.on('requestfailed', (r) => errors.push(`${who}: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
   return page;
 }
 
@@ -126,6 +127,7 @@ const scenarios = {
     await messages(b2, 'Can you start Monday?').waitFor(WAIT);
     const mine = a.page.locator('.message.mine', { hasText: 'Can you start Monday?' });
     await mine.locator('.state[data-state=read]').waitFor(WAIT);
+    await a.page.locator('#toast.shown').waitFor({ state: 'detached', ...WAIT });
     await shot(a.page, 'conversation');
     // The inbox search filters by name and context.
     await b.page.getByLabel('Search conversations').fill('no such name');
@@ -194,13 +196,13 @@ const scenarios = {
     await f.page.locator('#toast', { hasText: 'A moderator will look at your report' }).waitFor(WAIT);
 
     const m = await signIn(admin, '/app/admin/');
-    const queued = m.page.locator('tr', { hasText: erin.id }).filter({ hasText: 'scam' });
+    const queued = m.page.locator('tr[data-report]', { hasText: erin.id }).filter({ hasText: 'scam' });
     await queued.waitFor(WAIT);
     await shot(m.page, 'queue');
     await queued.getByRole('button', { name: 'Open' }).click();
     const evidence = m.page.getByRole('list', { name: 'Evidence' });
     await evidence.locator('li.reported', { hasText: 'bank password' }).waitFor(WAIT);
-    await m.page.getByText('Asked for my bank password.').waitFor(WAIT);
+    await m.page.locator('dd', { hasText: 'Asked for my bank password.' }).waitFor(WAIT);
     await m.page.getByRole('toolbar', { name: 'Act on the report' }).getByRole('button', { name: 'Suspend' }).click();
     await m.page.getByRole('dialog').getByLabel('For how many hours').fill('48');
     await m.page.getByRole('dialog').getByRole('button', { name: 'Suspend' }).click();

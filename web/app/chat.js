@@ -4,7 +4,7 @@
 // that serves its own page calls; `/app/` calls it through main.js.
 
 import { ParleyClient } from '/sdk/parley.js';
-import { h, fill, shortWhen, toast } from './dom.js';
+import { h, fill, localiseTimes, shortWhen, toast } from './dom.js';
 import * as actions from './actions.js';
 import { ConversationView, requestButtons, trust } from './conversation.js';
 
@@ -148,10 +148,10 @@ class ChatApp {
     on('block.removed', ({ userId }) => this.blockChanged(userId, false));
     on('system.notice', (n) => {
       if (n.code === 'messaging_suspended') {
-        this.suspended = n.message;
+        this.suspended = localiseTimes(n.message);
         this.view?.renderComposer();
       }
-      if (n.code !== 'resync_required') toast(n.message);
+      if (n.code !== 'resync_required') toast(localiseTimes(n.message));
     });
     on('status', ({ status, transport }) => {
       const line = this.root.querySelector('.connection');
@@ -241,7 +241,7 @@ class ChatApp {
   /** A send was refused: what the refusal says about later sends. */
   learnRefusal(conversation, error) {
     if (!error) return;
-    if (error.code === 'messaging_suspended') this.suspended = error.message;
+    if (error.code === 'messaging_suspended') this.suspended = localiseTimes(error.message);
     if (error.code === 'request_pending' || error.code === 'request_declined') {
       this.refreshConversation(conversation.id).then(() => this.view?.render());
       return;

@@ -54,6 +54,11 @@ export const dateTime = (iso) => (iso ? fullFormat.format(new Date(iso)) : '');
 /** The local calendar day of a timestamp, to tell when a separator is due. */
 export const dayKey = (iso) => new Date(iso).toDateString();
 
+const ISO_TIMESTAMP = /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})/g;
+
+/** A server's sentence with its ISO timestamps in the viewer's locale. */
+export const localiseTimes = (text) => text.replace(ISO_TIMESTAMP, (iso) => fullFormat.format(new Date(iso)));
+
 /** Today: the time; before: the date. For inbox rows. */
 export function shortWhen(iso) {
   if (!iso) return '';

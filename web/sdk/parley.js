@@ -179,6 +179,7 @@ export class ParleyClient extends EventTarget {
     this.typingState = new Map(); // conversationId -> { lastSent, idleTimer }
     this.readTimers = new Map();
     this.readWanted = new Map();
+    this.unsentReads = new Set();
     this.presenceWatch = [];
     this.shown = new Set(); // ids of messages already emitted
     this.stopped = false;
@@ -290,6 +291,8 @@ export class ParleyClient extends EventTarget {
     this.heartbeat();
     await this.resync();
     this.flushOutbox();
+    for (const id of this.unsentReads) this.scheduleRead(id);
+    this.unsentReads.clear();
     if (this.presenceWatch.length) this.subscribePresence(this.presenceWatch);
   }
 
@@ -605,11 +608,17 @@ export class ParleyClient extends EventTarget {
   markRead(conversationId, seq) {
     if ((this.readWanted.get(conversationId) ?? 0) >= seq) return;
     this.readWanted.set(conversationId, seq);
+    this.scheduleRead(conversationId);
+  }
+
+  scheduleRead(conversationId) {
     if (this.readTimers.has(conversationId)) return;
     this.readTimers.set(
       conversationId,
       this.env.setTimeout(() => {
         this.readTimers.delete(conversationId);
+        // Offline: sent once the connection is back (see `opened`).
+        if (this.offline) return this.unsentReads.add(conversationId);
         const upTo = this.readWanted.get(conversationId);
         this.request('POST', `/chat/conversations/${conversationId}/read`, { seq: upTo }).catch((e) =>
           this.emit('error', e),

@@ -25,7 +25,7 @@ fill(root, h('div', { class: 'console' },
     h('span', { class: 'muted' }, `${session.user.name} (${session.user.role})`),
     h('a', { href: '/app/' }, 'Back to chat'),
     session.signOut ? h('button', { type: 'button', class: 'link', onclick: session.signOut }, 'Sign out') : null),
-  h('main', { class: 'console', id: 'main' }, queue, detail, audit)));
+  h('main', { id: 'main', class: 'console-main' }, queue, detail, audit)));
 root.classList.remove('loading');
 root.removeAttribute('aria-busy');
 
