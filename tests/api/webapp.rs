@@ -90,7 +90,8 @@ async fn a_message_request_in_the_web_app_is_one_message_until_accepted() {
 
 /// A report from the conversation reaches the moderation console with its
 /// evidence; the admin suspends the user, whose composer says so at once;
-/// the audit log shows it and filters.
+/// the audit log shows it and filters; a removed message becomes a
+/// placeholder in the conversation.
 #[tokio::test]
 async fn a_report_is_handled_in_the_moderation_console() {
     let app = dev_app().await;

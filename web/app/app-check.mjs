@@ -178,7 +178,7 @@ const scenarios = {
     assert.equal(await messages(d.page, 'Are you there?').count(), 0);
   },
 
-  /** A report reaches the console with its evidence; a suspension reaches the composer. */
+  /** A report reaches the console with its evidence; a suspension reaches the composer; a removal the conversation. */
   async moderation() {
     const { erin, frank, admin } = fixture;
     const e = await signIn(erin);
@@ -209,6 +209,12 @@ const scenarios = {
     await m.page.locator('dd[data-status=actioned]').waitFor(WAIT);
     await m.page.locator('tr[data-action="moderation.suspend"]').first().waitFor(WAIT);
     await shot(m.page, 'report-actioned');
+    // The message is removed for the participants; the evidence keeps it.
+    await evidence.locator('li.reported').getByRole('button', { name: 'Remove message' }).click();
+    await m.page.getByRole('dialog').getByLabel('Reason').fill('Phishing');
+    await m.page.getByRole('dialog').getByRole('button', { name: 'Remove' }).click();
+    await f.page.locator('.message .redacted', { hasText: 'This message was removed.' }).waitFor(WAIT);
+    assert.equal(await messages(f.page, 'bank password').count(), 0);
     // The audit log filters.
     await m.page.getByLabel('Action').fill('report.created');
     await m.page.getByRole('button', { name: 'Filter' }).click();
