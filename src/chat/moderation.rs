@@ -295,10 +295,12 @@ impl ChatCore {
             // get: the same rule answers both.
             ModerationAction::Suspend { .. } | ModerationAction::Ban => {
                 match self.safety.check_may_post(&target).await {
-                    Err(ChatError::Forbidden { code, message }) => Some(ServerEvent::SystemNotice {
-                        code: code.into(),
-                        message,
-                    }),
+                    Err(ChatError::Forbidden { code, message }) => {
+                        Some(ServerEvent::SystemNotice {
+                            code: code.into(),
+                            message,
+                        })
+                    }
                     _ => None,
                 }
             }

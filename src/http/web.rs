@@ -32,9 +32,18 @@ const FILES: &[(&str, &str)] = &[
     ("app/dom.js", include_str!("../../web/app/dom.js")),
     ("app/actions.js", include_str!("../../web/app/actions.js")),
     ("app/chat.js", include_str!("../../web/app/chat.js")),
-    ("app/conversation.js", include_str!("../../web/app/conversation.js")),
-    ("app/admin/index.html", include_str!("../../web/app/admin/index.html")),
-    ("app/admin/admin.js", include_str!("../../web/app/admin/admin.js")),
+    (
+        "app/conversation.js",
+        include_str!("../../web/app/conversation.js"),
+    ),
+    (
+        "app/admin/index.html",
+        include_str!("../../web/app/admin/index.html"),
+    ),
+    (
+        "app/admin/admin.js",
+        include_str!("../../web/app/admin/admin.js"),
+    ),
 ];
 
 /// How long a development token lives.
@@ -92,7 +101,10 @@ async fn serve(state: &AppState, path: &str) -> Response {
     };
     let Some((name, built_in)) = FILES.iter().find(|(name, _)| *name == wanted) else {
         // `/app/admin` → `/app/admin/`, so that its relative paths resolve.
-        if FILES.iter().any(|(name, _)| *name == format!("{wanted}/index.html")) {
+        if FILES
+            .iter()
+            .any(|(name, _)| *name == format!("{wanted}/index.html"))
+        {
             return Redirect::permanent(&format!("/{wanted}/")).into_response();
         }
         return ApiError::not_found().into_response();
@@ -116,7 +128,10 @@ async fn serve(state: &AppState, path: &str) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     let policy = if kind.starts_with("text/html") {
         HeaderValue::from_str(&page_policy(state.settings.auth.app_token_url.as_deref()))
             .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))

@@ -130,7 +130,10 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/presence", get(users::presence))
         .route("/realtime/ticket", post(sync::ticket))
         .route("/sdk/{*path}", get(http::web::sdk_file))
-        .route("/app", get(|| async { axum::response::Redirect::permanent("/app/") }))
+        .route(
+            "/app",
+            get(|| async { axum::response::Redirect::permanent("/app/") }),
+        )
         .route("/app/", get(http::web::app_file))
         .route("/app/{*path}", get(http::web::app_file))
         .route("/app/config.json", get(http::web::app_config))

@@ -143,7 +143,11 @@ async fn the_sdk_and_the_app_are_served_by_the_server_with_strict_headers() {
     let app = spawn_app().await;
     for (path, kind, marker) in [
         ("/app/", "text/html", "/app/main.js"),
-        ("/app/chat.js", "text/javascript", "export async function mount"),
+        (
+            "/app/chat.js",
+            "text/javascript",
+            "export async function mount",
+        ),
         ("/app/app.css", "text/css", ".inbox-row"),
         ("/app/admin/", "text/html", "/app/admin/admin.js"),
         (
@@ -201,7 +205,11 @@ async fn the_sdk_and_the_app_are_served_by_the_server_with_strict_headers() {
         .unwrap();
     assert_eq!(no_slash.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(no_slash.headers()[header::LOCATION], "/app/admin/");
-    for path in ["/app/app-check.mjs", "/app/../Cargo.toml", "/sdk/parley.test.mjs"] {
+    for path in [
+        "/app/app-check.mjs",
+        "/app/../Cargo.toml",
+        "/sdk/parley.test.mjs",
+    ] {
         let response = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
     }
@@ -225,7 +233,11 @@ async fn the_sdk_and_the_app_are_served_by_the_server_with_strict_headers() {
 async fn the_app_can_be_served_from_a_directory_and_take_tokens_from_the_platform() {
     let dir = std::env::temp_dir().join(crate::helpers::unique("web"));
     std::fs::create_dir_all(dir.join("app")).unwrap();
-    std::fs::write(dir.join("app/index.html"), "<!doctype html><title>edited</title>").unwrap();
+    std::fs::write(
+        dir.join("app/index.html"),
+        "<!doctype html><title>edited</title>",
+    )
+    .unwrap();
     let token_url = "https://platform.example/parley/token";
     let app = spawn_app_with(|s| {
         s.server.web_dir = Some(dir.clone());

@@ -140,7 +140,13 @@ async fn with_websockets_blocked_the_web_app_works_over_sse() {
     // request makes him known, as signing in would).
     let token = app
         .keys
-        .mint(jon["id"].as_str().unwrap(), "Jon Park", "candidate", None, 3600)
+        .mint(
+            jon["id"].as_str().unwrap(),
+            "Jon Park",
+            "candidate",
+            None,
+            3600,
+        )
         .unwrap();
     let known = app
         .http
