@@ -181,10 +181,7 @@ async fn the_sdk_and_the_app_are_served_by_the_server_with_strict_headers() {
     }
     // A page may run its own scripts and call its own API, nothing else.
     let page = app.http.get(app.url("/app/")).send().await.unwrap();
-    let policy = page.headers()[header::CONTENT_SECURITY_POLICY]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let policy = policy_of(&page);
     for rule in [
         "script-src 'self'",
         "connect-src 'self'",
@@ -214,19 +211,19 @@ async fn the_sdk_and_the_app_are_served_by_the_server_with_strict_headers() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
     }
     // With a real secret, no development sign-in is offered.
-    let config: serde_json::Value = app
-        .http
-        .get(app.url("/app/config.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, config) = app.anonymous_get("/app/config.json").await;
     assert_eq!(
         config,
         serde_json::json!({ "devLogin": false, "tokenUrl": null })
     );
+}
+
+/// A response's Content-Security-Policy.
+fn policy_of(response: &reqwest::Response) -> String {
+    response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -245,10 +242,7 @@ async fn the_app_can_be_served_from_a_directory_and_take_tokens_from_the_platfor
     })
     .await;
     let page = app.http.get(app.url("/app/")).send().await.unwrap();
-    let policy = page.headers()[header::CONTENT_SECURITY_POLICY]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let policy = policy_of(&page);
     assert!(
         policy.contains("connect-src 'self' https://platform.example;"),
         "{policy}"
@@ -257,15 +251,7 @@ async fn the_app_can_be_served_from_a_directory_and_take_tokens_from_the_platfor
     // A listed file the directory lacks is missing, not taken from the binary.
     let missing = app.http.get(app.url("/app/chat.js")).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let config: serde_json::Value = app
-        .http
-        .get(app.url("/app/config.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, config) = app.anonymous_get("/app/config.json").await;
     assert_eq!(config["tokenUrl"], token_url);
 }
 

@@ -13,10 +13,15 @@ fn person(name: &str, role: &str) -> Value {
     json!({ "id": unique(&name.to_lowercase().replace(' ', "-")), "name": name, "role": role })
 }
 
-/// Registers a pre-accepted context (a job application) for `people`.
-async fn application(app: &TestApp, people: &[&Value]) -> Value {
+/// The fixture of two people the platform connected through a job
+/// application (a pre-accepted context): `{<key>: person, …, "context": {…}}`.
+async fn connected(app: &TestApp, people: [(&str, &str, &str); 2]) -> Value {
+    let mut fixture = serde_json::Map::new();
+    for (key, name, role) in people {
+        fixture.insert(key.into(), person(name, role));
+    }
     let id = unique("app");
-    let ids: Vec<&Value> = people.iter().map(|p| &p["id"]).collect();
+    let ids: Vec<&Value> = fixture.values().map(|p| &p["id"]).collect();
     let title = "Senior Backend Engineer";
     let (status, body) = app
         .platform(
@@ -26,7 +31,11 @@ async fn application(app: &TestApp, people: &[&Value]) -> Value {
         )
         .await;
     assert!(status.is_success(), "{status} {body}");
-    json!({ "type": "application", "id": id, "title": title })
+    fixture.insert(
+        "context".into(),
+        json!({ "type": "application", "id": id, "title": title }),
+    );
+    Value::Object(fixture)
 }
 
 async fn scenario(name: &str, fixture: Value, app: &TestApp, app_url: String) {
@@ -66,12 +75,14 @@ async fn dev_app() -> TestApp {
 #[tokio::test]
 async fn two_people_chat_live_in_the_web_app() {
     let app = dev_app().await;
-    let (alice, bob) = (
-        person("Alice Rivera", "recruiter"),
-        person("Bob Chen", "candidate"),
-    );
-    let context = application(&app, &[&alice, &bob]).await;
-    let fixture = json!({ "alice": alice, "bob": bob, "context": context });
+    let fixture = connected(
+        &app,
+        [
+            ("alice", "Alice Rivera", "recruiter"),
+            ("bob", "Bob Chen", "candidate"),
+        ],
+    )
+    .await;
     scenario("chat", fixture, &app, app.url("")).await;
 }
 
@@ -95,15 +106,15 @@ async fn a_message_request_in_the_web_app_is_one_message_until_accepted() {
 #[tokio::test]
 async fn a_report_is_handled_in_the_moderation_console() {
     let app = dev_app().await;
-    let (erin, frank) = (
-        person("Erin Walsh", "recruiter"),
-        person("Frank Moreau", "candidate"),
-    );
-    let context = application(&app, &[&erin, &frank]).await;
-    let fixture = json!({
-        "erin": erin, "frank": frank, "context": context,
-        "admin": person("Mod Team", "admin"),
-    });
+    let mut fixture = connected(
+        &app,
+        [
+            ("erin", "Erin Walsh", "recruiter"),
+            ("frank", "Frank Moreau", "candidate"),
+        ],
+    )
+    .await;
+    fixture["admin"] = person("Mod Team", "admin");
     scenario("moderation", fixture, &app, app.url("")).await;
 }
 
@@ -112,12 +123,14 @@ async fn a_report_is_handled_in_the_moderation_console() {
 #[tokio::test]
 async fn the_web_app_comes_back_from_offline_with_nothing_lost_or_doubled() {
     let app = dev_app().await;
-    let (gina, hal) = (
-        person("Gina Rossi", "recruiter"),
-        person("Hal Berg", "candidate"),
-    );
-    let context = application(&app, &[&gina, &hal]).await;
-    let fixture = json!({ "gina": gina, "hal": hal, "context": context });
+    let fixture = connected(
+        &app,
+        [
+            ("gina", "Gina Rossi", "recruiter"),
+            ("hal", "Hal Berg", "candidate"),
+        ],
+    )
+    .await;
     scenario("offline", fixture, &app, app.url("")).await;
 }
 
@@ -131,11 +144,15 @@ async fn with_websockets_blocked_the_web_app_works_over_sse() {
     })
     .await;
     let proxy = Proxy::nginx_passing(app.port, false).await;
-    let (ivy, jon) = (
-        person("Ivy Novak", "recruiter"),
-        person("Jon Park", "candidate"),
-    );
-    let context = application(&app, &[&ivy, &jon]).await;
+    let fixture = connected(
+        &app,
+        [
+            ("ivy", "Ivy Novak", "recruiter"),
+            ("jon", "Jon Park", "candidate"),
+        ],
+    )
+    .await;
+    let jon = &fixture["jon"];
     // Jon exists before Ivy opens the conversation with him (his first
     // request makes him known, as signing in would).
     let token = app
@@ -156,7 +173,6 @@ async fn with_websockets_blocked_the_web_app_works_over_sse() {
         .await
         .unwrap();
     assert!(known.status().is_success());
-    let fixture = json!({ "ivy": ivy, "jon": jon, "context": context });
     scenario(
         "sse",
         fixture,
