@@ -16,6 +16,9 @@
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
+/// The longest lifetime a token may claim unless configured otherwise (a day).
+pub const DEFAULT_JWT_MAX_TTL_SECS: u64 = 86_400;
+
 /// The JWT signing secret used when `PARLEY_JWT_SECRET` is not set. Fine for a
 /// laptop, never for production: the server logs a warning when it is in use.
 pub const DEVELOPMENT_JWT_SECRET: &str = "parley-development-secret-change-me";
@@ -80,6 +83,9 @@ pub struct ServerSettings {
 pub struct AuthSettings {
     /// HS256 secret that user tokens are signed with.
     pub jwt_secret: Secret,
+    /// The longest lifetime a token may claim (`exp` minus `iat`, or minus
+    /// now): a leaked token is worth at most this long.
+    pub jwt_max_ttl_secs: u64,
     /// The key the host platform sends as `X-Api-Key` on the
     /// server-to-server API (`/internal/...`). Unset: that API refuses
     /// every request.
@@ -184,6 +190,10 @@ pub struct RateLimits {
     pub reads_per_minute: u32,
     /// Attachments started.
     pub uploads_per_hour: u32,
+    /// Reports filed (each also needs a relation with the reported user).
+    pub reports_per_hour: u32,
+    /// Blocks made.
+    pub blocks_per_hour: u32,
 }
 
 /// `[cluster]`: several nodes joined by Redis. With no `redis_url` the node
@@ -395,6 +405,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             jwt_secret: Secret::new(DEVELOPMENT_JWT_SECRET),
+            jwt_max_ttl_secs: DEFAULT_JWT_MAX_TTL_SECS,
             internal_api_key: None,
             token_in_url: false,
             dev_login: None,
@@ -454,6 +465,8 @@ impl Default for RateLimits {
             conversations_per_hour: 20,
             reads_per_minute: 600,
             uploads_per_hour: 10,
+            reports_per_hour: 10,
+            blocks_per_hour: 30,
         }
     }
 }
@@ -492,6 +505,7 @@ const KNOBS: &[Knob] = &[
     Knob { section: "server", key: "listen_backlog", env: "PARLEY_LISTEN_BACKLOG", apply: |s, v| set(&mut s.server.listen_backlog, v) },
     Knob { section: "server", key: "web_dir", env: "PARLEY_WEB_DIR", apply: |s, v| { s.server.web_dir = Some(v.into()).filter(|d: &std::path::PathBuf| !d.as_os_str().is_empty()); Ok(()) } },
     Knob { section: "auth", key: "jwt_secret", env: "PARLEY_JWT_SECRET", apply: |s, v| { s.auth.jwt_secret = Secret::new(v); Ok(()) } },
+    Knob { section: "auth", key: "jwt_max_ttl_secs", env: "PARLEY_JWT_MAX_TTL_SECS", apply: |s, v| set(&mut s.auth.jwt_max_ttl_secs, v) },
     Knob { section: "auth", key: "internal_api_key", env: "PARLEY_INTERNAL_API_KEY", apply: |s, v| { s.auth.internal_api_key = Some(Secret::new(v)); Ok(()) } },
     Knob { section: "auth", key: "token_in_url", env: "PARLEY_TOKEN_IN_URL", apply: |s, v| switch(&mut s.auth.token_in_url, v) },
     Knob { section: "auth", key: "dev_login", env: "PARLEY_DEV_LOGIN", apply: |s, v| { let mut on = false; switch(&mut on, v)?; s.auth.dev_login = Some(on); Ok(()) } },
@@ -553,6 +567,8 @@ const KNOBS: &[Knob] = &[
     Knob { section: "limits", key: "conversations_per_hour", env: "PARLEY_RATE_CONVERSATIONS_PER_HOUR", apply: |s, v| set(&mut s.limits.conversations_per_hour, v) },
     Knob { section: "limits", key: "reads_per_minute", env: "PARLEY_RATE_READS_PER_MINUTE", apply: |s, v| set(&mut s.limits.reads_per_minute, v) },
     Knob { section: "limits", key: "uploads_per_hour", env: "PARLEY_RATE_UPLOADS_PER_HOUR", apply: |s, v| set(&mut s.limits.uploads_per_hour, v) },
+    Knob { section: "limits", key: "reports_per_hour", env: "PARLEY_RATE_REPORTS_PER_HOUR", apply: |s, v| set(&mut s.limits.reports_per_hour, v) },
+    Knob { section: "limits", key: "blocks_per_hour", env: "PARLEY_RATE_BLOCKS_PER_HOUR", apply: |s, v| set(&mut s.limits.blocks_per_hour, v) },
 ];
 
 /// The variable naming the optional config file.

@@ -105,7 +105,10 @@ impl Application {
         let state = AppState {
             shutdown: shutdown_signal,
             realtime: http::RealtimeTracker::default(),
-            jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret)),
+            jwt: Arc::new(
+                JwtKeys::new(&settings.auth.jwt_secret)
+                    .with_max_ttl(settings.auth.jwt_max_ttl_secs),
+            ),
             settings: Arc::new(settings),
             chat,
             metrics: metrics_handle(),

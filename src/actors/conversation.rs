@@ -463,11 +463,7 @@ impl ConversationActor {
                         opened_request: false,
                         accepted_request: false,
                     }),
-                    Ok(Some(_)) => Err(ChatError::Conflict {
-                        code: "client_message_id_reused",
-                        message: "this clientMessageId was already used for a message in another conversation"
-                            .into(),
-                    }),
+                    Ok(Some(_)) => Err(ChatError::client_message_id_reused()),
                     // Rows are never deleted, so this cannot happen; treat it as transient.
                     Ok(None) => Err(ChatError::unavailable("duplicate client id vanished")),
                     Err(e) => Err(e),

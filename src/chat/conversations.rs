@@ -49,19 +49,20 @@ impl ChatCore {
             }
             None => None,
         };
-        if users::find(&self.pool, &participant).await?.is_none() {
-            return Err(ChatError::NotFound {
-                what: "participant",
-            });
-        }
         let (id, created) =
             match conversations::find_direct(&self.pool, &pair, context.as_ref()).await? {
                 Some(existing) => (existing, false),
                 None => {
                     self.safety.check_may_post(&caller.id).await?;
+                    // Limited before the lookup: probing which ids exist is slow.
                     self.safety
                         .check_limit(&caller.id, LimitKind::NewConversations)
                         .await?;
+                    if users::find(&self.pool, &participant).await?.is_none() {
+                        return Err(ChatError::NotFound {
+                            what: "participant",
+                        });
+                    }
                     conversations::find_or_create_direct(
                         &self.pool,
                         &caller.id,

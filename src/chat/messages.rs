@@ -23,7 +23,10 @@ const HISTORY_MAX_LIMIT: i64 = 100;
 impl ChatCore {
     /// Sends a message: checks the body, the sender's standing and rate,
     /// then lets the conversation's actor store it. `created` is false for
-    /// an idempotent repeat.
+    /// an idempotent repeat: the retry of a message that was stored gets the
+    /// original before any check (a block, a suspension or a rate limit
+    /// since), costs nothing of the sender's quota and counts as no
+    /// violation.
     pub async fn send(
         &self,
         conversation: ConversationId,
@@ -39,6 +42,13 @@ impl ChatCore {
         } else {
             text::sanitize_body(body)?
         };
+        if let Some(original) = self
+            .stored_original(conversation, sender, client_message_id)
+            .await?
+        {
+            metrics::counter!("parley_messages_deduplicated_total").increment(1);
+            return Ok(original);
+        }
         self.safety.check_may_post(sender).await?;
         let attachments = self
             .attachments_to_send(conversation, sender, attachment_ids)
@@ -71,6 +81,27 @@ impl ChatCore {
                 .await;
         }
         outcome
+    }
+
+    /// The message `sender` already stored under `client_message_id` in
+    /// `conversation`, as a repeat's outcome; 409 when that id names a
+    /// message of theirs in another conversation.
+    async fn stored_original(
+        &self,
+        conversation: ConversationId,
+        sender: &UserId,
+        client_message_id: &str,
+    ) -> Result<Option<SendOutcome>, ChatError> {
+        match messages::find_by_client_id(&self.pool, sender, client_message_id).await? {
+            Some(message) if message.conversation_id == conversation.0 => Ok(Some(SendOutcome {
+                message,
+                created: false,
+                opened_request: false,
+                accepted_request: false,
+            })),
+            Some(_) => Err(ChatError::client_message_id_reused()),
+            None => Ok(None),
+        }
     }
 
     /// A page of a conversation's messages by `seq`, always in ascending

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{ChatCore, page_limit, wire::Notice};
 use crate::{
     actors::conversation::Command,
+    cluster::limits::LimitKind,
     domain::{
         ChatError, ConversationId, UserId,
         event::ServerEvent,
@@ -73,6 +74,8 @@ impl ChatCore {
                 "you cannot block yourself",
             ));
         }
+        // Limited before the lookup: probing which ids exist is slow.
+        self.safety.check_limit(blocker, LimitKind::Blocks).await?;
         if users::find(&self.pool, &target).await?.is_none() {
             return Err(ChatError::NotFound { what: "user" });
         }
@@ -157,30 +160,30 @@ impl ChatCore {
             ));
         }
         let description = DESCRIPTION.check(input.description)?;
-        if users::find(&self.pool, &reported).await?.is_none() {
-            return Err(ChatError::NotFound { what: "user" });
-        }
         if input.message_id.is_some() && input.conversation_id.is_none() {
             return Err(ChatError::invalid(
                 "conversation_required",
                 "a reported message needs its conversationId",
             ));
         }
+        self.safety
+            .check_limit(reporter, LimitKind::Reports)
+            .await?;
         if let Some(conversation) = input.conversation_id.map(ConversationId) {
             if !conversations::is_participant(&self.pool, conversation, reporter).await? {
                 return Err(ChatError::conversation_not_found());
-            }
-            if !conversations::is_participant(&self.pool, conversation, &reported).await? {
-                return Err(ChatError::invalid(
-                    "not_in_conversation",
-                    "the reported user is not in that conversation",
-                ));
             }
             if let Some(message) = input.message_id
                 && !conversations::has_message(&self.pool, conversation, message).await?
             {
                 return Err(ChatError::NotFound { what: "message" });
             }
+        }
+        // Only someone who wrote to the reporter can be reported (in that
+        // conversation, when one is named): nobody is reported from afar.
+        // Unknown and unrelated users get the same answer.
+        if !reports::wrote_to(&self.pool, &reported, reporter, input.conversation_id).await? {
+            return Err(ChatError::NotFound { what: "user" });
         }
         let id = reports::create(
             &self.pool,

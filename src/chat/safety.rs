@@ -6,7 +6,7 @@
 //! * repeated rate-limit violations ([`VIOLATIONS_THRESHOLD`] within an hour),
 //! * many message requests declined or ignored ([`UNWELCOME_REQUESTS_THRESHOLD`]),
 //! * link-heavy first messages ([`LINK_HEAVY_THRESHOLD`] links in a request),
-//! * several reports within a day ([`REPORTS_THRESHOLD`]).
+//! * reports from several people within a day ([`REPORTS_THRESHOLD`]).
 //!
 //! A signal is filed by the request that raised it, after the request's own
 //! work is stored (no detached task that a crash would lose); a failure to
@@ -172,11 +172,12 @@ impl Safety {
         }
     }
 
-    /// A user report was filed: several in a day raise a signal.
+    /// A user report was filed: several people reporting one user within a
+    /// day raise a signal (one person reporting again and again does not).
     pub async fn reported(&self, user: &UserId) {
-        match reports::recent_reports_against(&self.pool, user, 24).await {
+        match reports::recent_reporters_of(&self.pool, user, 24).await {
             Ok(n) if n >= REPORTS_THRESHOLD => {
-                self.file(user, "report_volume", None, json!({ "reportsIn24h": n }))
+                self.file(user, "report_volume", None, json!({ "reportersIn24h": n }))
                     .await;
             }
             Ok(_) => {}

@@ -28,6 +28,10 @@ pub enum LimitKind {
     Reads,
     /// Attachments started.
     Uploads,
+    /// Reports filed.
+    Reports,
+    /// Blocks made.
+    Blocks,
 }
 
 impl LimitKind {
@@ -37,6 +41,8 @@ impl LimitKind {
             Self::NewConversations => "new_conversations",
             Self::Reads => "reads",
             Self::Uploads => "uploads",
+            Self::Reports => "reports",
+            Self::Blocks => "blocks",
         }
     }
 }
@@ -66,6 +72,8 @@ fn quotas(l: &RateLimits) -> Vec<(LimitKind, NonZeroU32, Duration)> {
         (LimitKind::NewConversations, l.conversations_per_hour, HOUR),
         (LimitKind::Reads, l.reads_per_minute, MINUTE),
         (LimitKind::Uploads, l.uploads_per_hour, HOUR),
+        (LimitKind::Reports, l.reports_per_hour, HOUR),
+        (LimitKind::Blocks, l.blocks_per_hour, HOUR),
     ]
     .into_iter()
     .filter_map(|(kind, n, per)| NonZeroU32::new(n).map(|n| (kind, n, per)))

@@ -93,18 +93,22 @@ pub fn is_image(content_type: &str) -> bool {
     )
 }
 
-/// The file name as others see it: the last path component only, control
-/// and bidirectional-override characters removed, at most 255 characters;
-/// refused when nothing is left.
+/// The file name as others see it: the last path component only, at most
+/// 255 characters. Control characters and bidirectional overrides or
+/// isolates (`invoice\u{202e}gpj.exe` shows as `invoiceexe.jpg`) are
+/// refused, as is a name with nothing left.
 pub fn clean_filename(raw: &str) -> Result<String, ChatError> {
-    let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last
+    if raw
         .chars()
-        .filter(|c| {
-            !c.is_control() && !matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-        })
-        .take(MAX_FILENAME_CHARS)
-        .collect();
+        .any(|c| c.is_control() || super::text::is_bidi_control(c))
+    {
+        return Err(ChatError::invalid(
+            "invalid_filename",
+            "the file name contains control or text-direction characters",
+        ));
+    }
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last.chars().take(MAX_FILENAME_CHARS).collect();
     let cleaned = cleaned.trim().to_owned();
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
         return Err(ChatError::invalid(
@@ -216,15 +220,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_names_lose_paths_and_invisible_tricks() {
+    fn file_names_lose_paths_and_direction_tricks_are_refused() {
         assert_eq!(clean_filename("C:\\Users\\me\\cv.pdf").unwrap(), "cv.pdf");
         assert_eq!(clean_filename("../../etc/passwd").unwrap(), "passwd");
-        assert_eq!(
-            clean_filename("invoice\u{202E}fdp.exe").unwrap(),
-            "invoicefdp.exe"
-        );
         assert_eq!(clean_filename(&"a".repeat(300)).unwrap().len(), 255);
-        for bad in ["", "  ", "dir/", "..", "\u{0}"] {
+        for bad in [
+            "",
+            "  ",
+            "dir/",
+            "..",
+            "\u{0}",
+            "invoice\u{202E}fdp.exe",
+            "\u{2066}cv.pdf",
+        ] {
             assert_eq!(
                 clean_filename(bad).unwrap_err().code(),
                 "invalid_filename",

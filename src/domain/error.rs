@@ -82,6 +82,15 @@ impl ChatError {
         }
     }
 
+    /// A sender used one `clientMessageId` for messages in two conversations.
+    pub fn client_message_id_reused() -> Self {
+        Self::Conflict {
+            code: "client_message_id_reused",
+            message: "this clientMessageId was already used for a message in another conversation"
+                .into(),
+        }
+    }
+
     /// The conversation does not exist, or the caller takes no part in it:
     /// the same answer either way, so nobody learns which.
     pub fn conversation_not_found() -> Self {

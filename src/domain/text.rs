@@ -16,20 +16,36 @@ pub const MAX_BODY_CHARS: usize = 5_000;
 /// Longest client message id, in characters.
 pub const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 128;
 
-/// Validates and normalises a message body: CRLF becomes LF, HTML is stripped,
-/// surrounding whitespace is trimmed; the result must be 1–5,000 characters with
-/// no control characters other than newline and tab.
+/// Validates and normalises a message body. A body is plain text, kept as
+/// typed: line breaks become `\n` (CRLF and lone CR alike) and the
+/// whitespace around it is trimmed, nothing else changes; the server never
+/// reads it as markup (every renderer escapes it, so `<3`, `a<b`, code and
+/// would-be scripts all stay harmless and intact). Refused: control
+/// characters other than newline and tab, bidirectional overrides and
+/// isolates (which make text display differently from what it is), bodies
+/// with nothing visible, and more than 5,000 characters.
 pub fn sanitize_body(raw: &str) -> Result<String, ChatError> {
-    let normalized = raw.replace("\r\n", "\n");
-    refuse_control_chars(&normalized)?;
-    let text = if normalized.contains('<') {
-        strip_html(&normalized)
-    } else {
-        normalized
-    };
-    refuse_control_chars(&text)?;
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
+    let normalized = raw.replace("\r\n", "\n").replace('\r', "\n");
+    if normalized
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ChatError::invalid(
+            "control_characters",
+            "the message body contains control characters",
+        ));
+    }
+    if normalized.chars().any(is_bidi_control) {
+        return Err(ChatError::invalid(
+            "bidi_control",
+            "the message body contains bidirectional override or isolate characters",
+        ));
+    }
+    let trimmed = normalized.trim();
+    if trimmed
+        .chars()
+        .all(|c| c.is_whitespace() || is_invisible(c))
+    {
         return Err(ChatError::invalid(
             "empty_body",
             "the message body is empty",
@@ -42,6 +58,22 @@ pub fn sanitize_body(raw: &str) -> Result<String, ChatError> {
         ));
     }
     Ok(trimmed.to_owned())
+}
+
+/// Bidirectional embeddings, overrides (U+202A–U+202E) and isolates
+/// (U+2066–U+2069): `invoice\u{202e}gpj.exe` shows as `invoiceexe.jpg`.
+/// Refused everywhere text is accepted.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing: zero-width spaces and joiners, word
+/// joiner, byte-order mark, soft hyphen, Mongolian vowel separator.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' | '\u{180E}'
+    )
 }
 
 /// What a short text field (an id, a name, a note) may hold. Every field
@@ -81,7 +113,9 @@ impl TextField {
             Padding::Keep | Padding::Refuse => raw,
         };
         let len = value.chars().count();
-        let allowed = |c: char| !c.is_control() || (self.multiline && (c == '\n' || c == '\t'));
+        let allowed = |c: char| {
+            !is_bidi_control(c) && (!c.is_control() || (self.multiline && (c == '\n' || c == '\t')))
+        };
         let ok = (len > 0 || !self.required)
             && len <= self.max_chars
             && value.chars().all(allowed)
@@ -146,24 +180,6 @@ fn is_link(token: &str) -> bool {
             .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
-fn refuse_control_chars(text: &str) -> Result<(), ChatError> {
-    if text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(ChatError::invalid(
-            "control_characters",
-            "the message body contains control characters",
-        ));
-    }
-    Ok(())
-}
-
-fn strip_html(text: &str) -> String {
-    let escaped = ammonia::Builder::empty().clean(text).to_string();
-    html_escape::decode_html_entities(&escaped).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,22 +195,43 @@ mod tests {
     }
 
     #[test]
-    fn html_is_stripped_to_its_text() {
-        assert_eq!(sanitize_body("<b>bold</b> move").unwrap(), "bold move");
+    fn a_body_is_plain_text_kept_as_typed() {
+        for typed in [
+            "&lt;script&gt;alert(1)&lt;/script&gt;",
+            "if a<b and c>d then",
+            "hello <!-- secret",
+            "<b>bold</b> <script>alert(1)</script> <3",
+            "fn main() { let x = a < b && c > d; }",
+        ] {
+            assert_eq!(sanitize_body(typed).unwrap(), typed);
+        }
         assert_eq!(
-            sanitize_body("<script>alert(1)</script>hi <a href='x'>there</a>").unwrap(),
-            "hi there"
+            sanitize_body("one\rtwo\r\nthree").unwrap(),
+            "one\ntwo\nthree"
         );
-        assert_eq!(sanitize_body("1 < 2 & <i>ok</i>").unwrap(), "1 < 2 & ok");
     }
 
     #[test]
-    fn empty_and_markup_only_bodies_are_refused() {
-        assert_eq!(sanitize_body("   \n\t ").unwrap_err().code(), "empty_body");
+    fn empty_invisible_and_direction_tricks_are_refused() {
+        for empty in ["   \n\t ", "\u{200B}", " \u{FEFF}\u{200B}\u{2060} "] {
+            assert_eq!(
+                sanitize_body(empty).unwrap_err().code(),
+                "empty_body",
+                "{empty:?}"
+            );
+        }
         assert_eq!(
-            sanitize_body("<br><p></p>").unwrap_err().code(),
-            "empty_body"
+            sanitize_body("a\u{200B}b").unwrap(),
+            "a\u{200B}b",
+            "inside text it may stay"
         );
+        for tricky in ["invoice\u{202E}gpj.exe", "\u{2066}x\u{2069}", "\u{202A}"] {
+            assert_eq!(
+                sanitize_body(tricky).unwrap_err().code(),
+                "bidi_control",
+                "{tricky:?}"
+            );
+        }
     }
 
     #[test]
@@ -207,23 +244,13 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused() {
-        for bad in [
-            "nul\u{0}",
-            "bell\u{7}",
-            "esc\u{1b}[31m",
-            "lone\rcr",
-            "c1\u{85}",
-        ] {
+        for bad in ["nul\u{0}", "bell\u{7}", "esc\u{1b}[31m", "c1\u{85}"] {
             assert_eq!(
                 sanitize_body(bad).unwrap_err().code(),
                 "control_characters",
                 "{bad:?}"
             );
         }
-        assert_eq!(
-            sanitize_body("<b>&#7;</b>x").unwrap_err().code(),
-            "control_characters"
-        );
     }
 
     #[test]
@@ -257,6 +284,10 @@ mod tests {
         assert_eq!(note.check("").unwrap(), "");
         assert_eq!(note.check("123456").unwrap_err().code(), "invalid_note");
         assert!(note.check("bell\u{7}").is_err());
+        assert!(
+            note.check("a\u{202E}b").is_err(),
+            "no direction tricks in any field"
+        );
         let single = TextField {
             multiline: false,
             ..note

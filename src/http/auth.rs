@@ -19,7 +19,7 @@ use crate::{
     persistence::users::UserProfile,
 };
 
-/// Seconds of clock skew tolerated when checking `exp`.
+/// Seconds of clock skew tolerated when checking `exp`, `nbf` and `iat`.
 const EXP_LEEWAY_SECS: u64 = 5;
 
 /// The claims Parley reads from a token.
@@ -32,6 +32,12 @@ pub struct Claims {
     pub email: Option<String>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Issued at: not in the future; its distance to `exp` is the token's lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not valid before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// Signing and verification keys derived from the configured secret.
@@ -39,18 +45,28 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// The longest lifetime accepted (`exp` minus `iat`, or minus now).
+    max_ttl_secs: u64,
 }
 
 impl JwtKeys {
     pub fn new(secret: &Secret) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = EXP_LEEWAY_SECS;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
             validation,
+            max_ttl_secs: crate::config::DEFAULT_JWT_MAX_TTL_SECS,
         }
+    }
+
+    /// Refuses tokens that claim to live longer than `secs`.
+    pub fn with_max_ttl(mut self, secs: u64) -> Self {
+        self.max_ttl_secs = secs;
+        self
     }
 
     /// Signs a token for `user` valid for `ttl_secs` (the `parley token` command, tests).
@@ -62,13 +78,15 @@ impl JwtKeys {
         email: Option<&str>,
         ttl_secs: i64,
     ) -> anyhow::Result<String> {
-        let exp = unix_now().saturating_add_signed(ttl_secs);
+        let now = unix_now();
         let claims = Claims {
             sub: sub.to_owned(),
             name: name.to_owned(),
             role: role.to_owned(),
             email: email.map(str::to_owned),
-            exp,
+            exp: now.saturating_add_signed(ttl_secs),
+            iat: Some(now),
+            nbf: None,
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -84,13 +102,29 @@ impl JwtKeys {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
                     ErrorKind::ExpiredSignature => ApiError::unauthorized("the token has expired"),
+                    ErrorKind::ImmatureSignature => {
+                        ApiError::unauthorized("the token is not valid yet (nbf)")
+                    }
                     ErrorKind::InvalidSignature => {
                         ApiError::unauthorized("the token signature is not valid")
                     }
                     _ => ApiError::unauthorized("the token is malformed or incomplete"),
                 }
             })?;
-        profile_from_claims(data.claims).map_err(|e| ApiError::unauthorized(e.public_message()))
+        let now = unix_now();
+        let claims = data.claims;
+        if claims.iat.is_some_and(|iat| iat > now + EXP_LEEWAY_SECS) {
+            return Err(ApiError::unauthorized(
+                "the token was issued in the future (iat)",
+            ));
+        }
+        let issued = claims.iat.unwrap_or(now).min(now);
+        if claims.exp.saturating_sub(issued) > self.max_ttl_secs {
+            return Err(ApiError::unauthorized(
+                "the token lives longer than this server accepts",
+            ));
+        }
+        profile_from_claims(claims).map_err(|e| ApiError::unauthorized(e.public_message()))
     }
 }
 
@@ -205,5 +239,46 @@ mod tests {
         assert!(keys().verify("not.a.token").is_err());
         let bad_role = keys().mint("u1", "Uma", "superuser", None, 60).unwrap();
         assert!(keys().verify(&bad_role).is_err());
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"unit-test-secret-0123456789"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn not_yet_valid_future_issued_and_too_long_lived_tokens_are_refused() {
+        let now = unix_now();
+        let claims = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({ "sub": "u1", "name": "Uma", "role": "candidate", "exp": now + 600 });
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            c
+        };
+        let ok = signed(claims(serde_json::json!({ "iat": now, "nbf": now - 10 })));
+        assert!(keys().verify(&ok).is_ok());
+        for (why, extra) in [
+            ("nbf in the future", serde_json::json!({ "nbf": now + 300 })),
+            ("iat in the future", serde_json::json!({ "iat": now + 300 })),
+            (
+                "a hundred years",
+                serde_json::json!({ "exp": now + 100 * 365 * 86_400 }),
+            ),
+            (
+                "issued long ago, lives two days",
+                serde_json::json!({ "iat": now - 3600, "exp": now + 2 * 86_400 }),
+            ),
+        ] {
+            let token = signed(claims(extra));
+            let refused = keys().verify(&token).map(|p| p.id.as_str().to_owned());
+            assert!(refused.is_err(), "{why}");
+        }
+        let short = keys().with_max_ttl(300);
+        assert!(short.verify(&ok).is_err(), "a lower ceiling applies");
     }
 }

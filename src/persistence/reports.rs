@@ -179,19 +179,39 @@ pub async fn file_automated(
 }
 
 /// User reports against `user` in the last `hours`.
-pub async fn recent_reports_against(
-    pool: &Pool,
-    user: &UserId,
-    hours: i32,
-) -> Result<i64, ChatError> {
+pub async fn recent_reporters_of(pool: &Pool, user: &UserId, hours: i32) -> Result<i64, ChatError> {
     let db = client(pool).await?;
     let stmt = db
         .prepare_cached(
-            "SELECT count(*) FROM chat_reports
+            "SELECT count(DISTINCT reporter_id) FROM chat_reports
              WHERE reported_user_id = $1 AND source = 'user' AND created_at > now() - make_interval(hours => $2)",
         )
         .await?;
     Ok(db.query_one(&stmt, &[&user.as_str(), &hours]).await?.get(0))
+}
+
+/// Whether `author` wrote a message in a conversation `reader` takes part
+/// in (in `conversation`, when given): the relation a report needs.
+pub async fn wrote_to(
+    pool: &Pool,
+    author: &UserId,
+    reader: &UserId,
+    conversation: Option<Uuid>,
+) -> Result<bool, ChatError> {
+    let db = client(pool).await?;
+    let stmt = db
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM messages m
+               JOIN conversation_participants p ON p.conversation_id = m.conversation_id AND p.user_id = $2
+              WHERE m.sender_id = $1 AND ($3::uuid IS NULL OR m.conversation_id = $3))",
+        )
+        .await?;
+    let row = timed(
+        "reports.wrote_to",
+        db.query_one(&stmt, &[&author.as_str(), &reader.as_str(), &conversation]),
+    )
+    .await?;
+    Ok(row.get(0))
 }
 
 /// Message requests `sender` made in the last 30 days that were declined, or

@@ -164,7 +164,8 @@ async fn malformed_json_wrong_content_type_and_bad_fields_are_refused() {
 
     for (body, code) in [
         ("   ", "empty_body"),
-        ("<p> </p>", "empty_body"),
+        ("\u{200B}\u{FEFF}", "empty_body"),
+        ("invoice\u{202E}gpj.exe", "bidi_control"),
         ("null byte \u{0}", "control_characters"),
         ("escape \u{1b}[2J", "control_characters"),
     ] {

@@ -9,6 +9,7 @@ mod conversations;
 mod discipline;
 mod errors;
 mod fallback;
+mod hardening;
 mod helpers;
 mod live;
 mod messages;

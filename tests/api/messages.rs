@@ -25,7 +25,7 @@ async fn history(app: &TestApp, user: &TestUser, id: &str, query: &str) -> Value
 }
 
 #[tokio::test]
-async fn messages_are_stored_sanitised_and_paged_both_ways() {
+async fn messages_are_stored_as_typed_and_paged_both_ways() {
     let app = spawn_app().await;
     let alice = app.user("recruiter").await;
     let bob = app.user("candidate").await;
@@ -34,7 +34,10 @@ async fn messages_are_stored_sanitised_and_paged_both_ways() {
     let first = app
         .send(&alice, &id, "  <b>Hello</b> Bob, 5 < 6 & 👋 — Привет  ")
         .await;
-    assert_eq!(first["body"], "Hello Bob, 5 < 6 & 👋 — Привет");
+    assert_eq!(
+        first["body"], "<b>Hello</b> Bob, 5 < 6 & 👋 — Привет",
+        "plain text, as typed (trimmed)"
+    );
     assert_eq!(first["seq"], 1);
     assert_eq!(first["senderId"], alice.id.as_str());
     assert_eq!(first["conversationId"], id.as_str());

@@ -383,6 +383,8 @@ async fn link_heavy_requests_unwelcome_requests_and_report_bursts_raise_signals(
     let troll = app.user("candidate").await;
     for _ in 0..3 {
         let reporter = app.user("recruiter").await;
+        let conversation = app.conversation(&troll, &reporter).await;
+        app.send(&troll, &conversation, "you again").await;
         report(
             &app,
             &reporter,

@@ -204,6 +204,8 @@ async fn a_moderator_action_leaves_a_notification() {
     let offender = app.user("candidate").await;
     let victim = app.user("recruiter").await;
     let admin = app.user("admin").await;
+    let conversation = app.conversation(&offender, &victim).await;
+    app.send(&offender, &conversation, "buy my course").await;
     let (status, report) = app
         .post(
             &victim,

@@ -110,7 +110,10 @@ async fn bad_frames_get_error_frames_and_the_connection_survives() {
     ws.send_json(json!({"type": "message.send", "data": {"conversationId": own, "body": "<i>hi</i>", "clientMessageId": "x-3"}}))
         .await;
     let ack = ws.next_of_type("ack").await;
-    assert_eq!(ack["data"]["message"]["body"], "hi");
+    assert_eq!(
+        ack["data"]["message"]["body"], "<i>hi</i>",
+        "plain text, as typed"
+    );
     let stored = app.stored_messages(&id).await;
     assert_eq!(stored, 0);
 }

@@ -90,22 +90,23 @@ async function tokenOf(user) {
 }
 
 const scenarios = {
-  /** Sign in, open from a context, live messages, typing, badges across tabs, receipts, search. */
+  /** Sign in, open from a context, live messages shown as typed, typing, badges across tabs, receipts, search. */
   async chat() {
     const { alice, bob } = fixture;
     const a = await signIn(alice);
     const b = await signIn(bob);
     await shot(b.page, 'empty-inbox');
     const conversation = await openFromContext(a.page, bob);
-    await send(a.page, 'Hello Bob, thanks for applying!\nWhen could you talk?');
-    // Live in Bob's inbox, with an unread badge.
+    await send(a.page, 'Hello Bob, thanks for applying!\nWhen could you talk? <b>a<b</b> <script>alert(1)</script> <3');
+    // Live in Bob's inbox, with an unread badge; shown as typed, never as markup.
     await row(b.page, conversation).locator('.badge', { hasText: '1' }).waitFor(WAIT);
     await b.page.locator('.total-badge .badge', { hasText: '1' }).waitFor(WAIT);
     await shot(b.page, 'inbox');
 
     // Bob reads it in a second tab: the first tab's badges follow.
     const b2 = await newTab(b.context, 'Bob (tab 2)', `/app/#/c/${conversation}`);
-    await messages(b2, 'When could you talk?').waitFor(WAIT);
+    await messages(b2, 'When could you talk? <b>a<b</b> <script>alert(1)</script> <3').waitFor(WAIT);
+    assert.equal(await b2.locator('.messages b, .messages script').count(), 0, 'no markup from a body');
     await row(b.page, conversation).locator('.badge').waitFor({ state: 'detached', ...WAIT });
     await b.page.locator('.total-badge .badge').waitFor({ state: 'detached', ...WAIT });
 
