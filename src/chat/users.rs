@@ -114,20 +114,29 @@ impl ChatCore {
         users::update_settings(&self.pool, caller, read_receipts).await
     }
 
-    /// `user`'s presence as the caller may see it: `not_found` unless they
-    /// are in contact (or it is the caller), so nobody learns of strangers.
+    /// `user`'s presence as the caller may see it: the status of a contact
+    /// (with a last-seen time for the caller's own only); anyone else —
+    /// a stranger, someone behind a block either way, an unknown id — looks
+    /// exactly like a contact who is offline, so presence tells nothing about
+    /// who exists, who blocked whom, or whom the caller merely wrote to.
     pub async fn presence_of(&self, caller: &UserId, user: &str) -> Result<Presence, ChatError> {
         self.safety.check_limit(caller, LimitKind::Reads).await?;
-        let not_found = || ChatError::NotFound { what: "user" };
-        let user = UserId::parse(user).map_err(|_| not_found())?;
-        let visible = &user == caller
-            || !conversations::contacts_among(&self.pool, caller, std::slice::from_ref(&user))
+        let user = UserId::parse(user)?;
+        if &user == caller {
+            return self.current_presence(&user).await;
+        }
+        let contact =
+            !conversations::contacts_among(&self.pool, caller, std::slice::from_ref(&user))
                 .await?
                 .is_empty();
-        if !visible {
-            return Err(not_found());
+        if !contact {
+            return Ok(Presence::hidden(&user));
         }
-        let mut found = self.presence.get(std::slice::from_ref(&user)).await;
+        Ok(self.current_presence(&user).await?.as_shared())
+    }
+
+    async fn current_presence(&self, user: &UserId) -> Result<Presence, ChatError> {
+        let mut found = self.presence.get(std::slice::from_ref(user)).await;
         found
             .pop()
             .ok_or_else(|| ChatError::internal("presence lookup returned nothing"))
@@ -228,8 +237,10 @@ impl ChatCore {
     }
 
     /// Makes `connection` watch exactly the users in `ids` that are in
-    /// contact with the caller (others are silently left out) and returns
-    /// their current presence.
+    /// contact with the caller and returns everyone's current presence: the
+    /// others are answered as offline contacts (and never change), so a
+    /// subscription tells no more than [`ChatCore::presence_of`]. Counted as
+    /// a read (rate limit).
     pub async fn subscribe_presence(
         &self,
         connection: &Attachment,
@@ -242,12 +253,27 @@ impl ChatCore {
                 format!("at most {MAX_SUBSCRIPTIONS} users per subscription"),
             ));
         }
-        let candidates = ids
+        self.safety.check_limit(caller, LimitKind::Reads).await?;
+        let mut candidates = ids
             .iter()
             .map(|id| UserId::parse(id))
             .collect::<Result<Vec<_>, _>>()?;
+        candidates.sort();
+        candidates.dedup();
         let allowed = conversations::contacts_among(&self.pool, caller, &candidates).await?;
-        let current = self.presence.get(&allowed).await;
+        let mut current: Vec<Presence> = self
+            .presence
+            .get(&allowed)
+            .await
+            .into_iter()
+            .map(Presence::as_shared)
+            .collect();
+        current.extend(
+            candidates
+                .iter()
+                .filter(|c| !allowed.contains(c))
+                .map(Presence::hidden),
+        );
         self.presence.subscribe(connection.id, caller, allowed);
         Ok(current)
     }

@@ -255,7 +255,7 @@ impl PresenceHub {
                 .get(&user)
                 .map(|w| w.keys().cloned().collect())
                 .unwrap_or_default();
-            let frame = ServerEvent::PresenceUpdated(presence).to_frame();
+            let frame = ServerEvent::PresenceUpdated(presence.as_shared()).to_frame();
             for watcher in &watchers {
                 hub.sink.deliver(watcher, frame.clone());
             }

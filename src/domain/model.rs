@@ -461,8 +461,31 @@ impl QuietHours {
 pub struct Presence {
     pub user_id: String,
     pub status: PresenceStatus,
-    /// Last heartbeat or connection change; null if never seen since this node started.
+    /// Last heartbeat or connection change: the user's own only (null for
+    /// everyone else, see [`Presence::as_shared`]).
     pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+impl Presence {
+    /// What another user may see: the status without a last-seen time. A
+    /// last-seen time would tell a blocked person, or a contact who is no
+    /// longer one, when that happened (it would stop moving).
+    pub fn as_shared(self) -> Self {
+        Self {
+            last_seen_at: None,
+            ..self
+        }
+    }
+
+    /// What someone whose presence the viewer may not see looks like: an
+    /// offline contact, exactly.
+    pub fn hidden(user: &UserId) -> Self {
+        Self {
+            user_id: user.as_str().to_owned(),
+            status: PresenceStatus::Offline,
+            last_seen_at: None,
+        }
+    }
 }
 
 impl PresenceStatus {

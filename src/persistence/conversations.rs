@@ -421,8 +421,12 @@ pub async fn changed_since(
     })
 }
 
-/// Which of `candidates` share at least one conversation with `user` and no
-/// block in either direction (the people whose presence `user` may see).
+/// Which of `candidates` are in contact with `user` (the people whose
+/// presence `user` may see): they share a conversation that neither of them
+/// holds as a pending or declined request, and that has messages or a
+/// context the platform registered for both (a thread, an application);
+/// never an empty conversation someone merely opened; and no block stands
+/// between them either way.
 pub async fn contacts_among(
     pool: &Pool,
     user: &UserId,
@@ -436,7 +440,10 @@ pub async fn contacts_among(
         .prepare_cached(concat!(
             "SELECT DISTINCT other.user_id FROM conversation_participants mine
              JOIN conversation_participants other ON other.conversation_id = mine.conversation_id
+             JOIN conversations c ON c.id = mine.conversation_id
              WHERE mine.user_id = $1 AND other.user_id = ANY($2) AND other.user_id <> $1
+               AND mine.request_state IN ('none', 'accepted') AND other.request_state IN ('none', 'accepted')
+               AND (c.last_seq > 0 OR c.context_type <> '')
                AND NOT ",
             blocked_between!("$1", "other.user_id")
         ))

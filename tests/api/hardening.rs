@@ -184,3 +184,46 @@ async fn tokens_not_yet_valid_or_living_too_long_are_refused() {
         assert_eq!(response.status(), expected);
     }
 }
+
+/// Opening a conversation (or having a request declined) does not make
+/// anyone's presence visible: only people actually in contact see it.
+#[tokio::test]
+async fn presence_is_not_visible_through_an_empty_or_declined_conversation() {
+    let app = crate::helpers::spawn_app().await;
+    let (stalker, victim, colleague) = (
+        app.user("recruiter").await,
+        app.user("candidate").await,
+        app.user("recruiter").await,
+    );
+    let _victim_online = app.ws(&victim).await;
+    async fn looks(app: &TestApp, viewer: &TestUser, user: &TestUser) -> Value {
+        let path = format!("/users/{}/presence", user.id);
+        app.get(viewer, &path).await.1["status"].clone()
+    }
+    // An empty conversation, opened without a word.
+    let id = app.stranger_conversation(&stalker, &victim).await;
+    assert_eq!(looks(&app, &stalker, &victim).await, "offline");
+    let mut stalker_ws = app.ws(&stalker).await;
+    stalker_ws
+        .send_json(json!({"type": "presence.subscribe", "data": {"userIds": [victim.id]}}))
+        .await;
+    assert_eq!(
+        stalker_ws.next_of_type("presence.updated").await["data"]["status"],
+        "offline"
+    );
+    // A request waiting for an answer, then declined.
+    app.send(&stalker, &id, "hi").await;
+    assert_eq!(looks(&app, &stalker, &victim).await, "offline");
+    let (status, _) = app
+        .post(
+            &victim,
+            &format!("/chat/conversations/{id}/decline"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(looks(&app, &stalker, &victim).await, "offline");
+    // People the platform connected do see each other.
+    app.conversation(&colleague, &victim).await;
+    assert_eq!(looks(&app, &colleague, &victim).await, "online");
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, error_code, spawn_app};
 
@@ -90,6 +90,12 @@ async fn a_block_stops_everything_in_both_directions_with_an_indistinguishable_e
     )
     .await;
     for socket in [&mut alice_ws, &mut bob_ws] {
+        // Both are online, yet each looks like an offline contact to the other.
+        let hidden = socket.next_of_type("presence.updated").await;
+        assert_eq!(
+            (&hidden["data"]["status"], &hidden["data"]["lastSeenAt"]),
+            (&json!("offline"), &Value::Null)
+        );
         socket
             .assert_silent_of("typing.started", Duration::from_millis(100))
             .await;
@@ -104,10 +110,16 @@ async fn a_block_stops_everything_in_both_directions_with_an_indistinguishable_e
         .assert_silent_of("block.created", Duration::from_millis(50))
         .await;
     for (viewer, other) in [(&alice, &bob), (&bob, &alice)] {
-        let (status, _) = app
+        let (status, presence) = app
             .get(viewer, &format!("/users/{}/presence", other.id))
             .await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            (status, presence),
+            (
+                StatusCode::OK,
+                json!({ "userId": other.id, "status": "offline", "lastSeenAt": null })
+            )
+        );
         let (_, conv) = app.get(viewer, &format!("/chat/conversations/{id}")).await;
         assert!(conv["otherLastReadSeq"].is_null());
     }
