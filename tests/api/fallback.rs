@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{error_code, spawn_app, spawn_app_with};
+use crate::helpers::{spawn_app, spawn_app_with};
 
 fn subscribe(ids: &[&str]) -> Value {
     json!({"type": "presence.subscribe", "data": {"userIds": ids}})
