@@ -184,13 +184,22 @@ impl ChatCore {
     }
 
     /// Relays a typing signal to the other participants (throttled; nothing
-    /// crosses a block). `not_found` unless `user` takes part.
+    /// crosses a block). `not_found` unless `user` takes part. A live actor
+    /// checks that itself; otherwise participation is checked (and counted
+    /// as a read) before any actor is started, so that signals for other
+    /// people's or made-up conversations load nothing.
     pub async fn typing(
         &self,
         conversation: ConversationId,
         user: &UserId,
         started: bool,
     ) -> Result<(), ChatError> {
+        if !self.dispatcher.is_live(conversation) {
+            self.safety.check_limit(user, LimitKind::Reads).await?;
+            if !conversations::is_participant(&self.pool, conversation, user).await? {
+                return Err(ChatError::conversation_not_found());
+            }
+        }
         let command = Command::Typing {
             user: user.clone(),
             started,

@@ -227,3 +227,44 @@ async fn presence_is_not_visible_through_an_empty_or_declined_conversation() {
     app.conversation(&colleague, &victim).await;
     assert_eq!(looks(&app, &colleague, &victim).await, "online");
 }
+
+/// Typing frames for someone else's (or a made-up) conversation start no
+/// actor and load nothing but a participation check.
+#[tokio::test]
+async fn an_outsiders_typing_frames_start_no_actor() {
+    let app = crate::helpers::spawn_app().await;
+    let (alice, bob, mallory) = (
+        app.user("recruiter").await,
+        app.user("candidate").await,
+        app.user("candidate").await,
+    );
+    let id = app.conversation(&alice, &bob).await;
+    let conversation = parley::domain::ConversationId(id.parse().unwrap());
+    assert!(!app.chat.is_live(conversation), "nothing sent yet");
+    let mut ws = app.ws(&mallory).await;
+    for kind in ["typing.started", "typing.stopped"] {
+        ws.send_json(json!({ "type": kind, "data": { "conversationId": id } }))
+            .await;
+        assert_eq!(ws.next_of_type("error").await["data"]["code"], "not_found");
+    }
+    assert!(!app.chat.is_live(conversation), "no actor for an outsider");
+    let (status, _) = app
+        .post(
+            &mallory,
+            &format!("/chat/conversations/{id}/typing"),
+            json!({ "state": "started" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!app.chat.is_live(conversation));
+    // A participant's signal does reach the conversation.
+    let mut bob_ws = app.ws(&bob).await;
+    let mut alice_ws = app.ws(&alice).await;
+    alice_ws
+        .send_json(json!({ "type": "typing.started", "data": { "conversationId": id } }))
+        .await;
+    assert_eq!(
+        bob_ws.next_of_type("typing.started").await["data"]["userId"],
+        alice.id.as_str()
+    );
+}
