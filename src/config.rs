@@ -72,6 +72,16 @@ pub struct ServerSettings {
     /// Connections the kernel queues before they are accepted (capped by
     /// `net.core.somaxconn`): room for a reconnect storm.
     pub listen_backlog: u32,
+    /// Open connections at most (WebSockets included); beyond, new ones are
+    /// closed at once. `None`: nine tenths of the process's file limit.
+    pub max_connections: Option<usize>,
+    /// Connections that may wait for their first request at once; a new one
+    /// pushes the oldest silent one out (a flood of silent sockets cannot
+    /// keep real clients out).
+    pub max_silent_connections: usize,
+    /// How long a request head may take to arrive (the first one from the
+    /// moment the connection opens, later ones from the previous answer).
+    pub header_read_timeout: Duration,
     /// Serve the web app and the SDK (`/app/…`, `/sdk/…`) from this
     /// directory (laid out like the repository's `web/`) instead of the
     /// copies built into the binary: for working on them without rebuilding.
@@ -396,6 +406,9 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
             listen_backlog: 4096,
+            max_connections: None,
+            max_silent_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
             web_dir: None,
         }
     }
@@ -503,6 +516,9 @@ const KNOBS: &[Knob] = &[
     Knob { section: "server", key: "listen", env: "PARLEY_LISTEN", apply: |s, v| set(&mut s.server.listen, v) },
     Knob { section: "server", key: "max_body_bytes", env: "PARLEY_MAX_BODY_BYTES", apply: |s, v| set(&mut s.server.max_body_bytes, v) },
     Knob { section: "server", key: "listen_backlog", env: "PARLEY_LISTEN_BACKLOG", apply: |s, v| set(&mut s.server.listen_backlog, v) },
+    Knob { section: "server", key: "max_connections", env: "PARLEY_MAX_CONNECTIONS", apply: |s, v| { let mut n = 0usize; set(&mut n, v)?; s.server.max_connections = Some(n).filter(|n| *n > 0); Ok(()) } },
+    Knob { section: "server", key: "max_silent_connections", env: "PARLEY_MAX_SILENT_CONNECTIONS", apply: |s, v| set(&mut s.server.max_silent_connections, v) },
+    Knob { section: "server", key: "header_read_timeout_secs", env: "PARLEY_HEADER_READ_TIMEOUT_SECS", apply: |s, v| secs(&mut s.server.header_read_timeout, v) },
     Knob { section: "server", key: "web_dir", env: "PARLEY_WEB_DIR", apply: |s, v| { s.server.web_dir = Some(v.into()).filter(|d: &std::path::PathBuf| !d.as_os_str().is_empty()); Ok(()) } },
     Knob { section: "auth", key: "jwt_secret", env: "PARLEY_JWT_SECRET", apply: |s, v| { s.auth.jwt_secret = Secret::new(v); Ok(()) } },
     Knob { section: "auth", key: "jwt_max_ttl_secs", env: "PARLEY_JWT_MAX_TTL_SECS", apply: |s, v| set(&mut s.auth.jwt_max_ttl_secs, v) },

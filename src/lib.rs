@@ -44,7 +44,6 @@ pub mod ws;
 
 use std::{future::Future, sync::Arc, sync::OnceLock};
 
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
@@ -62,6 +61,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// A built server, bound to its port and ready to run.
 pub struct Application {
     listener: TcpListener,
+    limits: server::listener::ConnectionLimits,
     port: u16,
     state: AppState,
     /// Tells realtime connections the server is going away.
@@ -101,6 +101,15 @@ impl Application {
         let jobs = jobs::Jobs::start(&chat, &settings.jobs).await?;
         let listener = listen(settings.server.listen, settings.server.listen_backlog)?;
         let port = listener.local_addr()?.port();
+        let limits = server::listener::ConnectionLimits {
+            max_connections: settings
+                .server
+                .max_connections
+                .unwrap_or_else(default_connection_cap),
+            max_silent: settings.server.max_silent_connections,
+            header_read_timeout: settings.server.header_read_timeout,
+        };
+        tracing::info!(cap = limits.max_connections, "connection cap");
         let (shutdown, shutdown_signal) = tokio::sync::watch::channel(false);
         let state = AppState {
             shutdown: shutdown_signal,
@@ -115,6 +124,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            limits,
             port,
             state,
             shutdown,
@@ -155,23 +165,24 @@ impl Application {
             stop.await;
             let _ = shutdown.send(true);
         };
-        // Realtime frames are small and must leave at once: without
-        // TCP_NODELAY, Nagle holds a frame back until the previous one is
-        // acknowledged, and the peer's delayed ACK makes that up to 40 ms.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(signal)
-            .await;
+        let served = server::listener::serve(self.listener, router, self.limits, signal).await;
         realtime.drained(SHUTDOWN_GRACE).await;
         jobs.stop();
         chat.stop(SHUTDOWN_GRACE).await;
         served
     }
+}
+
+/// Nine tenths of the process's open-file limit (the rest is for Postgres,
+/// Redis, RabbitMQ, files), or 10,000 where the limit cannot be read.
+fn default_connection_cap() -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        });
+    soft_limit.map_or(10_000, |n| n / 10 * 9)
 }
 
 /// Binds the listener with room for `backlog` connections waiting to be

@@ -3,6 +3,7 @@
 //! the OpenAPI document. Sitting above both transports, it is the only place
 //! that knows them both.
 
+pub mod listener;
 pub mod openapi;
 
 use axum::{

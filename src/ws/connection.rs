@@ -57,6 +57,8 @@ pub const CLOSE_FORBIDDEN: u16 = 4003;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a server-side failure to set the connection up.
 pub const CLOSE_INTERNAL: u16 = 1011;
+/// A client message over the size limit.
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Most conversations one connection can be typing in at once.
 const MAX_TYPING_PER_CONNECTION: usize = 32;
@@ -89,6 +91,9 @@ enum End {
     ClientGone,
     /// The server is shutting down: say "going away" so the client reconnects elsewhere.
     Shutdown,
+    /// The client sent a message larger than `PARLEY_WS_MAX_FRAME_BYTES`
+    /// (in one frame or in fragments): 1009.
+    TooBig,
 }
 
 /// A client frame being handled (boxed: see the module docs).
@@ -98,6 +103,7 @@ type InFlight<'a> = Pin<Box<dyn Future<Output = (&'static str, Vec<SharedFrame>)
 pub async fn run<W, E>(mut socket: W, ctx: ConnectionContext)
 where
     W: Sink<WsMessage> + Stream<Item = Result<WsMessage, E>> + Unpin + Send,
+    E: std::error::Error + 'static,
 {
     let (outbound, mut frames) = outbound_queue(ctx.outbound_queue);
     // Answers go through a weak handle, so that when the user actor drops
@@ -135,6 +141,11 @@ where
     let goodbye = match end {
         End::Broken => None,
         End::ClientGone => Some(close(1000, "bye")),
+        End::TooBig => {
+            metrics::counter!("parley_ws_disconnects_total", "reason" => "message_too_big")
+                .increment(1);
+            Some(close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
+        }
         End::Shutdown => {
             metrics::counter!("parley_ws_disconnects_total", "reason" => "shutdown").increment(1);
             Some(close(CLOSE_GOING_AWAY, "server shutting down; reconnect"))
@@ -180,6 +191,7 @@ async fn serve<W, E>(
 ) -> End
 where
     W: Sink<WsMessage> + Stream<Item = Result<WsMessage, E>> + Unpin + Send,
+    E: std::error::Error + 'static,
 {
     let ctx = session.ctx;
     let ping_interval = ctx.ping_interval;
@@ -240,6 +252,7 @@ where
                         return End::ClientGone;
                     }
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                    Some(Err(e)) if too_big(&e) => return End::TooBig,
                     Some(Err(_)) | None => {
                         metrics::counter!("parley_ws_disconnects_total", "reason" => "client_gone").increment(1);
                         return End::ClientGone;
@@ -258,6 +271,18 @@ where
             () = stopping(&mut shutdown), if in_flight.is_none() => return End::Shutdown,
         }
     }
+}
+
+/// Whether a read failed because the client's message is over the limit.
+fn too_big(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Resolves once the server starts shutting down.

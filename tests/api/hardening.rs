@@ -268,3 +268,138 @@ async fn an_outsiders_typing_frames_start_no_actor() {
         alice.id.as_str()
     );
 }
+
+/// Thousands of silent sockets neither exhaust the server nor keep anyone
+/// out: the oldest silent ones are pushed out, the rest time out, a global
+/// cap holds, and `/healthz` and signed-in users are answered throughout.
+#[tokio::test]
+async fn silent_sockets_cannot_starve_the_server() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_app_with(|s| {
+        s.server.max_connections = Some(400);
+        s.server.max_silent_connections = 50;
+        s.server.header_read_timeout = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let user = app.user("candidate").await;
+    let mut silent = Vec::new();
+    for _ in 0..600 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+                .await
+                .unwrap(),
+        );
+    }
+    // Fresh clients still get answers while the flood sits there.
+    let fresh = reqwest::Client::new();
+    for _ in 0..3 {
+        let health = fresh.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let (status, _) = app.get(&user, "/chat/conversations").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // The oldest silent sockets were closed (pushed out, or over the cap).
+    let mut first = silent.remove(0);
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), first.read(&mut buf))
+        .await
+        .expect("closed by the server");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        app.metrics_text()
+            .await
+            .contains("parley_connections_evicted_total"),
+        "pushed out, not refused"
+    );
+    // Those left silent time out.
+    let mut last = silent.pop().unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(6), last.read(&mut buf))
+        .await
+        .expect("timed out by the server");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+/// Refusals at the edges carry the JSON error (or the WebSocket close code).
+#[tokio::test]
+async fn refusals_at_the_edges_carry_the_error_shape() {
+    let app = crate::helpers::spawn_app().await;
+    let user = app.user("candidate").await;
+    let (status, body) = raw_get(
+        app.port,
+        &format!("/healthz?q={}", "a".repeat(100 * 1024)),
+        "x-ok: 1",
+    )
+    .await;
+    assert_eq!(status, 414);
+    assert_eq!(error_code(&body), "uri_too_long");
+    let padding = format!("x-padding: {}", "b".repeat(200 * 1024));
+    let (status, body) = raw_get(app.port, "/healthz", &padding).await;
+    assert_eq!(status, 431);
+    assert_eq!(error_code(&body), "headers_too_large");
+
+    // A WebSocket message over the limit, whole or in fragments: 1009.
+    let mut ws = app.ws(&user).await;
+    ws.send_json(json!({ "type": "presence.ping", "data": { "pad": "x".repeat(70 * 1024) } }))
+        .await;
+    assert_eq!(
+        ws.close_within(std::time::Duration::from_secs(5)).await,
+        Some(1009)
+    );
+}
+
+/// Beyond the global cap a connection is closed at once (and counted);
+/// places free up as silent ones time out.
+#[tokio::test]
+async fn the_connection_cap_holds() {
+    let app = spawn_app_with(|s| {
+        s.server.max_connections = Some(40);
+        s.server.max_silent_connections = 1000;
+        s.server.header_read_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..60 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let metrics = loop {
+        if let Ok(response) = app.http.get(app.url("/metrics")).send().await {
+            break response.text().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "places never freed up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        metrics.contains("parley_connections_refused_total"),
+        "over the cap"
+    );
+    assert!(
+        metrics.contains("parley_connections_timed_out_total"),
+        "silent ones went"
+    );
+}
+
+/// A raw HTTP/1.1 GET with one more header line (for requests no client
+/// library will build or wait for): the status and the JSON body.
+async fn raw_get(port: u16, target: &str, header: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nhost: localhost\r\n{header}\r\n\r\n");
+    // The server may answer (and close) before it has read everything.
+    let _ = tcp.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}

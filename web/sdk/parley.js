@@ -496,7 +496,7 @@ export class ParleyClient extends EventTarget {
     this.pending.set(entry.clientMessageId, entry);
     await this.env.store.put(entry);
     this.emit('outbox', entry);
-    this.transmit(entry);
+    this.pump(conversationId);
     return entry;
   }
 
@@ -507,7 +507,7 @@ export class ParleyClient extends EventTarget {
     Object.assign(entry, { status: 'sending', attempts: 0, error: undefined });
     this.env.store.put(entry);
     this.emit('outbox', entry);
-    this.transmit(entry);
+    this.pump(entry.conversationId);
   }
 
   /** Gives up on a failed message. */
@@ -517,14 +517,26 @@ export class ParleyClient extends EventTarget {
   }
 
   flushOutbox() {
-    for (const entry of this.pending.values()) {
-      if (entry.status === 'sending' && !entry.inFlight) this.transmit(entry);
+    for (const conversationId of new Set([...this.pending.values()].map((e) => e.conversationId))) {
+      this.pump(conversationId);
     }
   }
 
+  /**
+   * Sends a conversation's next message: one at a time and in the order
+   * written, so that messages are stored in the order they were typed (the
+   * next waits while the one before is on its way or waits for a retry).
+   * Offline, everything waits in the outbox for the 'online' event.
+   */
+  pump(conversationId) {
+    if (this.offline) return;
+    const next = [...this.pending.values()].find(
+      (e) => e.conversationId === conversationId && e.status === 'sending',
+    );
+    if (next && !next.inFlight && !next.retrying) this.transmit(next);
+  }
+
   async transmit(entry) {
-    // Offline, it waits in the outbox for the 'online' event.
-    if (entry.inFlight || entry.status !== 'sending' || this.offline) return;
     entry.inFlight = true;
     entry.attempts += 1;
     try {
@@ -535,9 +547,12 @@ export class ParleyClient extends EventTarget {
       );
       entry.inFlight = false;
       this.settled(entry, stored);
+      this.pump(entry.conversationId);
     } catch (e) {
       entry.inFlight = false;
-      if (!this.pending.has(entry.clientMessageId) || entry.status === 'sent') return;
+      if (!this.pending.has(entry.clientMessageId) || entry.status === 'sent') {
+        return this.pump(entry.conversationId);
+      }
       const error = { code: e.code, message: e.message, retryAfter: e.retryAfter };
       if (e.transient && entry.attempts < SEND_ATTEMPTS) {
         const wait = e.retryAfter ? e.retryAfter * 1000 : this.backoff.base * 2 ** entry.attempts;
@@ -546,7 +561,11 @@ export class ParleyClient extends EventTarget {
           entry.error = error;
           this.emit('outbox', entry);
         }
-        this.env.setTimeout(() => this.transmit(entry), wait);
+        entry.retrying = true;
+        this.env.setTimeout(() => {
+          entry.retrying = false;
+          this.pump(entry.conversationId);
+        }, wait);
         return;
       }
       // Offline: keep it for when the connection is back, without burning tries.
@@ -557,6 +576,7 @@ export class ParleyClient extends EventTarget {
       Object.assign(entry, { status: 'failed', error });
       await this.env.store.put(stripRuntime(entry));
       this.emit('outbox', entry);
+      this.pump(entry.conversationId); // the next is not held up by this one
     }
   }
 
@@ -637,7 +657,7 @@ export class ParleyClient extends EventTarget {
 }
 
 /** An outbox entry without what only this page's memory needs. */
-function stripRuntime({ inFlight, ...entry }) {
+function stripRuntime({ inFlight, retrying, ...entry }) {
   return entry;
 }
 

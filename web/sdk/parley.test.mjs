@@ -307,3 +307,32 @@ test('offline: nothing is tried, the outbox keeps what is written, and it goes o
   assert.equal(c.pending.size, 0);
   assert.deepEqual(statuses.map((s) => s.status).slice(-3), ['offline', 'connecting', 'open']);
 });
+
+test('messages of a conversation are sent one at a time, in the order written', async () => {
+  const arrived = [];
+  const releases = [];
+  const { env } = fakeEnv({
+    routes: baseRoutes({
+      'POST /chat/conversations/c1/messages': async (_, body) => {
+        arrived.push(body.body);
+        await new Promise((r) => releases.push(r));
+        return [201, message(arrived.length, { senderId: 'me', clientMessageId: body.clientMessageId })];
+      },
+    }),
+  });
+  const c = client(env);
+  await c.start();
+  await settle();
+  for (const body of ['one', 'two', 'three']) await c.send('c1', body);
+  await settle();
+  assert.deepEqual(arrived, ['one'], 'the next waits for the one before');
+  releases.shift()();
+  await settle();
+  assert.deepEqual(arrived, ['one', 'two']);
+  releases.shift()();
+  await settle();
+  releases.shift()();
+  await settle();
+  assert.deepEqual(arrived, ['one', 'two', 'three']);
+  assert.equal(c.pending.size, 0);
+});
