@@ -218,6 +218,30 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// The headers every answer carries unless its handler set its own: no
+/// type sniffing, no referrer, never inside another site's frame, and a
+/// Content-Security-Policy that lets a response load nothing (pages of the
+/// web app set their own, see [`web`]).
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    use axum::http::{HeaderValue, header};
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ] {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
+    response
+}
+
 /// Counts requests and their latency by route pattern (never the raw URL, so
 /// ids do not explode the label space) and status.
 pub async fn track_requests(request: Request, next: Next) -> Response {

@@ -79,10 +79,9 @@ fn origin_of(url: &str) -> &str {
 }
 
 /// `/app/…`: one of [`FILES`] (a directory path means its
-/// `index.html`) with the headers every one carries: its type, revalidation
-/// on each load (a new server version is picked up at once), no type
-/// sniffing, no referrer, and a Content-Security-Policy (a page's, or for
-/// scripts and styles one that lets them load nothing).
+/// `index.html`) with its type, revalidation on each load (a new server
+/// version is picked up at once), and for a page its Content-Security-Policy
+/// (the other security headers are every answer's: `http::security_headers`).
 pub async fn app_file(State(state): State<AppState>, path: Option<Path<String>>) -> Response {
     let path = path.map(|Path(p)| p).unwrap_or_default();
     serve(&state, &format!("app/{path}")).await
@@ -124,21 +123,13 @@ async fn serve(state: &AppState, path: &str) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    let policy = if kind.starts_with("text/html") {
-        HeaderValue::from_str(&page_policy(state.settings.auth.app_token_url.as_deref()))
-            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
-    } else {
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")
-    };
-    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    // Scripts and styles keep the policy every answer gets (loading nothing).
+    if kind.starts_with("text/html") {
+        let policy =
+            HeaderValue::from_str(&page_policy(state.settings.auth.app_token_url.as_deref()))
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
     response
 }
 

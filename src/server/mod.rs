@@ -150,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(http::track_requests))
+        .layer(middleware::from_fn(http::security_headers))
         .layer(cors)
         .with_state(state)
 }

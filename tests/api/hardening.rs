@@ -403,3 +403,37 @@ async fn raw_get(port: u16, target: &str, header: &str) -> (u16, Value) {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
+
+/// Every answer, errors included, carries the security headers.
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let app = crate::helpers::spawn_app().await;
+    let user = app.user("candidate").await;
+    let answers = [
+        app.http.get(app.url("/healthz")).send().await.unwrap(),
+        app.http.get(app.url("/no/such/path")).send().await.unwrap(),
+        app.http
+            .get(app.url("/chat/conversations"))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap(),
+        app.http
+            .get(app.url("/chat/conversations"))
+            .send()
+            .await
+            .unwrap(),
+    ];
+    for answer in answers {
+        let h = answer.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+    }
+}
