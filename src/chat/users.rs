@@ -283,11 +283,14 @@ impl ChatCore {
 const MAX_TICKET_CHARS: usize = 64;
 
 impl ChatCore {
-    /// A connect ticket for `profile`: random, single-use, valid
-    /// [`TICKET_TTL`]; what browsers put in realtime URLs instead of a token.
+    /// A connect ticket for `profile` (whose token is good until
+    /// `good_until`, which the connection inherits): random, single-use,
+    /// valid [`TICKET_TTL`]; what browsers put in realtime URLs instead of a
+    /// token.
     pub async fn issue_ticket(
         &self,
         profile: &UserProfile,
+        good_until: u64,
     ) -> Result<(String, chrono::DateTime<chrono::Utc>), ChatError> {
         self.safety
             .check_limit(&profile.id, LimitKind::Reads)
@@ -298,6 +301,7 @@ impl ChatCore {
         let ticket = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&bytes);
         let holder = serde_json::json!({
             "id": profile.id, "name": profile.name, "role": profile.role, "email": profile.email,
+            "goodUntil": good_until,
         });
         self.tickets
             .put(&ticket, holder.to_string(), TICKET_TTL)
@@ -307,19 +311,21 @@ impl ChatCore {
         Ok((ticket, chrono::Utc::now() + ttl))
     }
 
-    /// Who an unspent, unexpired ticket stands for, spending it.
-    pub async fn redeem_ticket(&self, ticket: &str) -> Option<UserProfile> {
+    /// Who an unspent, unexpired ticket stands for, and until when their
+    /// token is good, spending it.
+    pub async fn redeem_ticket(&self, ticket: &str) -> Option<(UserProfile, u64)> {
         if ticket.is_empty() || ticket.len() > MAX_TICKET_CHARS {
             return None;
         }
         let holder: serde_json::Value =
             serde_json::from_str(&self.tickets.take(ticket).await?).ok()?;
-        UserProfile::new(
+        let profile = UserProfile::new(
             holder["id"].as_str()?,
             holder["name"].as_str()?,
             holder["role"].as_str()?.to_owned(),
             holder["email"].as_str().map(str::to_owned),
         )
-        .ok()
+        .ok()?;
+        Some((profile, holder["goodUntil"].as_u64()?))
     }
 }

@@ -95,8 +95,9 @@ impl JwtKeys {
         )?)
     }
 
-    /// Verifies a token and turns its claims into a user profile.
-    pub fn verify(&self, token: &str) -> Result<UserProfile, ApiError> {
+    /// Verifies a token: the user profile its claims describe, and when it
+    /// stops being good (its `exp` plus the leeway, seconds since the epoch).
+    pub fn verify(&self, token: &str) -> Result<(UserProfile, u64), ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -124,7 +125,10 @@ impl JwtKeys {
                 "the token lives longer than this server accepts",
             ));
         }
-        profile_from_claims(claims).map_err(|e| ApiError::unauthorized(e.public_message()))
+        let good_until = claims.exp + EXP_LEEWAY_SECS;
+        let profile =
+            profile_from_claims(claims).map_err(|e| ApiError::unauthorized(e.public_message()))?;
+        Ok((profile, good_until))
     }
 }
 
@@ -138,9 +142,11 @@ fn profile_from_claims(claims: Claims) -> Result<UserProfile, ChatError> {
     UserProfile::new(&claims.sub, &claims.name, claims.role, claims.email)
 }
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request, and when their token stops being
+/// good (seconds since the epoch): realtime connections end then unless
+/// renewed.
 #[derive(Clone, Debug)]
-pub struct AuthUser(pub UserProfile);
+pub struct AuthUser(pub UserProfile, pub u64);
 
 impl AuthUser {
     pub fn id(&self) -> &UserId {
@@ -156,7 +162,7 @@ impl FromRequestParts<AppState> for AuthUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let path = parts.uri.path();
-        let profile = if let Some(token) = bearer_token(parts) {
+        let (profile, good_until) = if let Some(token) = bearer_token(parts) {
             verify(state, path, &token)?
         } else if let Some(ticket) = query_value(parts, "ticket") {
             state.chat.redeem_ticket(&ticket).await.ok_or_else(|| {
@@ -172,7 +178,7 @@ impl FromRequestParts<AppState> for AuthUser {
             return Err(ApiError::unauthorized("missing bearer token"));
         };
         state.chat.sign_in(&profile).await?;
-        Ok(Self(profile))
+        Ok(Self(profile, good_until))
     }
 }
 
@@ -188,7 +194,7 @@ fn bearer_token(parts: &Parts) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-fn verify(state: &AppState, path: &str, token: &str) -> Result<UserProfile, ApiError> {
+fn verify(state: &AppState, path: &str, token: &str) -> Result<(UserProfile, u64), ApiError> {
     state.jwt.verify(token).inspect_err(|refused| {
         tracing::info!(path, reason = refused.message(), "refused: bad token");
     })
@@ -224,7 +230,8 @@ mod tests {
         let token = keys()
             .mint("u1", "Uma", "candidate", Some("u@example.com"), 60)
             .unwrap();
-        let p = keys().verify(&token).unwrap();
+        let (p, good_until) = keys().verify(&token).unwrap();
+        assert!(good_until >= unix_now() + 60);
         assert_eq!(p.id.as_str(), "u1");
         assert_eq!(p.role, "candidate");
     }
@@ -275,7 +282,7 @@ mod tests {
             ),
         ] {
             let token = signed(claims(extra));
-            let refused = keys().verify(&token).map(|p| p.id.as_str().to_owned());
+            let refused = keys().verify(&token).map(|(p, _)| p.id.as_str().to_owned());
             assert!(refused.is_err(), "{why}");
         }
         let short = keys().with_max_ttl(300);

@@ -113,7 +113,7 @@ pub async fn ticket(
     State(state): State<AppState>,
     caller: AuthUser,
 ) -> Result<(StatusCode, ApiJson<ConnectTicket>), ApiError> {
-    let (ticket, expires_at) = state.chat.issue_ticket(&caller.0).await?;
+    let (ticket, expires_at) = state.chat.issue_ticket(&caller.0, caller.1).await?;
     Ok((
         StatusCode::CREATED,
         ApiJson(ConnectTicket { ticket, expires_at }),

@@ -23,7 +23,10 @@ use std::{
     collections::HashSet,
     future::Future,
     pin::Pin,
-    sync::Mutex,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -40,6 +43,7 @@ use crate::{
         ChatError, ConversationId, UserId,
         event::{ServerEvent, SharedFrame},
     },
+    http::auth::JwtKeys,
 };
 
 /// Close code (private range) telling the client to reconnect and resync over REST.
@@ -59,6 +63,9 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_INTERNAL: u16 = 1011;
 /// A client message over the size limit.
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+/// Close code (private range) at the end of the connection's token (after
+/// the leeway) when no `auth.refresh` renewed it: get a new token, reconnect.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4002;
 
 /// Most conversations one connection can be typing in at once.
 const MAX_TYPING_PER_CONNECTION: usize = 32;
@@ -71,6 +78,11 @@ pub struct ConnectionContext {
     pub ping_interval: Duration,
     /// Flips to true when the server starts shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// When the token the connection opened with stops being good (seconds
+    /// since the epoch); `auth.refresh` moves it.
+    pub good_until: u64,
+    /// Verifies the tokens of `auth.refresh`.
+    pub jwt: Arc<JwtKeys>,
 }
 
 /// One attached connection, as its frame handlers see it.
@@ -80,6 +92,8 @@ struct Session<'a> {
     /// Conversations this connection said it is typing in, so that a
     /// disconnect stops every indicator it started.
     typing: Mutex<HashSet<ConversationId>>,
+    /// When the connection's token stops being good (seconds since the epoch).
+    good_until: AtomicU64,
 }
 
 /// Why the loop stopped.
@@ -94,6 +108,8 @@ enum End {
     /// The client sent a message larger than `PARLEY_WS_MAX_FRAME_BYTES`
     /// (in one frame or in fragments): 1009.
     TooBig,
+    /// The token expired and no `auth.refresh` renewed it.
+    TokenExpired,
 }
 
 /// A client frame being handled (boxed: see the module docs).
@@ -136,11 +152,16 @@ where
         ctx: &ctx,
         attachment: &attachment,
         typing: Mutex::new(HashSet::new()),
+        good_until: AtomicU64::new(ctx.good_until),
     };
     let end = serve(&mut socket, &mut frames, &answers, &session).await;
     let goodbye = match end {
         End::Broken => None,
         End::ClientGone => Some(close(1000, "bye")),
+        End::TokenExpired => Some(close(
+            CLOSE_TOKEN_EXPIRED,
+            "token expired: renew it and reconnect",
+        )),
         End::TooBig => {
             metrics::counter!("parley_ws_disconnects_total", "reason" => "message_too_big")
                 .increment(1);
@@ -203,9 +224,22 @@ where
     let mut last_heard = Instant::now();
     let mut shutdown = ctx.shutdown.clone();
     let mut in_flight: Option<InFlight<'_>> = None;
+    let mut good_until = session.good_until.load(Ordering::Relaxed);
+    let expiry = tokio::time::sleep_until(instant_of(good_until));
+    tokio::pin!(expiry);
     loop {
+        // An `auth.refresh` moved the end of the session.
+        let renewed = session.good_until.load(Ordering::Relaxed);
+        if renewed != good_until {
+            good_until = renewed;
+            expiry.as_mut().reset(instant_of(good_until));
+        }
         tokio::select! {
             biased;
+            () = &mut expiry, if in_flight.is_none() => {
+                metrics::counter!("parley_ws_disconnects_total", "reason" => "token_expired").increment(1);
+                return End::TokenExpired;
+            }
             queued = frames.recv() => match queued {
                 Some(outgoing) => {
                     if !send_ready(socket, outgoing, frames, limit).await {
@@ -481,7 +515,45 @@ async fn handle_frame(session: &Session<'_>, text: &str) -> (&'static str, Vec<S
             "presence.subscribe",
             presence_subscribe(session, subscribe.user_ids).await,
         ),
+        ClientFrame::AuthRefresh(refresh) => {
+            ("auth.refresh", vec![auth_refresh(session, &refresh.token)])
+        }
     }
+}
+
+/// Renews the session with a new token of the same user: the connection
+/// then lasts until that one's end. Answered with a `system.notice`
+/// `token_refreshed`, or an `error` (the session keeps its old end).
+fn auth_refresh(session: &Session<'_>, token: &str) -> SharedFrame {
+    let refused = |code: &'static str, message: &str| {
+        ServerEvent::Error {
+            code: code.into(),
+            message: message.into(),
+            client_message_id: None,
+        }
+        .to_frame()
+    };
+    match session.ctx.jwt.verify(token) {
+        Ok((profile, good_until)) if profile.id == session.ctx.user => {
+            session.good_until.store(good_until, Ordering::Relaxed);
+            ServerEvent::SystemNotice {
+                code: "token_refreshed".into(),
+                message: "the session now lasts as long as the new token".into(),
+            }
+            .to_frame()
+        }
+        Ok(_) => refused("forbidden", "the token is for another user"),
+        Err(e) => refused("unauthorized", e.message()),
+    }
+}
+
+/// The moment a Unix time (seconds) falls on, on tokio's clock.
+pub(super) fn instant_of(unix_secs: u64) -> tokio::time::Instant {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(unix_secs).saturating_sub(now_unix);
+    tokio::time::Instant::now() + left
 }
 
 /// Replaces this connection's presence subscription with the users in `ids`

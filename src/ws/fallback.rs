@@ -100,6 +100,9 @@ pub async fn sse(
     // The registration and guard live as long as the stream; when the user
     // actor drops the queue (too slow) or the server stops, the stream ends
     // and the browser's EventSource reconnects with its last id.
+    // The stream also ends when the token does: with a `system.notice`
+    // `token_expired`, after which the client reconnects with a new one.
+    let expires = super::connection::instant_of(caller.1);
     let events = stream::unfold(
         (frames, registration, guard),
         |(mut frames, registration, guard)| async move {
@@ -114,8 +117,21 @@ pub async fn sse(
     )
     .take_until(async move {
         let mut shutdown = shutdown;
-        let _ = shutdown.wait_for(|stopping| *stopping).await;
-    });
+        tokio::select! {
+            _ = shutdown.wait_for(|stopping| *stopping) => {}
+            () = tokio::time::sleep_until(expires) => {}
+        }
+    })
+    .chain(
+        stream::once(async {
+            let notice = crate::domain::event::ServerEvent::SystemNotice {
+                code: "token_expired".into(),
+                message: "the token expired: renew it and reconnect".into(),
+            };
+            Ok::<_, Infallible>(Event::default().data(notice.to_frame().as_str()))
+        })
+        .filter(move |_| std::future::ready(tokio::time::Instant::now() >= expires)),
+    );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())

@@ -39,6 +39,8 @@ pub async fn upgrade(
         outbound_queue: realtime.outbound_queue,
         ping_interval: realtime.ping_interval,
         shutdown: state.shutdown.clone(),
+        good_until: caller.1,
+        jwt: state.jwt.clone(),
     };
     ws.read_buffer_size(realtime.buffer_bytes)
         .write_buffer_size(realtime.buffer_bytes)

@@ -15,6 +15,15 @@ pub enum ClientFrame {
     Typing(Typing, bool),
     PresencePing(PresencePing),
     PresenceSubscribe(PresenceSubscribe),
+    /// `auth.refresh`: a new token for the same user, so that a long session
+    /// outlives the token it opened with.
+    AuthRefresh(AuthRefresh),
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRefresh {
+    pub token: String,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -104,6 +113,9 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         .map_err(invalid),
         "presence.subscribe" => serde_json::from_value(raw.data.clone())
             .map(ClientFrame::PresenceSubscribe)
+            .map_err(invalid),
+        "auth.refresh" => serde_json::from_value(raw.data.clone())
+            .map(ClientFrame::AuthRefresh)
             .map_err(invalid),
         "typing.started" | "typing.stopped" => serde_json::from_value(raw.data.clone())
             .map(|t| ClientFrame::Typing(t, raw.kind == "typing.started"))

@@ -437,3 +437,53 @@ async fn every_answer_carries_the_security_headers() {
         );
     }
 }
+
+/// A live session ends with its token (4002 on a WebSocket, a
+/// `token_expired` notice on SSE) unless the client renews it in place with
+/// `auth.refresh` — with a token of the same user only.
+#[tokio::test]
+async fn live_sessions_end_with_their_token_unless_renewed() {
+    let app = crate::helpers::spawn_app().await;
+    let known = app.user("candidate").await;
+    let short = TestUser {
+        id: known.id.clone(),
+        token: app
+            .keys
+            .mint(&known.id, "Short", "candidate", None, 1)
+            .unwrap(),
+    };
+    let mut expiring = app.ws(&short).await;
+    let mut renewed = app.ws(&short).await;
+    let mut sse = app.sse(&short, None).await;
+    let other = app.user("candidate").await;
+    renewed
+        .send_json(json!({ "type": "auth.refresh", "data": { "token": other.token } }))
+        .await;
+    assert_eq!(
+        renewed.next_of_type("error").await["data"]["code"],
+        "forbidden"
+    );
+    renewed
+        .send_json(json!({ "type": "auth.refresh", "data": { "token": known.token } }))
+        .await;
+    assert_eq!(
+        renewed.next_of_type("system.notice").await["data"]["code"],
+        "token_refreshed"
+    );
+    // exp is 1 s away, plus the 5 s leeway.
+    assert_eq!(
+        expiring
+            .close_within(std::time::Duration::from_secs(10))
+            .await,
+        Some(4002)
+    );
+    let (_, notice) = sse.next_of_type("system.notice").await;
+    assert_eq!(notice["data"]["code"], "token_expired");
+    assert_eq!(
+        renewed
+            .close_within(std::time::Duration::from_millis(300))
+            .await,
+        None,
+        "the renewed session goes on"
+    );
+}

@@ -4,6 +4,7 @@ export declare const CLOSE: Readonly<{
   GOING_AWAY: 1001;
   RESYNC: 4000;
   UNAUTHORISED: 4001;
+  TOKEN_EXPIRED: 4002;
   FORBIDDEN_ORIGIN: 4003;
   TOO_MANY: 4008;
 }>;

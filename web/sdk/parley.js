@@ -26,6 +26,7 @@ export const CLOSE = Object.freeze({
   GOING_AWAY: 1001,
   RESYNC: 4000,
   UNAUTHORISED: 4001,
+  TOKEN_EXPIRED: 4002,
   FORBIDDEN_ORIGIN: 4003,
   TOO_MANY: 4008,
 });
@@ -300,7 +301,8 @@ export class ParleyClient extends EventTarget {
     this.env.clearTimeout(this.heartbeatTimer);
     this.channel = null;
     if (this.stopped || this.offline) return;
-    if (code === CLOSE.UNAUTHORISED) this.token = null; // a new token, then a new ticket
+    // A new token, then a new ticket.
+    if (code === CLOSE.UNAUTHORISED || code === CLOSE.TOKEN_EXPIRED) this.token = null;
     if (code === CLOSE.FORBIDDEN_ORIGIN) {
       this.setStatus('refused');
       return;
@@ -469,6 +471,7 @@ export class ParleyClient extends EventTarget {
         break;
       case 'system.notice':
         if (data.code === 'resync_required') this.resync();
+        if (data.code === 'token_expired') this.token = null; // the stream ends next
         break;
       default:
         break;
