@@ -174,14 +174,11 @@ async fn tokens_not_yet_valid_or_living_too_long_are_refused() {
         (sign(two_hours), StatusCode::UNAUTHORIZED),
         (sign(fine), StatusCode::OK),
     ] {
-        let response = app
-            .http
-            .get(app.url("/chat/conversations"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), expected);
+        let holder = TestUser {
+            id: "t-user".into(),
+            token,
+        };
+        assert_eq!(app.get(&holder, "/chat/conversations").await.0, expected);
     }
 }
 

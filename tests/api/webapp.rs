@@ -165,14 +165,12 @@ async fn with_websockets_blocked_the_web_app_works_over_sse() {
             3600,
         )
         .unwrap();
-    let known = app
-        .http
-        .get(app.url("/chat/conversations"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert!(known.status().is_success());
+    let jon_user = crate::helpers::TestUser {
+        id: jon["id"].as_str().unwrap().to_owned(),
+        token,
+    };
+    let (status, _) = app.get(&jon_user, "/chat/conversations").await;
+    assert!(status.is_success());
     scenario(
         "sse",
         fixture,
