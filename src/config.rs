@@ -96,6 +96,21 @@ pub struct AuthSettings {
     /// The longest lifetime a token may claim (`exp` minus `iat`, or minus
     /// now): a leaked token is worth at most this long.
     pub jwt_max_ttl_secs: u64,
+    /// A real identity provider's key set (`https://…/.well-known/jwks.json`):
+    /// tokens are then checked against its keys (RS256/ES256…), never the
+    /// secret.
+    pub jwt_jwks_url: Option<String>,
+    /// The `iss` such tokens must carry (unset: not checked).
+    pub jwt_issuer: Option<String>,
+    /// The `aud` such tokens must carry (unset: not checked).
+    pub jwt_audience: Option<String>,
+    /// Where the display name is in the claims (a claim's name, or a dotted
+    /// path such as `public_metadata.name`).
+    pub jwt_name_claim: String,
+    /// Where the role is (e.g. `public_metadata.role` for Clerk,
+    /// `https://example.com/role` for an Auth0 custom claim); missing:
+    /// `candidate`.
+    pub jwt_role_claim: String,
     /// The key the host platform sends as `X-Api-Key` on the
     /// server-to-server API (`/internal/...`). Unset: that API refuses
     /// every request.
@@ -419,6 +434,11 @@ impl Default for AuthSettings {
         Self {
             jwt_secret: Secret::new(DEVELOPMENT_JWT_SECRET),
             jwt_max_ttl_secs: DEFAULT_JWT_MAX_TTL_SECS,
+            jwt_jwks_url: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_name_claim: "name".into(),
+            jwt_role_claim: "role".into(),
             internal_api_key: None,
             token_in_url: false,
             dev_login: None,
@@ -521,6 +541,11 @@ const KNOBS: &[Knob] = &[
     Knob { section: "server", key: "header_read_timeout_secs", env: "PARLEY_HEADER_READ_TIMEOUT_SECS", apply: |s, v| secs(&mut s.server.header_read_timeout, v) },
     Knob { section: "server", key: "web_dir", env: "PARLEY_WEB_DIR", apply: |s, v| { s.server.web_dir = Some(v.into()).filter(|d: &std::path::PathBuf| !d.as_os_str().is_empty()); Ok(()) } },
     Knob { section: "auth", key: "jwt_secret", env: "PARLEY_JWT_SECRET", apply: |s, v| { s.auth.jwt_secret = Secret::new(v); Ok(()) } },
+    Knob { section: "auth", key: "jwt_jwks_url", env: "PARLEY_JWT_JWKS_URL", apply: |s, v| { s.auth.jwt_jwks_url = web_url(v)?; Ok(()) } },
+    Knob { section: "auth", key: "jwt_issuer", env: "PARLEY_JWT_ISSUER", apply: |s, v| { s.auth.jwt_issuer = Some(v.to_owned()).filter(|v| !v.is_empty()); Ok(()) } },
+    Knob { section: "auth", key: "jwt_audience", env: "PARLEY_JWT_AUDIENCE", apply: |s, v| { s.auth.jwt_audience = Some(v.to_owned()).filter(|v| !v.is_empty()); Ok(()) } },
+    Knob { section: "auth", key: "jwt_name_claim", env: "PARLEY_JWT_NAME_CLAIM", apply: |s, v| { s.auth.jwt_name_claim = v.to_owned(); Ok(()) } },
+    Knob { section: "auth", key: "jwt_role_claim", env: "PARLEY_JWT_ROLE_CLAIM", apply: |s, v| { s.auth.jwt_role_claim = v.to_owned(); Ok(()) } },
     Knob { section: "auth", key: "jwt_max_ttl_secs", env: "PARLEY_JWT_MAX_TTL_SECS", apply: |s, v| set(&mut s.auth.jwt_max_ttl_secs, v) },
     Knob { section: "auth", key: "internal_api_key", env: "PARLEY_INTERNAL_API_KEY", apply: |s, v| { s.auth.internal_api_key = Some(Secret::new(v)); Ok(()) } },
     Knob { section: "auth", key: "token_in_url", env: "PARLEY_TOKEN_IN_URL", apply: |s, v| switch(&mut s.auth.token_in_url, v) },

@@ -114,10 +114,7 @@ impl Application {
         let state = AppState {
             shutdown: shutdown_signal,
             realtime: http::RealtimeTracker::default(),
-            jwt: Arc::new(
-                JwtKeys::new(&settings.auth.jwt_secret)
-                    .with_max_ttl(settings.auth.jwt_max_ttl_secs),
-            ),
+            jwt: Arc::new(jwt_keys(&settings.auth)),
             settings: Arc::new(settings),
             chat,
             metrics: metrics_handle(),
@@ -170,6 +167,22 @@ impl Application {
         jobs.stop();
         chat.stop(SHUTDOWN_GRACE).await;
         served
+    }
+}
+
+/// How tokens are checked: the secret's HS256, or the identity provider's
+/// keys when `PARLEY_JWT_JWKS_URL` names them.
+fn jwt_keys(auth: &config::AuthSettings) -> JwtKeys {
+    let keys = JwtKeys::new(&auth.jwt_secret)
+        .with_max_ttl(auth.jwt_max_ttl_secs)
+        .with_claims(&auth.jwt_name_claim, &auth.jwt_role_claim);
+    match &auth.jwt_jwks_url {
+        Some(url) => keys.with_provider(
+            url.clone(),
+            auth.jwt_issuer.clone(),
+            auth.jwt_audience.clone(),
+        ),
+        None => keys,
     }
 }
 

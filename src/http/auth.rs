@@ -13,16 +13,14 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, error::ApiError};
-use crate::{
-    config::Secret,
-    domain::{ChatError, UserId},
-    persistence::users::UserProfile,
-};
+use crate::{config::Secret, domain::UserId, persistence::users::UserProfile};
 
 /// Seconds of clock skew tolerated when checking `exp`, `nbf` and `iat`.
 const EXP_LEEWAY_SECS: u64 = 5;
 
-/// The claims Parley reads from a token.
+/// The claims of the tokens Parley mints itself (`parley token`, the
+/// development sign-in); any token's claims are read by name (see
+/// [`JwtKeys::with_claims`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -40,13 +38,29 @@ pub struct Claims {
     pub nbf: Option<u64>,
 }
 
-/// Signing and verification keys derived from the configured secret.
+/// Signing and verification keys: the configured HS256 secret (development,
+/// `parley token`), or a real identity provider's keys (JWKS).
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
     /// The longest lifetime accepted (`exp` minus `iat`, or minus now).
     max_ttl_secs: u64,
+    /// With an identity provider: only its keys count (the secret signs
+    /// nothing that is accepted), with its issuer and audience.
+    provider: Option<Provider>,
+    /// Where the display name and the role are in the claims: a top-level
+    /// claim's name (`https://example.com/role`), or a dotted path
+    /// (`public_metadata.role`).
+    name_claim: String,
+    role_claim: String,
+}
+
+/// A real identity provider.
+struct Provider {
+    keys: super::jwks::Jwks,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl JwtKeys {
@@ -60,7 +74,33 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
             validation,
             max_ttl_secs: crate::config::DEFAULT_JWT_MAX_TTL_SECS,
+            provider: None,
+            name_claim: "name".into(),
+            role_claim: "role".into(),
         }
+    }
+
+    /// Accepts tokens of the identity provider whose keys are at `jwks_url`
+    /// (RS256/ES256…, the algorithm pinned per key) instead of the secret's.
+    pub fn with_provider(
+        mut self,
+        jwks_url: String,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> Self {
+        self.provider = Some(Provider {
+            keys: super::jwks::Jwks::new(jwks_url),
+            issuer,
+            audience,
+        });
+        self
+    }
+
+    /// Reads the display name and the role from these claims.
+    pub fn with_claims(mut self, name_claim: &str, role_claim: &str) -> Self {
+        self.name_claim = name_claim.to_owned();
+        self.role_claim = role_claim.to_owned();
+        self
     }
 
     /// Refuses tokens that claim to live longer than `secs`.
@@ -97,49 +137,102 @@ impl JwtKeys {
 
     /// Verifies a token: the user profile its claims describe, and when it
     /// stops being good (its `exp` plus the leeway, seconds since the epoch).
-    pub fn verify(&self, token: &str) -> Result<(UserProfile, u64), ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => ApiError::unauthorized("the token has expired"),
-                    ErrorKind::ImmatureSignature => {
-                        ApiError::unauthorized("the token is not valid yet (nbf)")
-                    }
-                    ErrorKind::InvalidSignature => {
-                        ApiError::unauthorized("the token signature is not valid")
-                    }
-                    _ => ApiError::unauthorized("the token is malformed or incomplete"),
+    pub async fn verify(&self, token: &str) -> Result<(UserProfile, u64), ApiError> {
+        let claims = match &self.provider {
+            None => decode(token, &self.decoding, &self.validation)?,
+            Some(provider) => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|_| ApiError::unauthorized("the token is malformed or incomplete"))?;
+                let kid = header
+                    .kid
+                    .ok_or_else(|| ApiError::unauthorized("the token names no key (kid)"))?;
+                let pinned =
+                    provider.keys.key(&kid).await.ok_or_else(|| {
+                        ApiError::unauthorized("the token's signing key is unknown")
+                    })?;
+                if header.alg != pinned.algorithm {
+                    return Err(ApiError::unauthorized(
+                        "the token's algorithm is not its key's",
+                    ));
                 }
-            })?;
+                let mut validation = self.validation.clone();
+                validation.algorithms = vec![pinned.algorithm];
+                if let Some(issuer) = &provider.issuer {
+                    validation.set_issuer(&[issuer]);
+                }
+                match &provider.audience {
+                    Some(audience) => validation.set_audience(&[audience]),
+                    None => validation.validate_aud = false,
+                }
+                decode(token, &pinned.key, &validation)?
+            }
+        };
         let now = unix_now();
-        let claims = data.claims;
-        if claims.iat.is_some_and(|iat| iat > now + EXP_LEEWAY_SECS) {
+        let number = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
+        let exp = number("exp").ok_or_else(|| ApiError::unauthorized("the token has no exp"))?;
+        let iat = number("iat");
+        if iat.is_some_and(|iat| iat > now + EXP_LEEWAY_SECS) {
             return Err(ApiError::unauthorized(
                 "the token was issued in the future (iat)",
             ));
         }
-        let issued = claims.iat.unwrap_or(now).min(now);
-        if claims.exp.saturating_sub(issued) > self.max_ttl_secs {
+        let issued = iat.unwrap_or(now).min(now);
+        if exp.saturating_sub(issued) > self.max_ttl_secs {
             return Err(ApiError::unauthorized(
                 "the token lives longer than this server accepts",
             ));
         }
-        let good_until = claims.exp + EXP_LEEWAY_SECS;
-        let profile =
-            profile_from_claims(claims).map_err(|e| ApiError::unauthorized(e.public_message()))?;
-        Ok((profile, good_until))
+        let text = |path: &str| claim(&claims, path).and_then(serde_json::Value::as_str);
+        let sub = text("sub").ok_or_else(|| ApiError::unauthorized("the token has no sub"))?;
+        let profile = UserProfile::new(
+            sub,
+            text(&self.name_claim).unwrap_or(sub),
+            // Providers often say nothing of plain users: the least privileged role.
+            text(&self.role_claim).unwrap_or("candidate").to_owned(),
+            text("email").map(str::to_owned),
+        )
+        .map_err(|e| ApiError::unauthorized(e.public_message()))?;
+        Ok((profile, exp + EXP_LEEWAY_SECS))
     }
+}
+
+/// Checks a token's signature and standard claims; its claims as JSON.
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<serde_json::Value, ApiError> {
+    use jsonwebtoken::errors::ErrorKind;
+    jsonwebtoken::decode::<serde_json::Value>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => ApiError::unauthorized("the token has expired"),
+            ErrorKind::ImmatureSignature => {
+                ApiError::unauthorized("the token is not valid yet (nbf)")
+            }
+            ErrorKind::InvalidSignature => {
+                ApiError::unauthorized("the token signature is not valid")
+            }
+            ErrorKind::InvalidIssuer => ApiError::unauthorized("the token is from another issuer"),
+            ErrorKind::InvalidAudience => {
+                ApiError::unauthorized("the token is for another audience")
+            }
+            _ => ApiError::unauthorized("the token is malformed or incomplete"),
+        })
+}
+
+/// A claim by its top-level name, or by a dotted path into nested objects.
+fn claim<'a>(claims: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    claims.get(path).or_else(|| {
+        path.split('.')
+            .try_fold(claims, |value, part| value.get(part))
+    })
 }
 
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn profile_from_claims(claims: Claims) -> Result<UserProfile, ChatError> {
-    UserProfile::new(&claims.sub, &claims.name, claims.role, claims.email)
 }
 
 /// The authenticated caller of a request, and when their token stops being
@@ -163,7 +256,7 @@ impl FromRequestParts<AppState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         let path = parts.uri.path();
         let (profile, good_until) = if let Some(token) = bearer_token(parts) {
-            verify(state, path, &token)?
+            verify(state, path, &token).await?
         } else if let Some(ticket) = query_value(parts, "ticket") {
             state.chat.redeem_ticket(&ticket).await.ok_or_else(|| {
                 tracing::info!(path, "refused: unknown, spent or expired ticket");
@@ -172,7 +265,7 @@ impl FromRequestParts<AppState> for AuthUser {
         } else if let Some(token) =
             query_value(parts, "token").filter(|_| state.settings.auth.token_in_url)
         {
-            verify(state, path, &token)?
+            verify(state, path, &token).await?
         } else {
             tracing::info!(path, "refused: no bearer token");
             return Err(ApiError::unauthorized("missing bearer token"));
@@ -194,8 +287,8 @@ fn bearer_token(parts: &Parts) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-fn verify(state: &AppState, path: &str, token: &str) -> Result<(UserProfile, u64), ApiError> {
-    state.jwt.verify(token).inspect_err(|refused| {
+async fn verify(state: &AppState, path: &str, token: &str) -> Result<(UserProfile, u64), ApiError> {
+    state.jwt.verify(token).await.inspect_err(|refused| {
         tracing::info!(path, reason = refused.message(), "refused: bad token");
     })
 }
@@ -220,6 +313,7 @@ fn query_value(parts: &Parts, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     fn keys() -> JwtKeys {
         JwtKeys::new(&Secret::new("unit-test-secret-0123456789"))
@@ -230,7 +324,7 @@ mod tests {
         let token = keys()
             .mint("u1", "Uma", "candidate", Some("u@example.com"), 60)
             .unwrap();
-        let (p, good_until) = keys().verify(&token).unwrap();
+        let (p, good_until) = keys().verify(&token).now_or_never().unwrap().unwrap();
         assert!(good_until >= unix_now() + 60);
         assert_eq!(p.id.as_str(), "u1");
         assert_eq!(p.role, "candidate");
@@ -239,13 +333,19 @@ mod tests {
     #[test]
     fn expired_forged_and_garbage_tokens_are_refused() {
         let expired = keys().mint("u1", "Uma", "candidate", None, -3600).unwrap();
-        assert!(keys().verify(&expired).is_err());
+        assert!(keys().verify(&expired).now_or_never().unwrap().is_err());
         let other = JwtKeys::new(&Secret::new("another-secret-0123456789"));
         let forged = other.mint("u1", "Uma", "admin", None, 60).unwrap();
-        assert!(keys().verify(&forged).is_err());
-        assert!(keys().verify("not.a.token").is_err());
+        assert!(keys().verify(&forged).now_or_never().unwrap().is_err());
+        assert!(
+            keys()
+                .verify("not.a.token")
+                .now_or_never()
+                .unwrap()
+                .is_err()
+        );
         let bad_role = keys().mint("u1", "Uma", "superuser", None, 60).unwrap();
-        assert!(keys().verify(&bad_role).is_err());
+        assert!(keys().verify(&bad_role).now_or_never().unwrap().is_err());
     }
 
     fn signed(claims: serde_json::Value) -> String {
@@ -268,7 +368,7 @@ mod tests {
             c
         };
         let ok = signed(claims(serde_json::json!({ "iat": now, "nbf": now - 10 })));
-        assert!(keys().verify(&ok).is_ok());
+        assert!(keys().verify(&ok).now_or_never().unwrap().is_ok());
         for (why, extra) in [
             ("nbf in the future", serde_json::json!({ "nbf": now + 300 })),
             ("iat in the future", serde_json::json!({ "iat": now + 300 })),
@@ -282,10 +382,17 @@ mod tests {
             ),
         ] {
             let token = signed(claims(extra));
-            let refused = keys().verify(&token).map(|(p, _)| p.id.as_str().to_owned());
+            let refused = keys()
+                .verify(&token)
+                .now_or_never()
+                .unwrap()
+                .map(|(p, _)| p.id.as_str().to_owned());
             assert!(refused.is_err(), "{why}");
         }
         let short = keys().with_max_ttl(300);
-        assert!(short.verify(&ok).is_err(), "a lower ceiling applies");
+        assert!(
+            short.verify(&ok).now_or_never().unwrap().is_err(),
+            "a lower ceiling applies"
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod conversations;
 pub mod error;
 pub mod health;
 pub mod internal;
+pub mod jwks;
 pub mod messages;
 pub mod notifications;
 pub mod push;

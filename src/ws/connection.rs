@@ -515,16 +515,17 @@ async fn handle_frame(session: &Session<'_>, text: &str) -> (&'static str, Vec<S
             "presence.subscribe",
             presence_subscribe(session, subscribe.user_ids).await,
         ),
-        ClientFrame::AuthRefresh(refresh) => {
-            ("auth.refresh", vec![auth_refresh(session, &refresh.token)])
-        }
+        ClientFrame::AuthRefresh(refresh) => (
+            "auth.refresh",
+            vec![auth_refresh(session, &refresh.token).await],
+        ),
     }
 }
 
 /// Renews the session with a new token of the same user: the connection
 /// then lasts until that one's end. Answered with a `system.notice`
 /// `token_refreshed`, or an `error` (the session keeps its old end).
-fn auth_refresh(session: &Session<'_>, token: &str) -> SharedFrame {
+async fn auth_refresh(session: &Session<'_>, token: &str) -> SharedFrame {
     let refused = |code: &'static str, message: &str| {
         ServerEvent::Error {
             code: code.into(),
@@ -533,7 +534,7 @@ fn auth_refresh(session: &Session<'_>, token: &str) -> SharedFrame {
         }
         .to_frame()
     };
-    match session.ctx.jwt.verify(token) {
+    match session.ctx.jwt.verify(token).await {
         Ok((profile, good_until)) if profile.id == session.ctx.user => {
             session.good_until.store(good_until, Ordering::Relaxed);
             ServerEvent::SystemNotice {

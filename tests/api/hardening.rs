@@ -484,3 +484,184 @@ async fn live_sessions_end_with_their_token_unless_renewed() {
         "the renewed session goes on"
     );
 }
+
+/// An EC P-256 key made with openssl: the signing key, and its public JWK.
+fn p256_key(kid: &str) -> (jsonwebtoken::EncodingKey, Value) {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let run = |args: &[&str], input: Option<&[u8]>| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("openssl")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl runs");
+        if let Some(input) = input {
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        child.wait_with_output().unwrap().stdout
+    };
+    let sec1 = run(
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        None,
+    );
+    let pkcs8 = run(
+        &["pkcs8", "-topk8", "-nocrypt", "-outform", "DER"],
+        Some(&sec1),
+    );
+    let public = run(&["ec", "-pubout", "-outform", "DER"], Some(&sec1));
+    let point = &public[public.len() - 64..];
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+        "x": Base64UrlUnpadded::encode_string(&point[..32]),
+        "y": Base64UrlUnpadded::encode_string(&point[32..]),
+    });
+    (jsonwebtoken::EncodingKey::from_ec_der(&pkcs8), jwk)
+}
+
+/// Tokens of a real identity provider: checked against its published keys
+/// (ES256 here), its issuer and audience, the role read from where the
+/// provider puts it; the HS256 secret no longer signs anything accepted; a
+/// rotated key is fetched when first seen, and made-up key ids do not make
+/// Parley hammer the provider.
+#[tokio::test]
+async fn tokens_of_an_identity_provider_are_checked_against_its_published_keys() {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let (key_a, jwk_a) = p256_key("a");
+    let (key_b, jwk_b) = p256_key("b");
+    let published = Arc::new(Mutex::new(json!({ "keys": [jwk_a] })));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let jwks = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get({
+            let (published, fetches) = (published.clone(), fetches.clone());
+            move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                axum::Json(published.lock().unwrap().clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, jwks).await });
+    let app = spawn_app_with(|s| {
+        s.auth.jwt_jwks_url = Some(jwks_url);
+        s.auth.jwt_issuer = Some("https://idp.test/".into());
+        s.auth.jwt_audience = Some("parley".into());
+        s.auth.jwt_role_claim = "public_metadata.role".into();
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let token = |key: &jsonwebtoken::EncodingKey, kid: &str, extra: Value| {
+        let mut claims = json!({
+            "sub": "idp-user", "name": "Ida", "iss": "https://idp.test/", "aud": "parley",
+            "iat": now, "exp": now + 600, "public_metadata": { "role": "admin" },
+        });
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.into());
+        TestUser {
+            id: "idp-user".into(),
+            token: jsonwebtoken::encode(&header, &claims, key).unwrap(),
+        }
+    };
+    let status = |user: TestUser, path: &'static str| {
+        let app = &app;
+        async move { app.get(&user, path).await.0 }
+    };
+    // The provider's token signs in, with the role where the provider keeps it.
+    assert_eq!(
+        status(token(&key_a, "a", json!({})), "/admin/chat/reports").await,
+        StatusCode::OK
+    );
+    let plain = token(&key_a, "a", json!({ "public_metadata": {} }));
+    assert_eq!(
+        status(plain, "/admin/chat/reports").await,
+        StatusCode::FORBIDDEN,
+        "no role: candidate"
+    );
+    for (why, refused) in [
+        (
+            "another issuer",
+            token(&key_a, "a", json!({ "iss": "https://evil.test/" })),
+        ),
+        (
+            "another audience",
+            token(&key_a, "a", json!({ "aud": "someone-else" })),
+        ),
+        ("another key under a's id", token(&key_b, "a", json!({}))),
+    ] {
+        assert_eq!(
+            status(refused, "/chat/conversations").await,
+            StatusCode::UNAUTHORIZED,
+            "{why}"
+        );
+    }
+    // The development secret signs nothing accepted any more, nor does an
+    // HMAC made with the public key's id.
+    let hs = app
+        .keys
+        .mint("idp-user", "Ida", "admin", None, 600)
+        .unwrap();
+    let hs_user = TestUser {
+        id: "idp-user".into(),
+        token: hs,
+    };
+    assert_eq!(
+        status(hs_user, "/chat/conversations").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("a".into());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &json!({ "sub": "idp-user", "iss": "https://idp.test/", "aud": "parley", "exp": now + 600 }),
+        &jsonwebtoken::EncodingKey::from_secret(jwk_a["x"].as_str().unwrap().as_bytes()),
+    )
+    .unwrap();
+    let forged_user = TestUser {
+        id: "idp-user".into(),
+        token: forged,
+    };
+    assert_eq!(
+        status(forged_user, "/chat/conversations").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Rotation: the provider now publishes b only.
+    *published.lock().unwrap() = json!({ "keys": [jwk_b] });
+    let before = fetches.load(Ordering::SeqCst);
+    assert_eq!(
+        status(token(&key_b, "b", json!({})), "/chat/conversations").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        before + 1,
+        "fetched once for the new key"
+    );
+    assert_eq!(
+        status(token(&key_a, "a", json!({})), "/chat/conversations").await,
+        StatusCode::UNAUTHORIZED,
+        "the retired key is gone"
+    );
+    for n in 0..10 {
+        let made_up = token(&key_b, &format!("made-up-{n}"), json!({}));
+        assert_eq!(
+            status(made_up, "/chat/conversations").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(
+        fetches.load(Ordering::SeqCst) <= 5,
+        "at most 5 fetches a minute, whatever key ids tokens make up"
+    );
+}
