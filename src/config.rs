@@ -82,6 +82,10 @@ pub struct ServerSettings {
     /// How long a request head may take to arrive (the first one from the
     /// moment the connection opens, later ones from the previous answer).
     pub header_read_timeout: Duration,
+    /// Terminate TLS 1.3 here with this certificate chain and key (PEM
+    /// files; both or neither); reloaded on SIGHUP.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
     /// Serve the web app and the SDK (`/app/…`, `/sdk/…`) from this
     /// directory (laid out like the repository's `web/`) instead of the
     /// copies built into the binary: for working on them without rebuilding.
@@ -424,6 +428,8 @@ impl Default for ServerSettings {
             max_connections: None,
             max_silent_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            tls_cert: None,
+            tls_key: None,
             web_dir: None,
         }
     }
@@ -539,6 +545,8 @@ const KNOBS: &[Knob] = &[
     Knob { section: "server", key: "max_connections", env: "PARLEY_MAX_CONNECTIONS", apply: |s, v| { let mut n = 0usize; set(&mut n, v)?; s.server.max_connections = Some(n).filter(|n| *n > 0); Ok(()) } },
     Knob { section: "server", key: "max_silent_connections", env: "PARLEY_MAX_SILENT_CONNECTIONS", apply: |s, v| set(&mut s.server.max_silent_connections, v) },
     Knob { section: "server", key: "header_read_timeout_secs", env: "PARLEY_HEADER_READ_TIMEOUT_SECS", apply: |s, v| secs(&mut s.server.header_read_timeout, v) },
+    Knob { section: "server", key: "tls_cert", env: "PARLEY_TLS_CERT", apply: |s, v| { s.server.tls_cert = Some(v.into()).filter(|p: &std::path::PathBuf| !p.as_os_str().is_empty()); Ok(()) } },
+    Knob { section: "server", key: "tls_key", env: "PARLEY_TLS_KEY", apply: |s, v| { s.server.tls_key = Some(v.into()).filter(|p: &std::path::PathBuf| !p.as_os_str().is_empty()); Ok(()) } },
     Knob { section: "server", key: "web_dir", env: "PARLEY_WEB_DIR", apply: |s, v| { s.server.web_dir = Some(v.into()).filter(|d: &std::path::PathBuf| !d.as_os_str().is_empty()); Ok(()) } },
     Knob { section: "auth", key: "jwt_secret", env: "PARLEY_JWT_SECRET", apply: |s, v| { s.auth.jwt_secret = Secret::new(v); Ok(()) } },
     Knob { section: "auth", key: "jwt_jwks_url", env: "PARLEY_JWT_JWKS_URL", apply: |s, v| { s.auth.jwt_jwks_url = web_url(v)?; Ok(()) } },

@@ -61,7 +61,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// A built server, bound to its port and ready to run.
 pub struct Application {
     listener: TcpListener,
-    limits: server::listener::ConnectionLimits,
+    listening: server::listener::Listening,
     port: u16,
     state: AppState,
     /// Tells realtime connections the server is going away.
@@ -110,6 +110,12 @@ impl Application {
             header_read_timeout: settings.server.header_read_timeout,
         };
         tracing::info!(cap = limits.max_connections, "connection cap");
+        let tls = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(server::tls::Tls::load(cert, key)?)),
+            (None, None) => None,
+            _ => anyhow::bail!("PARLEY_TLS_CERT and PARLEY_TLS_KEY go together"),
+        };
+        let listening = server::listener::Listening { limits, tls };
         let (shutdown, shutdown_signal) = tokio::sync::watch::channel(false);
         let state = AppState {
             shutdown: shutdown_signal,
@@ -121,7 +127,7 @@ impl Application {
         };
         Ok(Self {
             listener,
-            limits,
+            listening,
             port,
             state,
             shutdown,
@@ -162,7 +168,7 @@ impl Application {
             stop.await;
             let _ = shutdown.send(true);
         };
-        let served = server::listener::serve(self.listener, router, self.limits, signal).await;
+        let served = server::listener::serve(self.listener, router, self.listening, signal).await;
         realtime.drained(SHUTDOWN_GRACE).await;
         jobs.stop();
         chat.stop(SHUTDOWN_GRACE).await;

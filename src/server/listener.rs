@@ -37,7 +37,7 @@ use axum::{Router, extract::connect_info::ConnectInfo};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch},
 };
 use tower::ServiceExt;
@@ -48,6 +48,13 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     pub max_silent: usize,
     pub header_read_timeout: Duration,
+}
+
+/// The listener's settings: its limits, and TLS when Parley terminates it.
+#[derive(Clone)]
+pub struct Listening {
+    pub limits: ConnectionLimits,
+    pub tls: Option<Arc<super::tls::Tls>>,
 }
 
 /// The most a lingering close reads away before closing anyway.
@@ -63,9 +70,13 @@ const MAX_HEAD_BYTES: usize = 128 * 1024;
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: ConnectionLimits,
+    listening: Listening,
     stop: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let limits = listening.limits;
+    if let Some(tls) = &listening.tls {
+        tls.reload_on_hangup();
+    }
     let places = Arc::new(Semaphore::new(limits.max_connections));
     let silent = Arc::new(SilentQueue::new(limits.max_silent));
     let (stopping, stop_seen) = watch::channel(false);
@@ -95,15 +106,33 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        tokio::spawn(connection(
-            tcp,
-            peer,
-            place,
-            router.clone(),
-            silent.clone(),
-            limits.header_read_timeout,
-            stop_seen.clone(),
-        ));
+        let (router, silent, stop_seen) = (router.clone(), silent.clone(), stop_seen.clone());
+        let within = limits.header_read_timeout;
+        match &listening.tls {
+            None => {
+                tokio::spawn(connection(
+                    tcp, peer, place, router, silent, within, stop_seen,
+                ));
+            }
+            Some(tls) => {
+                // The handshake is part of the first request's time.
+                let acceptor = tls.acceptor();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(within, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            connection(tls, peer, place, router, silent, within, stop_seen).await
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!("parley_tls_handshake_failures_total").increment(1);
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::counter!("parley_connections_timed_out_total").increment(1);
+                        }
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     drop(stop_seen);
@@ -127,19 +156,21 @@ fn log_refusal(last: &AtomicU64, cap: usize) {
 
 /// Serves one connection until it ends, is pushed out while silent, times
 /// out before its first request, or the server stops.
-async fn connection(
-    tcp: TcpStream,
+async fn connection<T>(
+    socket: T,
     peer: SocketAddr,
     place: OwnedSemaphorePermit,
     router: Router,
     silent: Arc<SilentQueue>,
     first_request_within: Duration,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let proven = Arc::new(AtomicBool::new(false));
     let pushed_out = silent.enter(proven.clone());
     let io = Guarded {
-        inner: tcp,
+        inner: socket,
         proven: proven.clone(),
         replacement: None,
         lingering: None,
@@ -223,8 +254,8 @@ impl SilentQueue {
 /// A connection's socket with its place under the cap (released when the
 /// socket is dropped, after an upgrade too), and hyper's own refusals before
 /// any request replaced by the contract's JSON error.
-struct Guarded {
-    inner: TcpStream,
+struct Guarded<T> {
+    inner: T,
     proven: Arc<AtomicBool>,
     /// The JSON answer being written instead of hyper's, and how much of it is out.
     replacement: Option<(Vec<u8>, usize)>,
@@ -259,7 +290,7 @@ fn replacement_for(head: &[u8]) -> Option<Vec<u8>> {
     )
 }
 
-impl Guarded {
+impl<T: AsyncWrite + Unpin> Guarded<T> {
     /// Writes what is left of the replacement answer.
     fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some((bytes, written)) = &mut self.replacement {
@@ -274,7 +305,7 @@ impl Guarded {
     }
 }
 
-impl AsyncRead for Guarded {
+impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -284,7 +315,7 @@ impl AsyncRead for Guarded {
     }
 }
 
-impl AsyncWrite for Guarded {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -5,6 +5,7 @@
 
 pub mod listener;
 pub mod openapi;
+pub mod tls;
 
 use axum::{
     Router,

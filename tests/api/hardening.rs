@@ -665,3 +665,118 @@ async fn tokens_of_an_identity_provider_are_checked_against_its_published_keys()
         "at most 5 fetches a minute, whatever key ids tokens make up"
     );
 }
+
+/// A self-signed certificate for localhost made with openssl, written to
+/// `cert.pem` and `key.pem` in `dir`; returns its SHA-256 fingerprint.
+fn certificate(dir: &std::path::Path) -> String {
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    fingerprint_of(&std::fs::read(dir.join("cert.pem")).unwrap())
+}
+
+fn fingerprint_of(pem: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(pem).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+/// TLS 1.3 terminated by Parley itself: HTTPS works with the certificate,
+/// older TLS and plain HTTP do not, and a renewed certificate is served
+/// after SIGHUP without a restart.
+#[tokio::test]
+async fn parley_terminates_tls_1_3_and_reloads_its_certificate_on_sighup() {
+    let dir = std::env::temp_dir().join(crate::helpers::unique("tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = certificate(&dir);
+    let (server, port) = crate::helpers::spawn_binary(&[
+        (
+            "PARLEY_TLS_CERT",
+            dir.join("cert.pem").display().to_string(),
+        ),
+        ("PARLEY_TLS_KEY", dir.join("key.pem").display().to_string()),
+    ])
+    .await;
+    let curl = |extra: &[&str]| {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(dir.join("ca.pem"))
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(extra)
+            .arg(format!("https://localhost:{port}/healthz"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    std::fs::copy(dir.join("cert.pem"), dir.join("ca.pem")).unwrap();
+    assert_eq!(curl(&[]), "200");
+    assert_ne!(curl(&["--tls-max", "1.2"]), "200", "TLS 1.3 only");
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    // A renewed certificate, then SIGHUP: served from then on.
+    let second = certificate(&dir);
+    assert_ne!(first, second);
+    let pid = server.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let served = || {
+        let output = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                "localhost",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        fingerprint_of(&output.stdout)
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while served() != second {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate is never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    std::fs::copy(dir.join("cert.pem"), dir.join("ca.pem")).unwrap();
+    assert_eq!(
+        curl(&[]),
+        "200",
+        "the server lives on with the new certificate"
+    );
+}
