@@ -41,6 +41,7 @@ impl NodeHandler for ChatCore {
         match serde_json::from_slice::<Notice>(body) {
             Ok(Notice::SanctionChanged(user)) => self.safety.sanction_changed(&user),
             Ok(Notice::UserErased(user)) => self.forget_erased(&user),
+            Ok(Notice::SessionsClosed(user)) => self.close_sessions(&user),
             Err(e) => tracing::warn!(error = %e, "unreadable cluster notice"),
         }
     }

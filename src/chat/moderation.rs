@@ -312,6 +312,15 @@ impl ChatCore {
         if let Some(notice) = notice {
             self.publish(std::slice::from_ref(&target), notice);
         }
+        // A suspension or a ban also ends the sessions opened before it.
+        if matches!(
+            action,
+            ModerationAction::Suspend { .. } | ModerationAction::Ban
+        ) {
+            self.close_sessions(&target);
+            self.tell_cluster(&Notice::SessionsClosed(target.clone()))
+                .await;
+        }
         Ok((action, target))
     }
 

@@ -207,6 +207,13 @@ impl ChatCore {
     pub(super) fn forget_erased(&self, user: &UserId) {
         self.known_users.remove(user);
         self.safety.sanction_changed(user);
+        self.close_sessions(user);
+    }
+
+    /// Closes `user`'s live connections on this node (after what is already
+    /// queued for them, such as the notice saying why); clients reconnect
+    /// and find their account as it now is.
+    pub(super) fn close_sessions(&self, user: &UserId) {
         if let Some(actor) = self.users.get(user) {
             let _ = actor.send_message(UserMsg::DisconnectAll);
         }

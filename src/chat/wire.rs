@@ -23,4 +23,6 @@ pub enum Notice {
     SanctionChanged(UserId),
     /// The user's account was erased: forget it and close its connections.
     UserErased(UserId),
+    /// The user was suspended or banned: close their live connections.
+    SessionsClosed(UserId),
 }

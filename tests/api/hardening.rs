@@ -780,3 +780,47 @@ async fn parley_terminates_tls_1_3_and_reloads_its_certificate_on_sighup() {
         "the server lives on with the new certificate"
     );
 }
+
+/// A suspension ends the sessions opened before it, after the notice that
+/// says why.
+#[tokio::test]
+async fn a_suspension_closes_the_users_live_sessions() {
+    let app = crate::helpers::spawn_app().await;
+    let (offender, victim, admin) = (
+        app.user("recruiter").await,
+        app.user("candidate").await,
+        app.user("admin").await,
+    );
+    let id = app.conversation(&offender, &victim).await;
+    app.send(&offender, &id, "pay me first").await;
+    let (status, report) = app
+        .post(
+            &victim,
+            "/chat/reports",
+            json!({ "reportedUserId": offender.id, "category": "scam" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut session = app.ws(&offender).await;
+    let (status, _) = app
+        .post(
+            &admin,
+            &format!(
+                "/admin/chat/reports/{}/action",
+                report["id"].as_str().unwrap()
+            ),
+            json!({ "action": "suspend", "durationHours": 24 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (events, code) = session
+        .drain_until_closed(std::time::Duration::from_secs(5))
+        .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "system.notice" && e["data"]["code"] == "messaging_suspended"),
+        "{events:?}"
+    );
+    assert!(code.is_some(), "closed");
+}
