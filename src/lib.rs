@@ -1,7 +1,8 @@
 //! Parley: a self-hosted realtime chat server for two-sided marketplaces.
 //!
 //! Module map, top to bottom (arrows point down only):
-//! * [`server`] — the one router that mounts both transports, and the OpenAPI document.
+//! * [`server`] — the one router that mounts both transports, the OpenAPI document,
+//!   the listener with its connection limits, and TLS termination.
 //! * [`http`] — the REST transport, and what every HTTP transport shares:
 //!   [`http::AppState`], auth, the JSON error shape, the origin check, metrics.
 //! * [`ws`] — the realtime transport: WebSocket gateway and client protocol,

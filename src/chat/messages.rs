@@ -23,10 +23,11 @@ const HISTORY_MAX_LIMIT: i64 = 100;
 impl ChatCore {
     /// Sends a message: checks the body, the sender's standing and rate,
     /// then lets the conversation's actor store it. `created` is false for
-    /// an idempotent repeat: the retry of a message that was stored gets the
-    /// original before any check (a block, a suspension or a rate limit
-    /// since), costs nothing of the sender's quota and counts as no
-    /// violation.
+    /// an idempotent repeat. The retry of a message that was stored gets the
+    /// original whatever was refused since (a block, a suspension, a request
+    /// still waiting, the rate limit — looked up only then, so sends cost no
+    /// extra query), and a refused retry counts as no violation. (Within the
+    /// quota, a retry still uses one unit of it.)
     pub async fn send(
         &self,
         conversation: ConversationId,
@@ -42,18 +43,30 @@ impl ChatCore {
         } else {
             text::sanitize_body(body)?
         };
-        if let Some(original) = self
-            .stored_original(conversation, sender, client_message_id)
-            .await?
-        {
-            metrics::counter!("parley_messages_deduplicated_total").increment(1);
-            return Ok(original);
+        let original = || async {
+            let found = self
+                .stored_original(conversation, sender, client_message_id)
+                .await;
+            if let Ok(Some(_)) = &found {
+                metrics::counter!("parley_messages_deduplicated_total").increment(1);
+            }
+            found
+        };
+        if let Err(refused) = self.safety.check_may_post(sender).await {
+            return original().await?.ok_or(refused);
         }
-        self.safety.check_may_post(sender).await?;
         let attachments = self
             .attachments_to_send(conversation, sender, attachment_ids)
             .await?;
-        self.safety.check_limit(sender, LimitKind::Messages).await?;
+        if let Err(retry_after) = self.safety.try_limit(sender, LimitKind::Messages).await {
+            if let Some(stored) = original().await? {
+                return Ok(stored);
+            }
+            return Err(self
+                .safety
+                .refused(sender, LimitKind::Messages, retry_after)
+                .await);
+        }
         let command = Command::Send(SendCommand {
             sender: sender.clone(),
             body,
@@ -63,6 +76,8 @@ impl ChatCore {
         let outcome = match self.dispatcher.dispatch(conversation, command).await {
             Ok(Reply::Sent(outcome)) => Ok(outcome),
             Ok(other) => Err(unexpected(other)),
+            // Refused now (a block since, say): a retry still gets its original.
+            Err(refused @ ChatError::Forbidden { .. }) => original().await?.ok_or(refused),
             Err(e) => Err(e),
         };
         match &outcome {

@@ -86,9 +86,26 @@ impl Safety {
 
     /// One more `kind` for `user`, or 429; repeated refusals raise a signal.
     pub async fn check_limit(&self, user: &UserId, kind: LimitKind) -> Result<(), ChatError> {
-        let Err(retry_after) = self.limiter.check(user, kind).await else {
-            return Ok(());
-        };
+        match self.try_limit(user, kind).await {
+            Ok(()) => Ok(()),
+            Err(retry_after) => Err(self.refused(user, kind, retry_after).await),
+        }
+    }
+
+    /// One more `kind` for `user`, or how long to wait; nothing is recorded
+    /// (see [`Safety::refused`]).
+    pub async fn try_limit(&self, user: &UserId, kind: LimitKind) -> Result<(), Duration> {
+        self.limiter.check(user, kind).await
+    }
+
+    /// A refusal over the limit: logged, counted towards the
+    /// `rate_limit_violations` signal, answered 429.
+    pub async fn refused(
+        &self,
+        user: &UserId,
+        kind: LimitKind,
+        retry_after: Duration,
+    ) -> ChatError {
         tracing::info!(%user, limit = kind.label(), "refused: rate limit");
         if self
             .violations
@@ -102,10 +119,7 @@ impl Safety {
             )
             .await;
         }
-        Err(ChatError::rate_limited(
-            kind.label().replace('_', " ").as_str(),
-            retry_after,
-        ))
+        ChatError::rate_limited(kind.label().replace('_', " ").as_str(), retry_after)
     }
 
     /// Refuses a suspended or banned user (403 `messaging_suspended`).

@@ -1,7 +1,8 @@
 //! The whole HTTP surface on one router: the REST handlers of [`crate::http`],
 //! the realtime endpoints of [`crate::ws`], operations (health, metrics) and
-//! the OpenAPI document. Sitting above both transports, it is the only place
-//! that knows them both.
+//! the OpenAPI document; and how connections reach it ([`listener`]: the
+//! accept loop and its limits, [`tls`]: TLS 1.3 termination). Sitting above
+//! both transports, it is the only place that knows them both.
 
 pub mod listener;
 pub mod openapi;
