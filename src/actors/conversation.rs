@@ -328,31 +328,8 @@ impl ConversationActor {
             .iter()
             .any(|p| p.request_state == RequestState::Pending)
         {
-            // Unless this is a retry of the one message the request allows.
-            // A failed lookup is a failure, never a refusal.
-            let earlier = match messages::find_by_client_id(
-                &self.deps.pool,
-                &cmd.sender,
-                &cmd.client_message_id,
-            )
-            .await
-            {
-                Ok(earlier) => earlier,
-                Err(e) => return (Err(e), None),
-            };
-            if let Some(message) = earlier
-                && message.conversation_id == state.id.0
-            {
-                return (
-                    Ok(SendOutcome {
-                        message,
-                        created: false,
-                        opened_request: false,
-                        accepted_request: false,
-                    }),
-                    None,
-                );
-            }
+            // (The retry of the one message allowed gets its original from
+            // `ChatCore::send`, which looks it up on any refusal.)
             return (
                 Err(ChatError::forbidden(
                     "request_pending",
