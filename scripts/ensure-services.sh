@@ -2,7 +2,7 @@
 # Makes sure what Parley needs on this machine is installed and running, and
 # that its databases exist. Safe to run any number of times.
 #
-#   scripts/ensure-services.sh [--push-stand-in] [--clamd] [--s3s-fs] [--proxies] [--browser] [--recreate] [database ...]   (default: parley parley_test)
+#   scripts/ensure-services.sh [--push-stand-in] [--clamd] [--s3s-fs] [--proxies] [--browser] [--schemathesis] [--recreate] [database ...]   (default: parley parley_test)
 #
 # --recreate drops the named databases first (the test suite starts from an
 # empty schema every run, whatever an earlier run or branch left behind).
@@ -14,7 +14,8 @@
 # attachments (clamd on 127.0.0.1:3310, or CLAMD_PORT); --s3s-fs installs the
 # S3-compatible server the tests run the s3:// blob store against; --proxies
 # installs nginx and Caddy, which the browser tests put in front of Parley;
-# --browser installs chromium and playwright-core for the tests in a browser.
+# --browser installs chromium and playwright-core for the tests in a browser;
+# --schemathesis installs the fuzzer that holds /openapi.json to the truth.
 # Honours PGHOST/PGPORT/PGUSER.
 set -euo pipefail
 
@@ -28,6 +29,7 @@ clamd=0
 s3s_fs=0
 proxies=0
 browser=0
+schemathesis=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --push-stand-in) push_stand_in=1 ;;
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --s3s-fs) s3s_fs=1 ;;
     --proxies) proxies=1 ;;
     --browser) browser=1 ;;
+    --schemathesis) schemathesis=1 ;;
     --recreate) recreate=1 ;;
     *) break ;;
   esac
@@ -250,6 +253,19 @@ ensure_browser() {
   (cd "$PLAYWRIGHT_DIR" && npm install --silent --no-audit --no-fund playwright-core@1.65.1 >/dev/null)
 }
 
+# Schemathesis (PyPI), pinned, in a virtualenv kept across checkouts.
+SCHEMATHESIS_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/parley/tools/schemathesis"
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  if [ -x "$SCHEMATHESIS_ROOT/bin/schemathesis" ] &&
+    "$SCHEMATHESIS_ROOT/bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION"; then
+    return
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION (pip) into $SCHEMATHESIS_ROOT"
+  python3 -m venv "$SCHEMATHESIS_ROOT"
+  "$SCHEMATHESIS_ROOT/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
 require_rust
 ensure_postgres
 ensure_databases
@@ -260,3 +276,4 @@ if [ "$clamd" -eq 1 ]; then ensure_clamd; fi
 if [ "$s3s_fs" -eq 1 ]; then ensure_s3s_fs; fi
 if [ "$proxies" -eq 1 ]; then ensure_proxies; fi
 if [ "$browser" -eq 1 ]; then ensure_browser; fi
+if [ "$schemathesis" -eq 1 ]; then ensure_schemathesis; fi

@@ -5,7 +5,7 @@
 # database exists, freshly created.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-services.sh --push-stand-in --clamd --s3s-fs --proxies --browser --recreate parley_test
+scripts/ensure-services.sh --push-stand-in --clamd --s3s-fs --proxies --browser --schemathesis --recreate parley_test
 export PARLEY_TEST_DATABASE_URL="${PARLEY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/parley_test}"
 export PARLEY_TEST_PUSH_STAND_IN="${PARLEY_TEST_PUSH_STAND_IN:-$PWD/target/tools/web-push-testing/node_modules/web-push-testing/src/bin/server.js}"
 export PARLEY_TEST_CLAMD_ADDR="${PARLEY_TEST_CLAMD_ADDR:-127.0.0.1:3310}"
@@ -13,6 +13,7 @@ export PARLEY_TEST_CHROMIUM="${PARLEY_TEST_CHROMIUM:-/usr/bin/chromium}"
 export PARLEY_TEST_PLAYWRIGHT_CORE="${PARLEY_TEST_PLAYWRIGHT_CORE:-$PWD/target/tools/playwright/node_modules/playwright-core/index.mjs}"
 export PARLEY_TEST_NGINX="${PARLEY_TEST_NGINX:-/usr/sbin/nginx}"
 export PARLEY_TEST_CADDY="${PARLEY_TEST_CADDY:-${XDG_CACHE_HOME:-$HOME/.cache}/parley/tools/caddy/bin/caddy}"
+export PARLEY_TEST_SCHEMATHESIS="${PARLEY_TEST_SCHEMATHESIS:-${XDG_CACHE_HOME:-$HOME/.cache}/parley/tools/schemathesis/bin/schemathesis}"
 export PARLEY_TEST_S3S_FS="${PARLEY_TEST_S3S_FS:-${XDG_CACHE_HOME:-$HOME/.cache}/parley/tools/s3s-fs/bin/s3s-fs}"
 # The s3:// blob store takes its credentials from the usual AWS variables;
 # the tests' S3 server (s3s-fs) is started with the same.

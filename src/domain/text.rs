@@ -1,13 +1,13 @@
 //! Message text rules: what a body and a client message id may contain.
 //!
-//! Bodies are stored as plain text. Markup is stripped to its text (the content
-//! of `<script>` and `<style>` is dropped entirely) so that a client that
-//! mistakenly renders HTML still shows nothing active; clients render with text
-//! APIs. Only text that contains a `<` goes through the HTML parser, so a plain
-//! message such as `R&D at 5 & 6` is kept exactly as typed.
+//! A body is plain text, kept exactly as typed (line breaks normalised):
+//! the server never reads it as markup, and every renderer escapes it. Each
+//! short text field is a [`TextField`], whose one description both checks a
+//! value and documents it in the OpenAPI document ([`TextField::schema`]).
 //!
-//! Lengths count Unicode scalar values (Postgres' `char_length` counts the
-//! same), so any script and emoji are welcome up to the cap.
+//! Lengths count Unicode scalar values (Postgres' `char_length` and JSON
+//! Schema's `maxLength` count the same), so any script and emoji are welcome
+//! up to the cap.
 
 use super::ChatError;
 
@@ -23,8 +23,14 @@ pub const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 128;
 /// would-be scripts all stay harmless and intact). Refused: control
 /// characters other than newline and tab, bidirectional overrides and
 /// isolates (which make text display differently from what it is), bodies
-/// with nothing visible, and more than 5,000 characters.
+/// with nothing visible, and more than 5,000 characters as sent.
 pub fn sanitize_body(raw: &str) -> Result<String, ChatError> {
+    if raw.chars().count() > MAX_BODY_CHARS {
+        return Err(ChatError::invalid(
+            "body_too_long",
+            format!("the message body is longer than {MAX_BODY_CHARS} characters"),
+        ));
+    }
     let normalized = raw.replace("\r\n", "\n").replace('\r', "\n");
     if normalized
         .chars()
@@ -51,29 +57,96 @@ pub fn sanitize_body(raw: &str) -> Result<String, ChatError> {
             "the message body is empty",
         ));
     }
-    if trimmed.chars().count() > MAX_BODY_CHARS {
-        return Err(ChatError::invalid(
-            "body_too_long",
-            format!("the message body is longer than {MAX_BODY_CHARS} characters"),
-        ));
-    }
     Ok(trimmed.to_owned())
+}
+
+/// A message body as a JSON Schema string: what [`sanitize_body`] admits.
+pub fn body_schema() -> utoipa::openapi::Object {
+    let refused = class(&[CONTROLS, BIDI_CONTROLS], &['\n', '\t', '\r']);
+    let unseen = class(&[CONTROLS, BIDI_CONTROLS, WHITESPACE, INVISIBLE], &[]);
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_BODY_CHARS))
+        .pattern(Some(format!(
+            "^[^{refused}]*[^{unseen}][^{refused}]*$"
+        )))
+        .description(Some(
+            "Plain text, kept as typed (line breaks become \\n, surrounding whitespace is trimmed): \
+             something visible, no control characters but newline and tab, no bidirectional controls",
+        ))
+        .build()
 }
 
 /// Bidirectional embeddings, overrides (U+202A–U+202E) and isolates
 /// (U+2066–U+2069): `invoice\u{202e}gpj.exe` shows as `invoiceexe.jpg`.
 /// Refused everywhere text is accepted.
 pub fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    within(BIDI_CONTROLS, c)
 }
 
+/// The characters of [`is_bidi_control`], as ranges.
+const BIDI_CONTROLS: &[(char, char)] = &[('\u{202A}', '\u{202E}'), ('\u{2066}', '\u{2069}')];
+/// Control characters (`char::is_control`, Unicode `Cc`), as ranges.
+const CONTROLS: &[(char, char)] = &[('\u{0}', '\u{1F}'), ('\u{7F}', '\u{9F}')];
+/// What `str::trim` removes (`char::is_whitespace`, Unicode `White_Space`).
+const WHITESPACE: &[(char, char)] = &[
+    ('\u{9}', '\u{D}'),
+    (' ', ' '),
+    ('\u{85}', '\u{85}'),
+    ('\u{A0}', '\u{A0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200A}'),
+    ('\u{2028}', '\u{2029}'),
+    ('\u{202F}', '\u{202F}'),
+    ('\u{205F}', '\u{205F}'),
+    ('\u{3000}', '\u{3000}'),
+];
 /// Characters that show nothing: zero-width spaces and joiners, word
 /// joiner, byte-order mark, soft hyphen, Mongolian vowel separator.
+const INVISIBLE: &[(char, char)] = &[
+    ('\u{200B}', '\u{200D}'),
+    ('\u{2060}', '\u{2060}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{AD}', '\u{AD}'),
+    ('\u{180E}', '\u{180E}'),
+];
+
+fn within(ranges: &[(char, char)], c: char) -> bool {
+    ranges
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
+}
+
+/// The inside of a regular-expression character class (ECMA-262, as JSON
+/// Schema patterns are) naming `ranges` less the characters in `except`.
+fn class(ranges: &[&[(char, char)]], except: &[char]) -> String {
+    let mut runs: Vec<(char, char)> = Vec::new();
+    let chars = ranges
+        .iter()
+        .flat_map(|ranges| ranges.iter())
+        .flat_map(|&(first, last)| first..=last)
+        .filter(|c| !except.contains(c));
+    for c in chars {
+        match runs.last_mut() {
+            Some((_, last)) if *last as u32 + 1 == c as u32 => *last = c,
+            _ => runs.push((c, c)),
+        }
+    }
+    runs.iter()
+        .map(|&(first, last)| {
+            if first == last {
+                format!("\\u{:04X}", first as u32)
+            } else {
+                format!("\\u{:04X}-\\u{:04X}", first as u32, last as u32)
+            }
+        })
+        .collect()
+}
+
+/// Whether `c` shows nothing (see [`INVISIBLE`]).
 fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' | '\u{180E}'
-    )
+    within(INVISIBLE, c)
 }
 
 /// What a short text field (an id, a name, a note) may hold. Every field
@@ -107,24 +180,54 @@ pub enum Padding {
 
 impl TextField {
     /// The checked value (trimmed when the field trims), or the field's error.
+    /// The length is that of the value as sent, spaces included.
     pub fn check<'a>(&self, raw: &'a str) -> Result<&'a str, ChatError> {
         let value = match self.padding {
             Padding::Trim => raw.trim(),
             Padding::Keep | Padding::Refuse => raw,
         };
-        let len = value.chars().count();
         let allowed = |c: char| {
             !is_bidi_control(c) && (!c.is_control() || (self.multiline && (c == '\n' || c == '\t')))
         };
-        let ok = (len > 0 || !self.required)
-            && len <= self.max_chars
-            && value.chars().all(allowed)
+        let ok = (!value.is_empty() || !self.required)
+            && raw.chars().count() <= self.max_chars
+            && raw.chars().all(allowed)
             && (self.padding != Padding::Refuse || value.trim() == value);
         if ok {
             Ok(value)
         } else {
             Err(ChatError::invalid(self.code, self.message))
         }
+    }
+
+    /// The field as a JSON Schema string: the same bounds, and a pattern
+    /// that admits exactly the characters (and, for trimmed and exact fields,
+    /// the placement of spaces) that [`TextField::check`] admits.
+    pub fn schema(&self) -> utoipa::openapi::Object {
+        let except: &[char] = if self.multiline { &['\n', '\t'] } else { &[] };
+        let refused = class(&[CONTROLS, BIDI_CONTROLS], except);
+        let spaced = class(&[CONTROLS, BIDI_CONTROLS, WHITESPACE], &[]);
+        let pattern = match (self.padding, self.required) {
+            (Padding::Keep, _) | (Padding::Trim, false) => format!("^[^{refused}]*$"),
+            (Padding::Trim, true) => {
+                format!("^[^{refused}]*[^{spaced}][^{refused}]*$")
+            }
+            (Padding::Refuse, required) => {
+                let exact = format!("[^{spaced}](?:[^{refused}]*[^{spaced}])?");
+                if required {
+                    format!("^{exact}$")
+                } else {
+                    format!("^(?:{exact})?$")
+                }
+            }
+        };
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(self.required.then_some(1))
+            .max_length(Some(self.max_chars))
+            .pattern(Some(pattern))
+            .description(Some(self.message))
+            .build()
     }
 }
 
@@ -185,6 +288,92 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_character_tables_are_the_standard_librarys_classes() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(within(CONTROLS, c), c.is_control(), "{c:?}");
+            assert_eq!(within(WHITESPACE, c), c.is_whitespace(), "{c:?}");
+        }
+        assert_eq!(
+            class(&[CONTROLS], &['\t', '\n']),
+            "\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F"
+        );
+    }
+
+    /// Each field's pattern and bounds admit exactly what its check admits.
+    #[test]
+    fn schemas_admit_exactly_what_checks_admit() {
+        let samples = [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            " a ",
+            "a b",
+            "a\nb",
+            "a\tb",
+            "\n",
+            "a\n",
+            "a\r\nb",
+            "\u{0}",
+            "a\u{7}",
+            "\u{85}a",
+            "\u{200B}",
+            "\u{200B}x",
+            "x\u{202E}y",
+            "\u{2067}",
+            "\u{3000}a\u{3000}",
+            "<3 a<b",
+            "abcde",
+            "abcdef",
+            " abcd",
+            "abcd ",
+        ];
+        let fields = [
+            (Padding::Keep, true, false),
+            (Padding::Trim, true, false),
+            (Padding::Trim, false, true),
+            (Padding::Refuse, true, false),
+            (Padding::Refuse, false, false),
+        ];
+        for (padding, required, multiline) in fields {
+            let field = TextField {
+                code: "c",
+                message: "m",
+                max_chars: 5,
+                required,
+                multiline,
+                padding,
+            };
+            let schema = field.schema();
+            let pattern = regex::Regex::new(schema.pattern.as_deref().unwrap()).unwrap();
+            for sample in samples {
+                let length = sample.chars().count();
+                let by_schema =
+                    pattern.is_match(sample) && length <= 5 && (!required || length >= 1);
+                assert_eq!(
+                    by_schema,
+                    field.check(sample).is_ok(),
+                    "{field:?} {sample:?}"
+                );
+            }
+        }
+        let body = body_schema();
+        let pattern = regex::Regex::new(body.pattern.as_deref().unwrap()).unwrap();
+        for sample in samples
+            .iter()
+            .copied()
+            .chain(["\r", "a\rb", "\u{FEFF} \u{AD}"])
+        {
+            assert_eq!(
+                pattern.is_match(sample),
+                sanitize_body(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
+    }
+
+    #[test]
     fn plain_text_in_any_script_is_kept() {
         assert_eq!(sanitize_body("  héllo 👋 世界  ").unwrap(), "héllo 👋 世界");
         assert_eq!(sanitize_body("R&D: 5 & 6").unwrap(), "R&D: 5 & 6");
@@ -235,9 +424,11 @@ mod tests {
     }
 
     #[test]
-    fn length_is_counted_in_characters_after_trimming() {
-        let max = "é".repeat(MAX_BODY_CHARS);
+    fn length_is_counted_in_characters_as_sent() {
+        let max = "é".repeat(MAX_BODY_CHARS - 4);
         assert_eq!(sanitize_body(&format!("  {max}  ")).unwrap(), max);
+        let padded = format!(" {} ", "é".repeat(MAX_BODY_CHARS - 1));
+        assert_eq!(sanitize_body(&padded).unwrap_err().code(), "body_too_long");
         let over = "😀".repeat(MAX_BODY_CHARS + 1);
         assert_eq!(sanitize_body(&over).unwrap_err().code(), "body_too_long");
     }
@@ -280,7 +471,11 @@ mod tests {
             multiline: true,
             padding: Padding::Trim,
         };
-        assert_eq!(note.check("  a\nb\t ").unwrap(), "a\nb");
+        assert_eq!(note.check(" a\nb\t").unwrap(), "a\nb");
+        assert!(
+            note.check("  a\nb\t ").is_err(),
+            "the length is the value's as sent"
+        );
         assert_eq!(note.check("").unwrap(), "");
         assert_eq!(note.check("123456").unwrap_err().code(), "invalid_note");
         assert!(note.check("bell\u{7}").is_err());

@@ -81,20 +81,22 @@ pub mod reports;
 pub mod retention;
 pub mod search;
 pub mod threads;
+pub mod tls;
 pub mod users;
 
 use std::{future::Future, str::FromStr, time::Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::{config::DatabaseSettings, domain::ChatError};
 
-/// Builds the pool. Connections are made lazily; each has a server-side
-/// `statement_timeout` equal to the configured database timeout, and waiting
-/// for a free connection is bounded by the same timeout.
+/// Builds the pool. Connections are made lazily, over TLS as the URL's
+/// `sslmode` asks (see [`tls`]); each has a server-side `statement_timeout`
+/// equal to the configured database timeout, and waiting for a free
+/// connection is bounded by the same timeout.
 pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let mut pg = tokio_postgres::Config::from_str(settings.url.expose())?;
+    let (url, tls) = tls::from_url(settings.url.expose())?;
+    let mut pg = tokio_postgres::Config::from_str(&url)?;
     let timeout_ms = settings.timeout.as_millis();
     pg.options(format!("-c statement_timeout={timeout_ms}"));
     pg.connect_timeout(settings.timeout);
@@ -103,7 +105,7 @@ pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     }
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

@@ -6,6 +6,7 @@ mod attachments;
 mod browser;
 mod cluster;
 mod conversations;
+mod database_tls;
 mod discipline;
 mod errors;
 mod fallback;
