@@ -48,6 +48,18 @@ use crate::{
     scanner::{Scanner, Verdict},
 };
 
+/// What a stored file may be fetched as: as uploaded, or (images) the
+/// preview and thumbnail made after the scan.
+const VARIANTS: [&str; 3] = ["original", "preview", "thumbnail"];
+
+/// A variant as the OpenAPI document states it.
+pub fn variant_schema() -> utoipa::openapi::Object {
+    crate::domain::schema::one_of(
+        &VARIANTS,
+        "`original` (default), `preview` or `thumbnail` (images)",
+    )
+}
+
 /// How long an upload URL works.
 const UPLOAD_URL_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a download URL works.
@@ -558,7 +570,7 @@ impl ChatCore {
         let id = AttachmentJob::of(job)?;
         let parts = self.attachment_parts()?;
         parts.blobs.delete(&incoming_key(id)).await?;
-        for variant in ["original", "preview", "thumbnail"] {
+        for variant in VARIANTS {
             parts.blobs.delete(&variant_key(id, variant)).await?;
         }
         Ok(())

@@ -18,6 +18,17 @@ use crate::{
 };
 
 /// Default and largest page of the inbox.
+/// The inbox's views (`GET /chat/conversations?filter=`).
+const INBOX_FILTERS: [&str; 4] = ["inbox", "unread", "requests", "archived"];
+
+/// The inbox filter as the OpenAPI document states it.
+pub fn inbox_filter_schema() -> utoipa::openapi::Object {
+    crate::domain::schema::one_of(
+        &INBOX_FILTERS,
+        "`inbox` (default), `unread`, `requests` (message requests waiting for you) or `archived`",
+    )
+}
+
 const INBOX_DEFAULT_LIMIT: i64 = 20;
 const INBOX_MAX_LIMIT: i64 = 100;
 /// Default and largest number of conversations in one sync answer.

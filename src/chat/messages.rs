@@ -131,15 +131,14 @@ impl ChatCore {
         limit: Option<i64>,
     ) -> Result<Page<Message>, ChatError> {
         self.safety.check_limit(caller, LimitKind::Reads).await?;
-        let direction = match (after, before) {
-            (None, None) => PageDirection::Latest,
-            (Some(after), None) if after >= 0 => PageDirection::After(after),
-            (None, Some(before)) if before >= 0 => PageDirection::Before(before),
-            (Some(_), Some(_)) => {
-                return Err(ChatError::invalid(
-                    "invalid_query",
-                    "use either after or before, not both",
-                ));
+        // Both: the messages between them, oldest first (the page after
+        // `after`, ending before `before`).
+        let (direction, until) = match (after, before) {
+            (None, None) => (PageDirection::Latest, None),
+            (Some(after), None) if after >= 0 => (PageDirection::After(after), None),
+            (None, Some(before)) if before >= 0 => (PageDirection::Before(before), None),
+            (Some(after), Some(before)) if after >= 0 && before >= 0 => {
+                (PageDirection::After(after), Some(before))
             }
             _ => {
                 return Err(ChatError::invalid(
@@ -157,7 +156,13 @@ impl ChatCore {
         if !conversations::is_participant(&self.pool, id, caller).await? {
             return Err(ChatError::conversation_not_found());
         }
-        let page = messages::page(&self.pool, id, caller, direction, limit).await?;
+        let mut page = messages::page(&self.pool, id, caller, direction, limit).await?;
+        if let Some(until) = until
+            && let Some(cut) = page.items.iter().position(|m| m.seq >= until)
+        {
+            page.items.truncate(cut);
+            page.has_more = false;
+        }
         let edge = match direction {
             PageDirection::After(_) => page.items.last(),
             _ => page.items.first(),

@@ -26,6 +26,45 @@ use crate::{
 
 /// Report categories users may choose.
 pub const CATEGORIES: [&str; 5] = ["spam", "harassment", "scam", "inappropriate", "other"];
+
+/// A report's category as the OpenAPI document states it.
+pub fn category_schema() -> utoipa::openapi::Object {
+    crate::domain::schema::one_of(&CATEGORIES, "What the report is about")
+}
+
+/// A report's description as the OpenAPI document states it.
+pub fn description_schema() -> utoipa::openapi::Object {
+    DESCRIPTION.schema()
+}
+
+/// A moderator's note or redaction reason as the OpenAPI document states it.
+pub fn note_schema() -> utoipa::openapi::Object {
+    NOTE.schema()
+}
+
+/// The reason a hold or an erasure needs, as the OpenAPI document states it.
+pub fn reason_schema() -> utoipa::openapi::Object {
+    REASON.schema()
+}
+
+/// The report queues (`GET /admin/chat/reports?status=`).
+const REPORT_STATUSES: [&str; 3] = ["open", "actioned", "dismissed"];
+
+/// A report queue as the OpenAPI document states it.
+pub fn report_status_schema() -> utoipa::openapi::Object {
+    crate::domain::schema::one_of(
+        &REPORT_STATUSES,
+        "`open` (default), `actioned` or `dismissed`",
+    )
+}
+
+/// What a moderator may do with a report.
+const ACTIONS: [&str; 4] = ["warn", "suspend", "ban", "dismiss"];
+
+/// A moderator's action as the OpenAPI document states it.
+pub fn action_schema() -> utoipa::openapi::Object {
+    crate::domain::schema::one_of(&ACTIONS, "`suspend` needs `durationHours`")
+}
 /// Default and largest admin page.
 pub(super) const ADMIN_DEFAULT_LIMIT: i64 = 50;
 pub(super) const ADMIN_MAX_LIMIT: i64 = 200;
@@ -44,6 +83,12 @@ pub(super) const NOTE: TextField = TextField {
     code: "invalid_note",
     message: "notes are at most 2,000 printable characters",
     ..DESCRIPTION
+};
+/// Why a conversation is held or a user erased: a note that may not be empty.
+pub(super) const REASON: TextField = TextField {
+    message: "a reason is 1-2,000 printable characters",
+    required: true,
+    ..NOTE
 };
 
 /// What a user reports.
@@ -69,7 +114,7 @@ impl ChatCore {
     pub async fn block(&self, blocker: &UserId, target: &str) -> Result<bool, ChatError> {
         let target = UserId::parse(target)?;
         if &target == blocker {
-            return Err(ChatError::invalid(
+            return Err(ChatError::forbidden(
                 "self_block",
                 "you cannot block yourself",
             ));
@@ -148,7 +193,7 @@ impl ChatCore {
     ) -> Result<Uuid, ChatError> {
         let reported = UserId::parse(input.reported_user_id)?;
         if &reported == reporter {
-            return Err(ChatError::invalid(
+            return Err(ChatError::forbidden(
                 "self_report",
                 "you cannot report yourself",
             ));
@@ -214,7 +259,7 @@ impl ChatCore {
         limit: Option<i64>,
     ) -> Result<Page<ReportView>, ChatError> {
         let status = status.unwrap_or("open");
-        if !["open", "actioned", "dismissed"].contains(&status) {
+        if !REPORT_STATUSES.contains(&status) {
             return Err(ChatError::invalid(
                 "invalid_status",
                 "status must be open, actioned or dismissed",
@@ -349,10 +394,7 @@ impl ChatCore {
         id: ConversationId,
         reason: &str,
     ) -> Result<conversations::Hold, ChatError> {
-        let reason = NOTE.check(reason)?;
-        if reason.trim().is_empty() {
-            return Err(ChatError::invalid("invalid_note", "a hold needs a reason"));
-        }
+        let reason = REASON.check(reason)?;
         conversations::hold(&self.pool, id.0, admin, reason)
             .await?
             .ok_or_else(ChatError::conversation_not_found)
@@ -401,6 +443,14 @@ impl ChatCore {
     ) -> Result<Page<AuditRow>, ChatError> {
         let before = cursor.map(id_cursor).transpose()?;
         let limit = page_limit(limit, ADMIN_DEFAULT_LIMIT, ADMIN_MAX_LIMIT)?;
+        let filters = [filter.actor, filter.target, filter.action];
+        if !filters
+            .into_iter()
+            .flatten()
+            .all(crate::persistence::storable)
+        {
+            return Ok(Page::new(Vec::new(), None));
+        }
         let (items, has_more) = audit::list(&self.pool, filter, before, limit).await?;
         let next_cursor = has_more
             .then(|| items.last().map(|r| r.id.to_string()))

@@ -307,6 +307,13 @@ impl ChatCore {
         let current = users::notification_preferences(&self.pool, user).await?;
         let mut merged = serde_json::to_value(&current)
             .map_err(|e| ChatError::internal(format!("encoding preferences: {e}")))?;
+        // Quiet hours are replaced whole, never merged field by field.
+        if let (Some(quiet), true) = (
+            merged.get_mut("quietHours"),
+            patch.get("quietHours").is_some(),
+        ) {
+            *quiet = serde_json::Value::Null;
+        }
         merge(&mut merged, patch);
         let updated: NotificationPreferences = serde_json::from_value(merged).map_err(|e| {
             ChatError::invalid("invalid_preferences", format!("invalid preferences: {e}"))

@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Most users one context may name.
-const MAX_ALLOWED_USERS: usize = 1_000;
+pub const MAX_ALLOWED_USERS: usize = 1_000;
 
 impl ChatCore {
     /// Registers (or replaces) a context; true when it was new.

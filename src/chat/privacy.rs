@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    ChatCore, attachments::export_key, housekeeping::Progress, moderation::NOTE, wire::Notice,
+    ChatCore, attachments::export_key, housekeeping::Progress, moderation::REASON, wire::Notice,
 };
 use crate::{
     actors::user::UserMsg,
@@ -171,13 +171,7 @@ impl ChatCore {
         user: &str,
         reason: &str,
     ) -> Result<Erasure, ChatError> {
-        let reason = NOTE.check(reason)?;
-        if reason.trim().is_empty() {
-            return Err(ChatError::invalid(
-                "invalid_note",
-                "an erasure needs a reason",
-            ));
-        }
+        let reason = REASON.check(reason)?;
         let not_found = || ChatError::NotFound { what: "user" };
         let user = UserId::parse(user).map_err(|_| not_found())?;
         match users::erase(&self.pool, &user, admin, reason).await? {

@@ -47,7 +47,9 @@ impl ChatCore {
 
     /// Removes `user`'s subscription at `endpoint` (404 when there is none).
     pub async fn unsubscribe_push(&self, user: &UserId, endpoint: &str) -> Result<(), ChatError> {
-        if push::unsubscribe(&self.pool, user, endpoint).await? {
+        if crate::persistence::storable(endpoint)
+            && push::unsubscribe(&self.pool, user, endpoint).await?
+        {
             Ok(())
         } else {
             Err(ChatError::NotFound {

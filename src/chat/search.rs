@@ -41,6 +41,9 @@ impl ChatCore {
         let limit = page_limit(request.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
         let before = request.cursor.map(KeysetCursor::decode).transpose()?;
         self.safety.check_limit(user, LimitKind::Reads).await?;
+        let Some(query) = query else {
+            return Ok(Page::new(Vec::new(), None));
+        };
         let (hits, has_more) = search::messages(
             &self.pool,
             &Search {

@@ -28,6 +28,11 @@ const USER_ID: TextField = TextField {
 #[serde(transparent)]
 pub struct UserId(String);
 
+/// A user id field in a request, as the OpenAPI document states it.
+pub fn user_id_schema() -> utoipa::openapi::Object {
+    USER_ID.schema()
+}
+
 impl UserId {
     pub fn parse(raw: &str) -> Result<Self, ChatError> {
         USER_ID.check(raw).map(|id| Self(id.to_owned()))

@@ -10,6 +10,7 @@ pub mod event;
 pub mod housekeeping;
 pub mod ids;
 pub mod model;
+pub mod schema;
 pub mod search;
 pub mod text;
 pub mod thread;

@@ -43,7 +43,7 @@ impl DirectPair {
         match a.cmp(&b) {
             std::cmp::Ordering::Less => Ok(Self { low: a, high: b }),
             std::cmp::Ordering::Greater => Ok(Self { low: b, high: a }),
-            std::cmp::Ordering::Equal => Err(ChatError::invalid(
+            std::cmp::Ordering::Equal => Err(ChatError::forbidden(
                 "self_conversation",
                 "a conversation needs another participant",
             )),
@@ -59,11 +59,30 @@ impl DirectPair {
 pub struct ConversationContext {
     /// Kind of object, e.g. `application` or `booking`.
     #[serde(rename = "type")]
+    #[schema(schema_with = context_type_schema)]
     pub kind: String,
     /// The host platform's id of that object.
+    #[schema(schema_with = context_id_schema)]
     pub id: String,
+    #[schema(schema_with = context_text_schema)]
     pub title: Option<String>,
+    #[schema(schema_with = context_text_schema)]
     pub subtitle: Option<String>,
+}
+
+/// A context's type, as the OpenAPI document states it.
+pub fn context_type_schema() -> utoipa::openapi::Object {
+    CONTEXT_TYPE.schema()
+}
+
+/// A context's id, as the OpenAPI document states it.
+pub fn context_id_schema() -> utoipa::openapi::Object {
+    CONTEXT_ID.schema()
+}
+
+/// A context's title or subtitle (optional), as the OpenAPI document states it.
+pub fn context_text_schema() -> utoipa::openapi::Object {
+    super::schema::or_null(CONTEXT_FIELD.schema())
 }
 
 impl ConversationContext {
@@ -363,12 +382,39 @@ impl Default for Channels {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuietHours {
     /// `HH:MM`, 24-hour clock.
+    #[schema(schema_with = clock_time_schema)]
     pub start: String,
     /// `HH:MM`; earlier than `start` means the next day (`22:00`–`07:00`).
+    #[schema(schema_with = clock_time_schema)]
     pub end: String,
     /// An IANA time zone (`Europe/Berlin`).
+    #[schema(schema_with = time_zone_schema)]
     pub time_zone: String,
 }
+
+/// `HH:MM` on a 24-hour clock, exactly (two digits each).
+const CLOCK_TIME: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
+
+fn clock_time_schema() -> utoipa::openapi::Object {
+    super::schema::matching(CLOCK_TIME, 5, "HH:MM, 24-hour clock")
+}
+
+fn time_zone_schema() -> utoipa::openapi::Object {
+    let names: Vec<&str> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|zone| zone.name())
+        .collect();
+    super::schema::one_of(&names, "An IANA time zone (`Europe/Berlin`)")
+}
+
+/// The kinds of notification whose channels a user chooses, as named in the
+/// preferences.
+const PREFERENCE_KINDS: [&str; 4] = [
+    "newMessage",
+    "messageRequest",
+    "requestAccepted",
+    "moderationNotice",
+];
 
 /// A user's notification preferences: per kind and channel, and quiet hours.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -397,6 +443,42 @@ impl Default for NotificationPreferences {
 }
 
 impl NotificationPreferences {
+    /// The body of `PATCH /users/me/notification-settings` as the OpenAPI
+    /// document states it: any of the preferences' fields; a kind's
+    /// channels merge into the current ones, `quietHours` is replaced whole
+    /// (or removed with `null`).
+    pub fn patch_schema() -> utoipa::openapi::Schema {
+        use utoipa::openapi::{
+            ObjectBuilder, OneOfBuilder, Ref,
+            schema::{AdditionalProperties, Type},
+        };
+        let boolean = || ObjectBuilder::new().schema_type(Type::Boolean);
+        let closed = |builder: ObjectBuilder| {
+            builder
+                .schema_type(Type::Object)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let channels = closed(ObjectBuilder::new())
+            .property("inApp", boolean())
+            .property("email", boolean())
+            .property("push", boolean())
+            .build();
+        let mut patch = closed(ObjectBuilder::new());
+        for kind in PREFERENCE_KINDS {
+            patch = patch.property(kind, channels.clone());
+        }
+        patch
+            .property(
+                "quietHours",
+                OneOfBuilder::new()
+                    .item(Ref::from_schema_name("QuietHours"))
+                    .item(ObjectBuilder::new().schema_type(Type::Null)),
+            )
+            .property("pushPreview", boolean())
+            .build()
+            .into()
+    }
+
     /// The channels of notification kind `kind` (unknown kinds: all on).
     pub fn channels(&self, kind: &str) -> Channels {
         match kind {
@@ -441,9 +523,17 @@ impl NotificationPreferences {
 impl QuietHours {
     fn bounds(&self) -> Result<(chrono::NaiveTime, chrono::NaiveTime, chrono_tz::Tz), ChatError> {
         let time = |raw: &str| {
-            chrono::NaiveTime::parse_from_str(raw, "%H:%M").map_err(|_| {
-                ChatError::invalid("invalid_quiet_hours", "quiet hours are HH:MM to HH:MM")
-            })
+            // Exactly CLOCK_TIME: two digits, a colon, two digits.
+            let bytes = raw.as_bytes();
+            let exact = bytes.len() == 5
+                && bytes[2] == b':'
+                && [0, 1, 3, 4].iter().all(|&i| bytes[i].is_ascii_digit());
+            exact
+                .then(|| chrono::NaiveTime::parse_from_str(raw, "%H:%M").ok())
+                .flatten()
+                .ok_or_else(|| {
+                    ChatError::invalid("invalid_quiet_hours", "quiet hours are HH:MM to HH:MM")
+                })
         };
         let zone = self.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
             ChatError::invalid(
@@ -488,6 +578,14 @@ impl Presence {
     }
 }
 
+/// What a heartbeat may report, as the OpenAPI document states it.
+pub fn heartbeat_status_schema() -> utoipa::openapi::Object {
+    super::schema::one_of(
+        &["online", "away"],
+        "`online` or `away` (the tab is hidden)",
+    )
+}
+
 impl PresenceStatus {
     pub fn label(self) -> &'static str {
         match self {
@@ -515,6 +613,20 @@ impl PresenceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_preferences_patch_names_every_preference() {
+        let utoipa::openapi::Schema::Object(patch) = NotificationPreferences::patch_schema() else {
+            panic!("an object");
+        };
+        let named: Vec<&String> = patch.properties.keys().collect();
+        let serialized = serde_json::to_value(NotificationPreferences::default()).unwrap();
+        let fields: Vec<&String> = serialized.as_object().unwrap().keys().collect();
+        let (mut named, mut fields) = (named, fields);
+        named.sort();
+        fields.sort();
+        assert_eq!(named, fields);
+    }
 
     fn uid(s: &str) -> UserId {
         UserId::parse(s).unwrap()

@@ -6,7 +6,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{ChatError, model::Message};
+use super::{
+    ChatError,
+    model::Message,
+    text::{Padding, TextField},
+};
 
 /// One message found.
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,8 +60,20 @@ pub fn split_highlights(marked: &str, start: char, stop: char) -> (String, Vec<[
     (text, ranges)
 }
 
-/// Longest query (in characters).
-const MAX_QUERY_CHARS: usize = 200;
+/// A query: 1-200 characters as sent, something besides spaces, one line.
+const QUERY: TextField = TextField {
+    code: "invalid_query",
+    message: "a search needs 1 to 200 characters on one line",
+    max_chars: 200,
+    required: true,
+    multiline: false,
+    padding: Padding::Trim,
+};
+
+/// The `q` of a search as the OpenAPI document states it.
+pub fn query_schema() -> utoipa::openapi::Object {
+    QUERY.schema()
+}
 
 /// A search query, checked.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,21 +86,12 @@ pub struct SearchQuery {
 }
 
 impl SearchQuery {
-    /// 1–200 characters with something to look for; 422 `invalid_query` otherwise.
-    pub fn parse(raw: &str) -> Result<Self, ChatError> {
-        let trimmed = raw.trim();
-        let length = trimmed.chars().count();
-        if length == 0 || length > MAX_QUERY_CHARS || trimmed.chars().any(char::is_control) {
-            return Err(ChatError::invalid(
-                "invalid_query",
-                format!("a search needs 1 to {MAX_QUERY_CHARS} characters"),
-            ));
-        }
+    /// A query as [`QUERY`] allows (422 `invalid_query` otherwise); `None`
+    /// when it holds no letter or digit, so nothing can match it.
+    pub fn parse(raw: &str) -> Result<Option<Self>, ChatError> {
+        let trimmed = QUERY.check(raw)?;
         if !trimmed.chars().any(char::is_alphanumeric) {
-            return Err(ChatError::invalid(
-                "invalid_query",
-                "a search needs a word to look for",
-            ));
+            return Ok(None);
         }
         let (head, last) = match trimmed.rsplit_once(char::is_whitespace) {
             Some((head, last)) => (head.trim_end(), last),
@@ -94,15 +101,15 @@ impl SearchQuery {
         let plain = !last.is_empty() && last.chars().all(char::is_alphanumeric);
         let is_operator = last.eq_ignore_ascii_case("or");
         if plain && quotes_balanced && !is_operator {
-            Ok(Self {
+            Ok(Some(Self {
                 words: head.to_owned(),
                 prefix: Some(last.to_lowercase()),
-            })
+            }))
         } else {
-            Ok(Self {
+            Ok(Some(Self {
                 words: trimmed.to_owned(),
                 prefix: None,
-            })
+            }))
         }
     }
 }
@@ -112,7 +119,7 @@ mod tests {
     use super::*;
 
     fn parsed(raw: &str) -> (String, Option<String>) {
-        let q = SearchQuery::parse(raw).unwrap();
+        let q = SearchQuery::parse(raw).unwrap().unwrap();
         (q.words, q.prefix)
     }
 
@@ -140,14 +147,15 @@ mod tests {
     }
 
     #[test]
-    fn empty_long_and_wordless_queries_are_refused() {
-        for bad in ["", "   ", "\"\" -", &"a".repeat(201), "a\u{0}b"] {
+    fn empty_long_and_multiline_queries_are_refused_and_wordless_ones_find_nothing() {
+        for bad in ["", "   ", &"a".repeat(201), "a\u{0}b", "a\nb"] {
             assert_eq!(
                 SearchQuery::parse(bad).unwrap_err().code(),
                 "invalid_query",
                 "{bad:?}"
             );
         }
-        assert!(SearchQuery::parse(&"a".repeat(200)).is_ok());
+        assert!(SearchQuery::parse(&"a".repeat(200)).unwrap().is_some());
+        assert_eq!(SearchQuery::parse("\"\" -").unwrap(), None);
     }
 }

@@ -241,6 +241,16 @@ const CLIENT_MESSAGE_ID: TextField = TextField {
     padding: Padding::Keep,
 };
 
+/// A `clientMessageId` field, as the OpenAPI document states it.
+pub fn client_message_id_schema() -> utoipa::openapi::Object {
+    CLIENT_MESSAGE_ID.schema()
+}
+
+/// The same, where it may be left out or `null`.
+pub fn optional_client_message_id_schema() -> utoipa::openapi::Object {
+    super::schema::or_null(CLIENT_MESSAGE_ID.schema())
+}
+
 /// Validates a client message id: 1–128 printable characters.
 pub fn validate_client_message_id(raw: &str) -> Result<(), ChatError> {
     CLIENT_MESSAGE_ID.check(raw).map(drop)

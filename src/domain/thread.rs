@@ -25,9 +25,19 @@ const MAX_NAME_CHARS: usize = 64;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ThreadMember {
     /// Checked by [`validate_members`] (deserialising does not check it).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, schema_with = super::ids::user_id_schema)]
     pub user_id: UserId,
+    #[schema(schema_with = name_schema)]
     pub role: String,
+}
+
+/// A member's role or an event name as the OpenAPI document states it.
+pub fn name_schema() -> utoipa::openapi::Object {
+    super::schema::matching(
+        "^[a-z0-9_.-]+$",
+        MAX_NAME_CHARS,
+        "1-64 characters of a-z, 0-9, '_', '.' and '-'",
+    )
 }
 
 /// Checks a role or an event name: 1-64 of `a-z 0-9 _ . -`, so clients can

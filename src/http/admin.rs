@@ -63,9 +63,11 @@ impl FromRequestParts<AppState> for AdminUser {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReportsQuery {
-    /// open (default), actioned or dismissed.
+    #[param(schema_with = crate::chat::moderation::report_status_schema)]
     pub status: Option<String>,
+    #[param(schema_with = crate::persistence::KeysetCursor::schema)]
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 
@@ -108,11 +110,13 @@ pub async fn get_report(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ActionRequest {
-    /// warn, suspend, ban or dismiss.
+    #[schema(schema_with = crate::chat::moderation::action_schema)]
     pub action: String,
     /// For suspend: 1-8760 hours.
+    #[schema(minimum = 1, maximum = 8760)]
     pub duration_hours: Option<i32>,
     #[serde(default)]
+    #[schema(schema_with = crate::chat::moderation::note_schema)]
     pub note: String,
 }
 
@@ -153,6 +157,7 @@ pub async fn act(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedactRequest {
+    #[schema(schema_with = crate::chat::moderation::note_schema)]
     pub reason: String,
 }
 
@@ -178,6 +183,7 @@ pub async fn redact(
 #[into_params(parameter_in = Query)]
 pub struct AdminHistoryQuery {
     /// The newest this many messages (1-200, default 50).
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 
@@ -243,6 +249,7 @@ pub async fn user_export(
 #[serde(deny_unknown_fields)]
 pub struct EraseRequest {
     /// Why (1-2,000 characters), for the audit log.
+    #[schema(schema_with = crate::chat::moderation::reason_schema)]
     pub reason: String,
 }
 
@@ -276,8 +283,9 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     pub target: Option<String>,
     pub action: Option<String>,
-    /// `nextCursor` of the previous page.
+    #[param(schema_with = crate::persistence::id_cursor_schema)]
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 
@@ -305,8 +313,9 @@ pub async fn audit_log(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeadJobsQuery {
-    /// `nextCursor` of the previous page.
+    #[param(schema_with = crate::persistence::id_cursor_schema)]
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 
@@ -375,6 +384,7 @@ pub async fn run_job(
 #[serde(deny_unknown_fields)]
 pub struct HoldRequest {
     /// Why (1-2,000 characters), for the audit log.
+    #[schema(schema_with = crate::chat::moderation::reason_schema)]
     pub reason: String,
 }
 

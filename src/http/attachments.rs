@@ -162,6 +162,7 @@ pub async fn get_one(
 #[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
     /// `original` (default), `preview` or `thumbnail` (images).
+    #[param(schema_with = crate::chat::attachments::variant_schema)]
     pub variant: Option<String>,
 }
 

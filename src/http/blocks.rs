@@ -16,6 +16,7 @@ use crate::domain::model::UserSummary;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlockRequest {
+    #[schema(schema_with = crate::domain::ids::user_id_schema)]
     pub user_id: String,
 }
 
@@ -34,7 +35,9 @@ pub struct BlockList {
 /// Block a user everywhere: 201 when new, 200 when already blocked.
 #[utoipa::path(post, path = "/chat/blocks", tag = "safety", request_body = BlockRequest,
     responses((status = 201, description = "Blocked"), (status = 200, description = "Already blocked"),
-              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+              (status = 401, body = ErrorBody), (status = 403, description = "The caller named themselves", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, description = "Too many blocks for now (see Retry-After)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,

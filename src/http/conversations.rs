@@ -19,13 +19,18 @@ use crate::{
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct CreateConversationRequest {
     /// The other user (the host platform's id). Without it, `context` names
     /// a context thread the caller is a member of, which is opened.
+    #[serde(default, deserialize_with = "super::error::not_null")]
+    #[schema(schema_with = crate::domain::ids::user_id_schema)]
     pub participant_id: Option<String>,
     /// What the conversation is about: a context the platform registered for
     /// both participants (`PUT /internal/contexts/...`); its registered title
     /// and subtitle are used. One conversation per pair and context.
+    #[serde(default, deserialize_with = "super::error::not_null")]
+    #[schema(nullable = false)]
     pub context: Option<ConversationContext>,
 }
 
@@ -33,10 +38,12 @@ pub struct CreateConversationRequest {
 #[into_params(parameter_in = Query)]
 pub struct ListConversationsQuery {
     /// `inbox` (default), `unread`, `requests` (message requests waiting for you) or `archived`.
+    #[param(schema_with = crate::chat::conversations::inbox_filter_schema)]
     pub filter: Option<String>,
-    /// `nextCursor` of the previous page.
+    #[param(schema_with = crate::persistence::KeysetCursor::schema)]
     pub cursor: Option<String>,
     /// Page size, 1-100 (default 20; larger values are capped at 100).
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 

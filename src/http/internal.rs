@@ -7,7 +7,7 @@ use axum::{
     http::{StatusCode, request::Parts},
 };
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
@@ -61,14 +61,46 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `/internal/contexts/{type}/{id}`: which context.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ContextPath {
+    /// The kind of object, e.g. `application`.
+    #[serde(rename = "type")]
+    #[param(rename = "type", schema_with = crate::domain::model::context_type_schema)]
+    pub kind: String,
+    /// The platform's id of it.
+    #[param(schema_with = crate::domain::model::context_id_schema)]
+    pub id: String,
+}
+
+/// `/internal/users/{id}`: the platform's id of the user.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct UserPath {
+    #[param(schema_with = crate::domain::ids::user_id_schema)]
+    pub id: String,
+}
+
+/// `allowedUserIds` as the OpenAPI document states it.
+fn allowed_user_ids_schema() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(crate::domain::ids::user_id_schema())
+        .max_items(Some(crate::chat::platform::MAX_ALLOWED_USERS))
+        .build()
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContextRegistration {
+    #[schema(schema_with = crate::domain::model::context_text_schema)]
     pub title: Option<String>,
+    #[schema(schema_with = crate::domain::model::context_text_schema)]
     pub subtitle: Option<String>,
     /// The users who may open direct conversations about this context (at
     /// most 1,000).
     #[serde(default)]
+    #[schema(schema_with = allowed_user_ids_schema)]
     pub allowed_user_ids: Vec<String>,
     /// The context's group thread and its members, exactly: members not
     /// listed leave it. Omitted: the thread (if any) is left as it is.
@@ -113,14 +145,15 @@ pub struct ContextView {
 
 /// Register (or replace) a business context, and set its thread's members.
 #[utoipa::path(put, path = "/internal/contexts/{type}/{id}", tag = "internal",
-    params(("type" = String, Path, description = "e.g. application"), ("id" = String, Path, description = "the platform's id")),
+    params(ContextPath),
     request_body = ContextRegistration,
     responses((status = 201, body = ContextView), (status = 200, body = ContextView),
-              (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("platformKey" = [])))]
 pub async fn put_context(
     State(state): State<AppState>,
     _key: PlatformKey,
-    ApiPath((kind, id)): ApiPath<(String, String)>,
+    ApiPath(ContextPath { kind, id }): ApiPath<ContextPath>,
     ApiJson(request): ApiJson<ContextRegistration>,
 ) -> Result<(StatusCode, ApiJson<ContextView>), ApiError> {
     let registered = RegisteredContext {
@@ -164,8 +197,9 @@ pub async fn put_context(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserRegistration {
+    #[schema(schema_with = crate::persistence::users::name_schema)]
     pub name: String,
-    /// recruiter, company, candidate or admin.
+    #[schema(schema_with = crate::persistence::users::role_schema)]
     pub role: String,
     pub email: Option<String>,
     #[serde(default)]
@@ -174,13 +208,14 @@ pub struct UserRegistration {
 
 /// Create or update a user (before they ever sign in, so others can reach them).
 #[utoipa::path(put, path = "/internal/users/{id}", tag = "internal",
-    params(("id" = String, Path, description = "the platform's user id")),
+    params(UserPath),
     request_body = UserRegistration,
-    responses((status = 204, description = "Stored"), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 204, description = "Stored"), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("platformKey" = [])))]
 pub async fn put_user(
     State(state): State<AppState>,
     _key: PlatformKey,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(UserPath { id }): ApiPath<UserPath>,
     ApiJson(request): ApiJson<UserRegistration>,
 ) -> Result<StatusCode, ApiError> {
     let profile = UserProfile::new(&id, &request.name, request.role, request.email)?;
@@ -192,12 +227,15 @@ pub async fn put_user(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SystemMessageRequest {
     /// What is said, as plain text (1-5,000 characters).
+    #[schema(schema_with = crate::domain::text::body_schema)]
     pub body: String,
     /// What happened, as a key clients may render by (`booking.confirmed`;
     /// 1-64 of a-z, 0-9, `_`, `.`, `-`).
+    #[schema(schema_with = crate::domain::thread::name_schema)]
     pub kind: String,
     /// Makes the call idempotent: the same id posts once (200 with the
     /// stored message after the first 201). Unique per platform.
+    #[schema(schema_with = crate::domain::text::optional_client_message_id_schema)]
     pub client_message_id: Option<String>,
 }
 
@@ -207,7 +245,8 @@ pub struct SystemMessageRequest {
     request_body = SystemMessageRequest,
     responses((status = 201, body = Message), (status = 200, description = "Repeated clientMessageId", body = Message),
               (status = 401, body = ErrorBody), (status = 404, description = "No such thread", body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("platformKey" = [])))]
 pub async fn post_system_message(
     State(state): State<AppState>,
     _key: PlatformKey,

@@ -18,25 +18,33 @@ use crate::domain::{
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendMessageRequest {
-    /// 1-5,000 characters after trimming; HTML is stripped to text.
+    /// Plain text, 1-5,000 characters as sent, kept as typed (see the
+    /// schema's pattern). May be empty when `attachmentIds` are given.
+    #[schema(schema_with = crate::domain::text::body_schema)]
     pub body: String,
     /// The client's id for this message: a repeat with the same id returns the
     /// original message instead of storing a new one.
+    #[schema(schema_with = crate::domain::text::client_message_id_schema)]
     pub client_message_id: String,
     /// Files to send with it (at most 10): the caller's own completed
     /// uploads in this conversation. The body may then be empty.
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub attachment_ids: Vec<uuid::Uuid>,
 }
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// Messages with a greater `seq`, oldest first.
+    /// Messages with a greater `seq`, oldest first (with `before` too: the
+    /// messages between the two).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Messages with a smaller `seq` (the page just before it).
+    #[param(minimum = 0)]
     pub before: Option<i64>,
     /// Page size, 1-100 (default 50; larger values are capped at 100).
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 
@@ -44,6 +52,7 @@ pub struct HistoryQuery {
 #[serde(deny_unknown_fields)]
 pub struct ReadRequest {
     /// The highest `seq` the caller has seen; clamped to the conversation's last message.
+    #[schema(minimum = 0)]
     pub seq: i64,
 }
 

@@ -22,8 +22,10 @@ use crate::{
 #[into_params(parameter_in = Query)]
 pub struct NotificationsQuery {
     /// `nextCursor` of the previous page.
+    #[param(schema_with = crate::persistence::id_cursor_schema)]
     pub cursor: Option<String>,
     /// Page size, 1-100 (default 50; larger values are capped at 100).
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 
@@ -39,10 +41,11 @@ pub struct NotificationPage {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct ReadNotificationsRequest {
-    /// These notifications (at most 100).
-    #[serde(default)]
-    pub ids: Vec<i64>,
+    /// These notifications (1-100 of them).
+    #[schema(min_items = 1, max_items = 100)]
+    pub ids: Option<Vec<i64>>,
     /// And every notification with an id up to this one.
     pub up_to: Option<i64>,
 }
@@ -85,12 +88,20 @@ pub async fn read(
     caller: AuthUser,
     ApiJson(request): ApiJson<ReadNotificationsRequest>,
 ) -> Result<ApiJson<UnreadNotifications>, ApiError> {
-    if request.ids.is_empty() && request.up_to.is_none() {
-        return Err(ChatError::invalid("nothing_to_read", "give ids, upTo or both").into());
-    }
+    let ids = match request.ids {
+        Some(ids) if ids.is_empty() => {
+            return Err(
+                ChatError::invalid("no_ids", "ids, when given, name 1-100 notifications").into(),
+            );
+        }
+        None if request.up_to.is_none() => {
+            return Err(ChatError::invalid("nothing_to_read", "give ids, upTo or both").into());
+        }
+        ids => ids.unwrap_or_default(),
+    };
     let unread_count = state
         .chat
-        .read_notifications(caller.id(), &request.ids, request.up_to)
+        .read_notifications(caller.id(), &ids, request.up_to)
         .await?;
     Ok(ApiJson(UnreadNotifications { unread_count }))
 }

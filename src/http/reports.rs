@@ -17,14 +17,20 @@ use crate::chat::moderation::ReportInput;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReportRequest {
+    #[schema(schema_with = crate::domain::ids::user_id_schema)]
     pub reported_user_id: String,
     /// A conversation of the caller's with the reported user.
+    #[serde(default, deserialize_with = "super::error::not_null")]
+    #[schema(nullable = false)]
     pub conversation_id: Option<Uuid>,
     /// A message in that conversation (needs `conversationId`).
+    #[serde(default, deserialize_with = "super::error::not_null")]
+    #[schema(nullable = false)]
     pub message_id: Option<Uuid>,
-    /// spam, harassment, scam, inappropriate or other.
+    #[schema(schema_with = crate::chat::moderation::category_schema)]
     pub category: String,
     #[serde(default)]
+    #[schema(schema_with = crate::chat::moderation::description_schema)]
     pub description: String,
     /// Also block the reported user.
     #[serde(default)]
@@ -42,8 +48,10 @@ pub struct ReportReceipt {
 /// Report a user; the evidence (the messages around the reported one, the
 /// participants and the context) is frozen now.
 #[utoipa::path(post, path = "/chat/reports", tag = "safety", request_body = ReportRequest,
-    responses((status = 201, body = ReportReceipt), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)),
+    responses((status = 201, body = ReportReceipt), (status = 401, body = ErrorBody),
+              (status = 403, description = "The caller named themselves, or shares no conversation with the reported user", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, description = "Too many reports for now (see Retry-After)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,

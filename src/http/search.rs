@@ -21,14 +21,17 @@ use crate::{
 pub struct SearchQueryParams {
     /// 1–200 characters: words, "phrases", -excluded, or; the last word
     /// matches as a prefix. Accents do not matter.
+    #[param(schema_with = crate::domain::search::query_schema, required = true)]
     pub q: String,
     /// Only this conversation (one of the caller's).
     pub conversation_id: Option<Uuid>,
     /// Also archived conversations and those with someone the caller blocked.
     #[serde(default)]
     pub include_archived: bool,
+    #[param(schema_with = crate::persistence::KeysetCursor::schema)]
     pub cursor: Option<String>,
     /// 1–50, default 20.
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 

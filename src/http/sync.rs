@@ -16,9 +16,10 @@ use crate::domain::{ChatError, ConversationId, model::Conversation};
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SyncQuery {
-    /// The `cursor` of the previous sync; absent for a full sync.
+    #[param(schema_with = crate::persistence::conversations::SyncCursor::schema)]
     pub since: Option<String>,
     /// At most this many conversations (1-500, default 500).
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 
@@ -58,10 +59,18 @@ pub async fn sync(
     }))
 }
 
+/// What `POST .../typing` may say: started, then stopped.
+const TYPING_STATES: [&str; 2] = ["started", "stopped"];
+
+fn typing_state_schema() -> utoipa::openapi::Object {
+    crate::domain::schema::one_of(&TYPING_STATES, "`started` or `stopped`")
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TypingRequest {
     /// `started` (send again every few seconds while typing) or `stopped`.
+    #[schema(schema_with = typing_state_schema)]
     pub state: String,
 }
 
@@ -80,8 +89,8 @@ pub async fn typing(
 ) -> Result<StatusCode, ApiError> {
     let id = ConversationId::parse(&id)?;
     let started = match request.state.as_str() {
-        "started" => true,
-        "stopped" => false,
+        state if state == TYPING_STATES[0] => true,
+        state if state == TYPING_STATES[1] => false,
         _ => {
             return Err(
                 ChatError::invalid("invalid_state", "state must be started or stopped").into(),

@@ -68,7 +68,7 @@ pub async fn patch_settings(
 }
 
 /// A user's presence: online, away or offline, and when they were last seen.
-/// 404 unless the caller shares a conversation with them (or is them).
+/// A malformed id names nobody: 404.
 #[utoipa::path(get, path = "/users/{id}/presence", tag = "users",
     params(("id" = String, Path, description = "User id")),
     responses((status = 200, body = Presence), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -78,6 +78,9 @@ pub async fn presence(
     caller: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Presence>, ApiError> {
+    if crate::domain::UserId::parse(&id).is_err() {
+        return Err(ApiError::not_found());
+    }
     Ok(ApiJson(state.chat.presence_of(caller.id(), &id).await?))
 }
 
@@ -85,6 +88,7 @@ pub async fn presence(
 #[serde(deny_unknown_fields)]
 pub struct PresencePing {
     /// `online` or `away` (the tab is hidden).
+    #[schema(schema_with = crate::domain::model::heartbeat_status_schema)]
     pub status: String,
 }
 

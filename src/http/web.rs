@@ -156,9 +156,11 @@ pub async fn app_config(State(state): State<AppState>) -> ApiJson<AppConfig> {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DevLogin {
+    #[schema(schema_with = crate::domain::ids::user_id_schema)]
     pub user_id: String,
+    #[schema(schema_with = crate::persistence::users::name_schema)]
     pub name: String,
-    /// recruiter, company, candidate or admin.
+    #[schema(schema_with = crate::persistence::users::role_schema)]
     pub role: String,
 }
 

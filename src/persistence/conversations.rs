@@ -326,14 +326,26 @@ impl SyncCursor {
         format!("t{}", self.0)
     }
 
+    /// Only what [`SyncCursor::encode`] writes is read back.
     pub fn decode(raw: &str) -> Result<Self, ChatError> {
-        raw.strip_prefix('t')
+        let cursor = raw
+            .strip_prefix('t')
             .and_then(|n| n.parse().ok())
             .filter(|n: &i64| *n >= 0)
             .map(Self)
             .ok_or_else(|| {
                 ChatError::invalid("invalid_cursor", "the cursor is not one this server issued")
-            })
+            })?;
+        super::exactly_as_issued(raw, cursor, Self::encode)
+    }
+
+    /// The cursor as the OpenAPI document states it.
+    pub fn schema() -> utoipa::openapi::Object {
+        crate::domain::schema::matching(
+            "^t(0|[1-9][0-9]{0,17})$",
+            19,
+            "The `cursor` of the previous sync; absent for a full sync",
+        )
     }
 }
 

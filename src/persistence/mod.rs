@@ -134,24 +134,66 @@ impl KeysetCursor {
         format!("{}_{}", self.at.timestamp_micros(), self.id)
     }
 
+    /// Only what [`KeysetCursor::encode`] writes is read back.
     pub fn decode(raw: &str) -> Result<Self, ChatError> {
-        let bad =
-            || ChatError::invalid("invalid_cursor", "the cursor is not one this server issued");
-        let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
-        let micros: i64 = micros.parse().map_err(|_| bad())?;
-        Ok(Self {
-            at: chrono::DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
-            id: uuid::Uuid::parse_str(id).map_err(|_| bad())?,
-        })
+        let (micros, id) = raw.split_once('_').ok_or_else(bad_cursor)?;
+        let micros: i64 = micros.parse().map_err(|_| bad_cursor())?;
+        let cursor = Self {
+            at: chrono::DateTime::from_timestamp_micros(micros).ok_or_else(bad_cursor)?,
+            id: uuid::Uuid::parse_str(id).map_err(|_| bad_cursor())?,
+        };
+        exactly_as_issued(raw, cursor, Self::encode)
+    }
+
+    /// The cursor as the OpenAPI document states it.
+    pub fn schema() -> utoipa::openapi::Object {
+        crate::domain::schema::matching(
+            "^(0|-?[1-9][0-9]{0,15})_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+            54,
+            "`nextCursor` of the previous page",
+        )
+    }
+}
+
+fn bad_cursor() -> ChatError {
+    ChatError::invalid("invalid_cursor", "the cursor is not one this server issued")
+}
+
+/// `cursor` if `raw` is exactly how the server writes it, else the cursor
+/// error: a cursor is opaque, so nothing but the issued text is read back.
+pub fn exactly_as_issued<T>(
+    raw: &str,
+    cursor: T,
+    encode: impl Fn(&T) -> String,
+) -> Result<T, ChatError> {
+    if encode(&cursor) == raw {
+        Ok(cursor)
+    } else {
+        Err(bad_cursor())
     }
 }
 
 /// Decodes the cursor of a list paged by a numeric id (the last id of the
 /// previous page, as the list's `nextCursor` gave it).
 pub fn id_cursor(raw: &str) -> Result<i64, ChatError> {
-    raw.parse().map_err(|_| {
-        ChatError::invalid("invalid_cursor", "the cursor is not one this server issued")
-    })
+    let id: i64 = raw.parse().map_err(|_| bad_cursor())?;
+    exactly_as_issued(raw, id, i64::to_string)
+}
+
+/// A numeric-id cursor as the OpenAPI document states it.
+pub fn id_cursor_schema() -> utoipa::openapi::Object {
+    crate::domain::schema::matching(
+        "^(0|-?[1-9][0-9]{0,17})$",
+        19,
+        "`nextCursor` of the previous page",
+    )
+}
+
+/// Whether Postgres can hold `text` at all: a `text` value never contains
+/// NUL. A lookup by a value that cannot be stored finds nothing, without
+/// asking (Postgres would refuse the query).
+pub fn storable(text: &str) -> bool {
+    !text.contains('\0')
 }
 
 /// Gets a pooled connection; failing to get one in time is a 503, not a 500.

@@ -19,6 +19,16 @@ use crate::domain::{
 /// Roles a user may have (DESIGN.md §3).
 pub const ROLES: [&str; 4] = ["recruiter", "company", "candidate", "admin"];
 
+/// A role as the OpenAPI document states it.
+pub fn role_schema() -> utoipa::openapi::Object {
+    crate::domain::schema::one_of(&ROLES, "The user's role on the platform")
+}
+
+/// A display name as the OpenAPI document states it.
+pub fn name_schema() -> utoipa::openapi::Object {
+    NAME.schema()
+}
+
 /// A display name: 1-200 printable characters, trimmed.
 const NAME: TextField = TextField {
     code: "invalid_name",
@@ -28,7 +38,7 @@ const NAME: TextField = TextField {
     multiline: false,
     padding: Padding::Trim,
 };
-/// Longest email kept; longer (or empty) ones are dropped.
+/// Longest email kept; longer, empty or unprintable ones are dropped.
 const MAX_EMAIL_BYTES: usize = 320;
 
 /// What a token (or the platform) says about a user.
@@ -67,7 +77,9 @@ impl UserProfile {
             id,
             name: name.to_owned(),
             role,
-            email: email.filter(|e| !e.is_empty() && e.len() <= MAX_EMAIL_BYTES),
+            email: email.filter(|e| {
+                !e.is_empty() && e.len() <= MAX_EMAIL_BYTES && !e.chars().any(char::is_control)
+            }),
         })
     }
 }

@@ -4,7 +4,10 @@
 
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        ContentBuilder, Ref, RefOr, Response, ResponseBuilder,
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 
 use crate::{
@@ -52,13 +55,15 @@ use crate::{
         crate::domain::search::SearchHit, crate::domain::search::HitConversation,
         error::ErrorBody, error::ErrorDetail, health::Health,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&SecuritySchemes, &CommonErrors, &CrossFieldRules),
 )]
 pub struct ApiDoc;
 
-struct BearerAuth;
+/// `bearer` (a user's JWT) and `platformKey` (the host platform's
+/// `X-Api-Key`, on `/internal/*`).
+struct SecuritySchemes;
 
-impl Modify for BearerAuth {
+impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -70,7 +75,150 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "platformKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Api-Key",
+                "The host platform's key (PARLEY_INTERNAL_API_KEY)",
+            ))),
+        );
     }
+}
+
+/// The refusals that come from the layers every operation passes through,
+/// added to each operation they can reach, with the error schema: 401 where
+/// a credential is needed, and for a user's token 403 (the account is
+/// suspended, banned or erased) and 429 (the user's rate limits); 400
+/// (malformed JSON), 413 (too large), 415 (not JSON) and 422 (the wrong
+/// shape) where there is a JSON body; 422 where there is a query; 404 where
+/// a path names something; 503 where the database is asked (every
+/// authenticated operation). What an operation refuses for its own reasons
+/// (409, a 403 of its own, ...) its annotation says.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let schemes = serde_json::to_value(&operation.security).unwrap_or_default();
+                let secured = schemes.as_array().is_some_and(|s| !s.is_empty());
+                let as_user = schemes
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|scheme| scheme.get("bearer").is_some()));
+                let located = |place: ParameterIn| {
+                    operation.parameters.iter().flatten().any(
+                        |parameter| matches!(parameter, RefOr::T(p) if p.parameter_in == place),
+                    )
+                };
+                let mut statuses = Vec::new();
+                if secured {
+                    statuses.extend([401, 503]);
+                }
+                if as_user {
+                    statuses.extend([403, 429]);
+                }
+                if operation.request_body.is_some() {
+                    statuses.extend([400, 413, 415, 422]);
+                }
+                if located(ParameterIn::Query) {
+                    statuses.push(422);
+                }
+                if located(ParameterIn::Path) {
+                    statuses.push(404);
+                }
+                for status in statuses {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error_response(status));
+                }
+            }
+        }
+    }
+}
+
+/// What the derives cannot state: the notification-settings patch (its own
+/// shape, see [`model::NotificationPreferences::patch_schema`]) and the
+/// fields of a request that need one another.
+struct CrossFieldRules;
+
+impl Modify for CrossFieldRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            "NotificationPreferencesPatch".into(),
+            RefOr::T(model::NotificationPreferences::patch_schema()),
+        );
+        if let Some(RefOr::T(utoipa::openapi::Schema::Object(report))) =
+            components.schemas.get_mut("ReportRequest")
+        {
+            report
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert(
+                    "dependentRequired".into(),
+                    serde_json::json!({ "messageId": ["conversationId"] }),
+                );
+        }
+        // `q` is required; its schema comes from a function, which the
+        // derive takes to mean optional.
+        let search = openapi
+            .paths
+            .paths
+            .get_mut("/chat/search")
+            .and_then(|item| item.get.as_mut());
+        for parameter in search
+            .and_then(|operation| operation.parameters.as_mut())
+            .into_iter()
+            .flatten()
+        {
+            if let RefOr::T(parameter) = parameter
+                && parameter.name == "q"
+            {
+                parameter.required = utoipa::openapi::Required::True;
+            }
+        }
+        let patch = openapi
+            .paths
+            .paths
+            .get_mut("/users/me/notification-settings")
+            .and_then(|item| item.patch.as_mut());
+        if let Some(RefOr::T(body)) = patch.and_then(|operation| operation.request_body.as_mut()) {
+            for content in body.content.values_mut() {
+                if let RefOr::T(content) = content {
+                    content.schema =
+                        Some(Ref::from_schema_name("NotificationPreferencesPatch").into());
+                }
+            }
+        }
+    }
+}
+
+fn error_response(status: u16) -> RefOr<Response> {
+    let reason = axum::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        .unwrap_or("Refused");
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(reason)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
 }
 
 pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {

@@ -50,6 +50,7 @@ pub struct PollQuery {
     /// The `cursor` of the previous answer; absent on the first poll.
     pub cursor: Option<String>,
     /// Seconds to wait for an event (1-30, default 25).
+    #[param(minimum = 1, maximum = 30)]
     pub timeout: Option<u64>,
 }
 

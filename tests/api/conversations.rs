@@ -91,7 +91,7 @@ async fn invalid_creation_requests_are_refused() {
     let (status, body) = app.open(&alice, &alice, None).await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "self_conversation")
+        (StatusCode::FORBIDDEN, "self_conversation")
     );
     // Neither a participant nor a thread's context.
     let (status, body) = app.post(&alice, "/chat/conversations", json!({})).await;

@@ -5,6 +5,7 @@
 mod attachments;
 mod browser;
 mod cluster;
+mod contract;
 mod conversations;
 mod database_tls;
 mod discipline;

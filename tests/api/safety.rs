@@ -157,7 +157,7 @@ async fn blocking_yourself_or_nobody_is_refused() {
         .await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "self_block")
+        (StatusCode::FORBIDDEN, "self_block")
     );
     let (status, body) = app
         .post(&alice, "/chat/blocks", json!({"userId": "nobody-at-all"}))

@@ -95,7 +95,7 @@ async fn search_finds_only_the_callers_messages_with_accents_folded_and_prefixes
     )
     .await;
     assert_eq!(bodies(&page), vec!["Eve, the café interview is cancelled"]);
-    for bad in ["q=", "q=%20%20", &q(&"a".repeat(201)), "q=%22%22"] {
+    for bad in ["q=", "q=%20%20", &q(&"a".repeat(201)), "q=a%0Ab"] {
         let (status, body) = app.get(&alice, &format!("/chat/search?{bad}")).await;
         assert_eq!(
             (status, error_code(&body)),
@@ -103,6 +103,10 @@ async fn search_finds_only_the_callers_messages_with_accents_folded_and_prefixes
             "{bad}"
         );
     }
+    // Nothing to look for (no letter or digit): nothing found.
+    let (status, page) = app.get(&alice, "/chat/search?q=%22%22%20-").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"], json!([]));
     app.shutdown().await;
 }
 

@@ -1,0 +1,48 @@
+//! The OpenAPI document holds: Schemathesis (PyPI) generates requests from
+//! `/openapi.json` (valid ones, and ones that break the schema on purpose)
+//! against a real server and checks every answer against the document: no
+//! server error, no undocumented status, every body in its schema, every
+//! schema-valid request accepted and every schema-breaking one refused.
+//! `tests/schemathesis.toml` names the few exceptions and why. The budget
+//! is bounded (a fixed seed, a few examples per operation), so the run is
+//! the same each time and takes well under a minute.
+
+use crate::helpers::{INTERNAL_API_KEY, spawn_app};
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_what_the_server_does() {
+    let schemathesis = std::env::var("PARLEY_TEST_SCHEMATHESIS")
+        .expect("PARLEY_TEST_SCHEMATHESIS names schemathesis (scripts/test.sh installs it)");
+    let app = spawn_app().await;
+    // An admin reaches every operation; as a known user (the first request
+    // records them), their own resources answer too.
+    let admin = app.user("admin").await;
+    let reports = std::env::temp_dir().join(crate::helpers::unique("schemathesis"));
+    let output = tokio::process::Command::new(schemathesis)
+        .arg("--config-file")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/schemathesis.toml"
+        ))
+        .arg("run")
+        .arg(app.url("/openapi.json"))
+        .args(["--max-examples", "10", "--seed", "1"])
+        .args(["--workers", "1", "--no-color"])
+        .arg("--report-dir")
+        .arg(&reports)
+        .env("PARLEY_CONTRACT_BEARER", &admin.token)
+        .env("PARLEY_CONTRACT_PLATFORM_KEY", INTERNAL_API_KEY)
+        .current_dir(std::env::temp_dir())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("schemathesis runs");
+    let said = String::from_utf8_lossy(&output.stdout);
+    let _ = std::fs::remove_dir_all(&reports);
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{said}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    app.shutdown().await;
+}
