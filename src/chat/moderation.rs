@@ -303,11 +303,18 @@ impl ChatCore {
         input: ActionInput<'_>,
     ) -> Result<(ModerationAction, UserId), ChatError> {
         let note = NOTE.check(input.note)?;
+        if input
+            .duration_hours
+            .is_some_and(|hours| !(1..=8760).contains(&hours))
+        {
+            return Err(ChatError::invalid(
+                "invalid_duration",
+                "durationHours is between 1 and 8760",
+            ));
+        }
         let action = match (input.action, input.duration_hours) {
             ("warn", _) => ModerationAction::Warn,
-            ("suspend", Some(hours)) if (1..=8760).contains(&hours) => {
-                ModerationAction::Suspend { hours }
-            }
+            ("suspend", Some(hours)) => ModerationAction::Suspend { hours },
             ("suspend", _) => {
                 return Err(ChatError::invalid(
                     "invalid_duration",

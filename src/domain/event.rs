@@ -51,7 +51,7 @@ impl AsRef<[u8]> for FrameBytes {
 pub const EVENT_VERSION: u8 = 1;
 
 /// Everything the server pushes to clients.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum ServerEvent {
     /// A new message, with its conversation `seq` (gap detection).

@@ -65,8 +65,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct ContextPath {
-    /// The kind of object, e.g. `application`.
-    #[serde(rename = "type")]
+    /// The kind of object, e.g. `application` (`{type}` in the document).
     #[param(rename = "type", schema_with = crate::domain::model::context_type_schema)]
     pub kind: String,
     /// The platform's id of it.

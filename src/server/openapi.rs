@@ -16,6 +16,7 @@ use crate::{
         admin, attachments, blocks, conversations, error, health, internal, messages,
         notifications, push, reports, search, sync, users,
     },
+    ws::protocol,
 };
 
 #[derive(OpenApi)]
@@ -29,7 +30,7 @@ use crate::{
         sync::sync, sync::typing, sync::ticket, crate::http::web::dev_token, crate::http::web::app_config, users::get_settings, users::patch_settings,
         users::presence, users::heartbeat, blocks::create, blocks::remove, blocks::list,
         internal::put_context, internal::post_system_message, internal::put_user, reports::create,
-        admin::list_reports, admin::get_report, admin::act, admin::redact, admin::conversation_messages, admin::audit_log, admin::erase_user, admin::export_user, admin::user_export, users::export, users::get_export, admin::jobs, admin::run_job, admin::dead_jobs, admin::retry_dead_job, admin::hold, admin::get_hold, admin::release, crate::ws::fallback::sse, crate::ws::fallback::poll,
+        admin::list_reports, admin::get_report, admin::act, admin::redact, admin::conversation_messages, admin::audit_log, admin::erase_user, admin::export_user, admin::user_export, users::export, users::get_export, admin::jobs, admin::run_job, admin::dead_jobs, admin::retry_dead_job, admin::hold, admin::get_hold, admin::release, crate::ws::fallback::sse, crate::ws::fallback::poll, crate::ws::upgrade,
         notifications::list, notifications::read, notifications::get_preferences, notifications::patch_preferences,
         push::vapid_public_key, push::subscribe, push::unsubscribe,
         attachments::start, attachments::complete, attachments::get_one, attachments::download_url,
@@ -54,8 +55,11 @@ use crate::{
         crate::domain::attachments::Attachment, crate::domain::attachments::AttachmentStatus,
         crate::domain::search::SearchHit, crate::domain::search::HitConversation,
         error::ErrorBody, error::ErrorDetail, health::Health,
+        crate::domain::event::ServerEvent,
+        protocol::MessageSend, protocol::ReadReceipt, protocol::Typing, protocol::PresencePing,
+        protocol::PresenceSubscribe, protocol::AuthRefresh,
     )),
-    modifiers(&SecuritySchemes, &CommonErrors, &CrossFieldRules),
+    modifiers(&SecuritySchemes, &CommonErrors, &CrossFieldRules, &RealtimeFrames),
 )]
 pub struct ApiDoc;
 
@@ -107,7 +111,12 @@ impl Modify for CommonErrors {
                 &mut item.delete,
                 &mut item.patch,
             ];
-            for operation in operations.into_iter().flatten() {
+            // An upgrade (`/ws`) refuses inside the socket, with close codes.
+            let plain = operations
+                .into_iter()
+                .flatten()
+                .filter(|operation| !operation.responses.responses.contains_key("101"));
+            for operation in plain {
                 let schemes = serde_json::to_value(&operation.security).unwrap_or_default();
                 let secured = schemes.as_array().is_some_and(|s| !s.is_empty());
                 let as_user = schemes
@@ -187,6 +196,19 @@ impl Modify for CrossFieldRules {
                 parameter.required = utoipa::openapi::Required::True;
             }
         }
+        if let Some(RefOr::T(utoipa::openapi::Schema::Object(action))) =
+            components.schemas.get_mut("ActionRequest")
+        {
+            let rules = action.extensions.get_or_insert_with(Default::default);
+            rules.insert(
+                "if".into(),
+                serde_json::json!({ "properties": { "action": { "const": "suspend" } }, "required": ["action"] }),
+            );
+            rules.insert(
+                "then".into(),
+                serde_json::json!({ "required": ["durationHours"] }),
+            );
+        }
         let patch = openapi
             .paths
             .paths
@@ -200,6 +222,60 @@ impl Modify for CrossFieldRules {
                 }
             }
         }
+    }
+}
+
+/// The realtime frames, for every transport: `ClientFrame` (what a client
+/// sends over `/ws`: `{"type", "data"}`, one of [`protocol::FRAMES`]) and
+/// `ServerFrame` (what `/ws`, `/events` and `/events/poll` deliver: a
+/// `ServerEvent` with its `eventVersion`).
+struct RealtimeFrames;
+
+impl Modify for RealtimeFrames {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{AllOfBuilder, ObjectBuilder, OneOfBuilder, schema::Type};
+        let mut client = OneOfBuilder::new().description(Some(
+            "A frame a client sends over /ws (text, JSON); answered by `ack` or `error` where it asks something",
+        ));
+        for (kind, data) in protocol::FRAMES {
+            let mut frame = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([kind])),
+                )
+                .required("type")
+                .property("data", Ref::from_schema_name(data));
+            if kind != "presence.ping" {
+                frame = frame.required("data");
+            }
+            client = client.item(frame);
+        }
+        let server = AllOfBuilder::new()
+            .description(Some(
+                "An event as every transport delivers it: `{type, data, eventVersion}`",
+            ))
+            .item(Ref::from_schema_name("ServerEvent"))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property(
+                        "eventVersion",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .enum_values(Some([crate::domain::event::EVENT_VERSION])),
+                    )
+                    .required("eventVersion"),
+            );
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .schemas
+            .insert("ClientFrame".into(), RefOr::T(client.build().into()));
+        components
+            .schemas
+            .insert("ServerFrame".into(), RefOr::T(server.build().into()));
     }
 }
 

@@ -77,7 +77,7 @@ async fn attach(
 
 /// The user's events as Server-Sent Events; each has an `id:` to resume from.
 #[utoipa::path(get, path = "/events", tag = "realtime", params(SseQuery),
-    responses((status = 200, description = "text/event-stream of event envelopes", content_type = "text/event-stream"),
+    responses((status = 200, description = "text/event-stream: each event's data is a `ServerFrame`, with an `id:` to resume from (`Last-Event-ID`)", content_type = "text/event-stream"),
               (status = 401, body = crate::http::error::ErrorBody), (status = 429, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn sse(
@@ -141,7 +141,7 @@ pub async fn sse(
 /// Waits up to `timeout` seconds for the user's next events and answers
 /// `{"events": [envelopes], "cursor": "..."}`; poll again with that cursor.
 #[utoipa::path(get, path = "/events/poll", tag = "realtime", params(PollQuery),
-    responses((status = 200, description = "{events: [event envelopes], cursor}"),
+    responses((status = 200, description = "`{\"events\": [ServerFrame], \"cursor\": \"...\"}`: poll again with that cursor"),
               (status = 401, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody),
               (status = 429, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]

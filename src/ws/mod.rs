@@ -13,19 +13,42 @@ pub mod fallback;
 pub mod protocol;
 
 use axum::{
-    extract::{State, WebSocketUpgrade},
-    response::Response,
+    extract::{State, WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection},
+    response::{IntoResponse, Response},
 };
 
 use crate::http::{AllowedOrigin, AppState, auth::AuthUser, error::ApiError};
 
 /// Upgrades to a WebSocket, or closes it at once with the refusal's code.
+/// A request that is no WebSocket handshake gets the JSON error (400, or
+/// 426 when the connection cannot be upgraded).
+#[utoipa::path(get, path = "/ws", tag = "realtime",
+    params(
+        ("ticket" = Option<String>, Query, description = "A connect ticket (`POST /realtime/ticket`); or a bearer header"),
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: a WebSocket whose text frames are `ClientFrame`s from the client and `ServerFrame`s from the server. A refused connection is accepted, then closed at once: 4001 no valid token or ticket, 4002 the token expired (renew with `auth.refresh` before it does), 4003 forbidden (origin or account), 4008 too many connections; 1009 a frame over the size limit, 1001 the server is stopping"),
+        (status = 400, description = "Not a WebSocket handshake", body = crate::http::error::ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded", body = crate::http::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn upgrade(
     State(state): State<AppState>,
     origin: Result<AllowedOrigin, ApiError>,
     caller: Result<AuthUser, ApiError>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(
+                rejection.status(),
+                "websocket_handshake_required",
+                rejection.body_text(),
+            )
+            .into_response();
+        }
+    };
     let settings = &state.settings;
     let caller = match origin.and(caller) {
         Ok(caller) => caller,

@@ -5,6 +5,20 @@
 //! still names the `clientMessageId` it answers, when it has one.
 
 use serde::Deserialize;
+use utoipa::ToSchema;
+
+/// Every frame a client may send, by `type`, with the schema of its `data`
+/// (`presence.ping` may leave `data` out): what the OpenAPI document's
+/// `ClientFrame` lists. [`parse`] reads each of them.
+pub const FRAMES: [(&str, &str); 7] = [
+    ("message.send", "MessageSend"),
+    ("read.receipt", "ReadReceipt"),
+    ("typing.started", "Typing"),
+    ("typing.stopped", "Typing"),
+    ("presence.ping", "PresencePing"),
+    ("presence.subscribe", "PresenceSubscribe"),
+    ("auth.refresh", "AuthRefresh"),
+];
 
 /// A frame the connection loop knows how to handle.
 #[derive(Debug, PartialEq)]
@@ -20,47 +34,67 @@ pub enum ClientFrame {
     AuthRefresh(AuthRefresh),
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+/// A new token for the same user: the session lives on past the old one's expiry.
+#[derive(Debug, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthRefresh {
     pub token: String,
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+/// A heartbeat; at least every 30 s while the client is open.
+#[derive(Debug, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresencePing {
     /// `online` (default) or `away` (the tab is hidden).
     #[serde(default)]
+    #[schema(schema_with = heartbeat_status_or_null)]
     pub status: Option<String>,
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+fn heartbeat_status_or_null() -> utoipa::openapi::Object {
+    crate::domain::schema::or_null(crate::domain::model::heartbeat_status_schema())
+}
+
+/// Whose presence this connection follows (`presence.updated` events).
+#[derive(Debug, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PresenceSubscribe {
     /// Replaces this connection's subscription (at most 200 users).
+    #[schema(max_items = 200)]
     pub user_ids: Vec<String>,
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+/// The sender is typing in a conversation (or stopped).
+#[derive(Debug, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Typing {
+    #[schema(format = Uuid)]
     pub conversation_id: String,
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+/// A message, answered by an `ack` with the stored message (or an `error`
+/// naming the same `clientMessageId`); the same rules as `POST .../messages`.
+#[derive(Debug, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MessageSend {
+    #[schema(format = Uuid)]
     pub conversation_id: String,
+    #[schema(schema_with = crate::domain::text::body_schema)]
     pub body: String,
+    #[schema(schema_with = crate::domain::text::client_message_id_schema)]
     pub client_message_id: String,
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub attachment_ids: Vec<uuid::Uuid>,
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+/// The sender has read up to `seq`.
+#[derive(Debug, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReadReceipt {
+    #[schema(format = Uuid)]
     pub conversation_id: String,
+    #[schema(minimum = 0)]
     pub seq: i64,
 }
 
@@ -164,6 +198,18 @@ mod tests {
                 false
             )
         );
+    }
+
+    #[test]
+    fn every_documented_frame_type_is_read() {
+        for (kind, _) in FRAMES {
+            let frame = format!(r#"{{"type":"{kind}","data":{{}}}}"#);
+            assert_ne!(
+                parse(&frame).map_err(|e| e.code),
+                Err("unsupported_frame_type"),
+                "{kind}"
+            );
+        }
     }
 
     #[test]

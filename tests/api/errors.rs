@@ -209,7 +209,7 @@ async fn malformed_json_wrong_content_type_and_bad_fields_are_refused() {
     let (status, answer) = app
         .get(
             &alice,
-            &format!("/chat/conversations/{id}/messages?after=1&before=5"),
+            &format!("/chat/conversations/{id}/messages?after=1&before=-5"),
         )
         .await;
     assert_eq!(
