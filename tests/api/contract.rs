@@ -7,7 +7,10 @@
 //! is bounded (a fixed seed, a few examples per operation), so the run is
 //! the same each time and takes well under a minute.
 
-use crate::helpers::{INTERNAL_API_KEY, drop_database, spawn_app_on_own_database};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{INTERNAL_API_KEY, drop_database, spawn_app, spawn_app_on_own_database};
 
 #[tokio::test]
 async fn the_openapi_document_describes_exactly_what_the_server_does() {
@@ -54,4 +57,74 @@ async fn the_openapi_document_describes_exactly_what_the_server_does() {
     );
     app.shutdown().await;
     drop_database(&database).await;
+}
+
+/// What Schemathesis does not exercise: the realtime frames are in the
+/// document (every frame type the server reads, every event it sends), and
+/// so are both credentials.
+#[tokio::test]
+async fn the_document_names_the_frames_and_both_credentials() {
+    let app = spawn_app().await;
+    let document: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &document["components"]["schemas"];
+    let client_types: Vec<&str> = schemas["ClientFrame"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|frame| frame["properties"]["type"]["enum"][0].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = parley::ws::protocol::FRAMES
+        .iter()
+        .map(|(kind, _)| *kind)
+        .collect();
+    assert_eq!(client_types, expected);
+    let events = serde_json::to_string(&schemas["ServerEvent"]).unwrap();
+    for event in [
+        "message.created",
+        "read.receipt",
+        "typing.started",
+        "system.notice",
+        "ack",
+    ] {
+        assert!(events.contains(&format!("\"{event}\"")), "{event}");
+    }
+    assert_eq!(
+        schemas["ServerFrame"]["allOf"][0]["$ref"],
+        "#/components/schemas/ServerEvent"
+    );
+    assert!(document["paths"]["/ws"]["get"]["responses"]["101"].is_object());
+    let key = &document["components"]["securitySchemes"]["platformKey"];
+    assert_eq!(
+        (&key["type"], &key["in"], &key["name"]),
+        (&json!("apiKey"), &json!("header"), &json!("X-Api-Key"))
+    );
+    assert_eq!(
+        document["paths"]["/internal/users/{id}"]["put"]["security"],
+        json!([{ "platformKey": [] }])
+    );
+    app.shutdown().await;
+}
+
+/// A JSON integer may be written with a zero fraction, as JSON Schema
+/// reads it; a real fraction is still refused.
+#[tokio::test]
+async fn an_integer_may_be_written_as_a_whole_number() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.user("recruiter").await, app.user("candidate").await);
+    let id = app.conversation(&alice, &bob).await;
+    app.send(&alice, &id, "hello").await;
+    let read = format!("/chat/conversations/{id}/read");
+    let (status, body) = app.post(&bob, &read, json!({ "seq": 1.0 })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = app.post(&bob, &read, json!({ "seq": 1.5 })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    app.shutdown().await;
 }

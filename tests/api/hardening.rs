@@ -333,6 +333,10 @@ async fn refusals_at_the_edges_carry_the_error_shape() {
     let (status, body) = raw_get(app.port, "/healthz", &padding).await;
     assert_eq!(status, 431);
     assert_eq!(error_code(&body), "headers_too_large");
+    // `/ws` asked without a WebSocket handshake.
+    let (status, body) = raw_get(app.port, "/ws", "x-ok: 1").await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "websocket_handshake_required");
 
     // A WebSocket message over the limit, whole or in fragments: 1009.
     let mut ws = app.ws(&user).await;
