@@ -26,8 +26,8 @@ impl ChatCore {
     /// an idempotent repeat. The retry of a message that was stored gets the
     /// original whatever was refused since (a block, a suspension, a request
     /// still waiting, the rate limit — looked up only then, so sends cost no
-    /// extra query), and a refused retry counts as no violation. (Within the
-    /// quota, a retry still uses one unit of it.)
+    /// extra query), and a refused retry counts as no violation. Within the
+    /// quota, a retry's unit is given back: a retry costs nothing.
     pub async fn send(
         &self,
         conversation: ConversationId,
@@ -82,7 +82,10 @@ impl ChatCore {
         };
         match &outcome {
             Ok(o) if o.created => metrics::counter!("parley_messages_sent_total").increment(1),
-            Ok(_) => metrics::counter!("parley_messages_deduplicated_total").increment(1),
+            Ok(_) => {
+                metrics::counter!("parley_messages_deduplicated_total").increment(1);
+                self.safety.refund_limit(sender, LimitKind::Messages).await;
+            }
             Err(e) => {
                 metrics::counter!("parley_send_failures_total", "reason" => e.code()).increment(1)
             }

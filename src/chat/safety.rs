@@ -98,6 +98,12 @@ impl Safety {
         self.limiter.check(user, kind).await
     }
 
+    /// Gives back the unit a [`Safety::try_limit`] used for something that
+    /// turned out to cost nothing (a retry answered with its original).
+    pub async fn refund_limit(&self, user: &UserId, kind: LimitKind) {
+        self.limiter.refund(user, kind).await;
+    }
+
     /// A refusal over the limit: logged, counted towards the
     /// `rate_limit_violations` signal, answered 429.
     pub async fn refused(

@@ -1,17 +1,21 @@
 //! Per-user rate limits. [`RateLimiter`] is the seam: [`LocalLimiter`] runs
-//! GCRA (the `governor` crate) in this process; [`RedisLimiter`] runs the same
-//! GCRA as one Lua script in Redis (on Redis's clock), so that a limit holds
-//! across every node of a cluster. When Redis does not answer, a node falls
-//! back to its own local limiter.
+//! GCRA in this process; [`RedisLimiter`] runs the same GCRA as one Lua
+//! script in Redis (on Redis's clock), so that a limit holds across every
+//! node of a cluster. When Redis does not answer, a node falls back to its
+//! own local limiter. A unit that turned out not to be used (the send was
+//! the retry of a stored message) is given back with [`RateLimiter::refund`].
 //!
 //! Every refusal is also remembered as an abuse signal: a user who keeps
 //! hitting the limits lands in the moderation queue (see `chat::safety`).
 
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    num::NonZeroU32,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use dashmap::DashMap;
 use futures_util::future::BoxFuture;
-use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 use redis::Script;
 
 use super::link::RedisLink;
@@ -49,17 +53,31 @@ impl LimitKind {
 
 /// Decides whether a user may do one more of something now.
 pub trait RateLimiter: Send + Sync + 'static {
-    /// `Err(retry_after)` when the user is over the limit.
+    /// `Err(retry_after)` when the user is over the limit; otherwise one
+    /// unit is used.
     fn check<'a>(
         &'a self,
         user: &'a UserId,
         kind: LimitKind,
     ) -> BoxFuture<'a, Result<(), Duration>>;
+
+    /// Gives back the unit of the last successful `check`: what it allowed
+    /// turned out to cost nothing.
+    fn refund<'a>(&'a self, user: &'a UserId, kind: LimitKind) -> BoxFuture<'a, ()>;
 }
 
-/// The in-process GCRA limiter: one keyed limiter per kind.
+/// A GCRA quota: one unit per `interval`, and a burst of `tolerance /
+/// interval + 1` units.
+#[derive(Clone, Copy)]
+struct Gcra {
+    interval: Duration,
+    tolerance: Duration,
+}
+
+/// The in-process GCRA limiter: per kind, each user's "theoretical arrival
+/// time" (when their quota is whole again, plus one interval).
 pub struct LocalLimiter {
-    limiters: Vec<(LimitKind, DefaultKeyedRateLimiter<UserId>)>,
+    limits: Vec<(LimitKind, Gcra, DashMap<UserId, Instant>)>,
 }
 
 /// Each limit of the settings: what, how many, per how long (a limit of 0
@@ -96,24 +114,49 @@ pub fn from_config(l: &RateLimits, redis: Option<Arc<RedisLink>>) -> Arc<dyn Rat
 
 impl LocalLimiter {
     fn new(l: &RateLimits) -> Self {
-        let limiters = quotas(l)
+        let limits = quotas(l)
             .into_iter()
-            .filter_map(|(kind, n, per)| {
-                Quota::with_period(per / n.get())
-                    .map(|q| (kind, DefaultKeyedRateLimiter::dashmap(q.allow_burst(n))))
+            .map(|(kind, n, per)| {
+                let interval = per / n.get();
+                let gcra = Gcra {
+                    interval,
+                    tolerance: interval * (n.get() - 1),
+                };
+                (kind, gcra, DashMap::new())
             })
             .collect();
-        Self { limiters }
+        Self { limits }
     }
 
     fn check_now(&self, user: &UserId, kind: LimitKind) -> Result<(), Duration> {
-        let Some((_, limiter)) = self.limiters.iter().find(|(k, _)| *k == kind) else {
+        let Some((_, gcra, arrivals)) = self.limits.iter().find(|(k, _, _)| *k == kind) else {
             return Ok(());
         };
-        limiter.check_key(user).map_err(|not_until| {
+        let now = Instant::now();
+        let mut arrival = match arrivals.get_mut(user) {
+            Some(arrival) => arrival,
+            None => arrivals.entry(user.clone()).or_insert(now),
+        };
+        let start = (*arrival).max(now);
+        let ahead = start - now;
+        if ahead > gcra.tolerance {
             metrics::counter!("parley_rate_limited_total", "kind" => kind.label()).increment(1);
-            not_until.wait_time_from(limiter.clock().now())
-        })
+            return Err(ahead - gcra.tolerance);
+        }
+        *arrival = start + gcra.interval;
+        Ok(())
+    }
+
+    fn refund_now(&self, user: &UserId, kind: LimitKind) {
+        let Some((_, gcra, arrivals)) = self.limits.iter().find(|(k, _, _)| *k == kind) else {
+            return;
+        };
+        if let Some(mut arrival) = arrivals.get_mut(user) {
+            *arrival = arrival
+                .checked_sub(gcra.interval)
+                .unwrap_or(*arrival)
+                .max(Instant::now());
+        }
     }
 }
 
@@ -125,6 +168,11 @@ impl RateLimiter for LocalLimiter {
     ) -> BoxFuture<'a, Result<(), Duration>> {
         Box::pin(std::future::ready(self.check_now(user, kind)))
     }
+
+    fn refund<'a>(&'a self, user: &'a UserId, kind: LimitKind) -> BoxFuture<'a, ()> {
+        self.refund_now(user, kind);
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The cluster's limiter: GCRA state (the "theoretical arrival time") in
@@ -134,6 +182,7 @@ pub struct RedisLimiter {
     /// Per kind: the emission interval and the burst tolerance, in ms.
     quotas: Vec<(LimitKind, u64, u64)>,
     gcra: Script,
+    refund: Script,
     fallback: LocalLimiter,
 }
 
@@ -161,6 +210,17 @@ impl RedisLimiter {
                   if tat - now > tolerance then return tat - now - tolerance end
                   tat = tat + interval
                   redis.call('SET', KEYS[1], tat, 'PX', tat - now + 1000)
+                  return 0",
+            ),
+            // KEYS[1]: the state. ARGV: interval (ms). One unit back.
+            refund: Script::new(
+                r"local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+                  if tat == 0 then return 0 end
+                  local t = redis.call('TIME')
+                  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                  tat = tat - tonumber(ARGV[1])
+                  if tat <= now then redis.call('DEL', KEYS[1])
+                  else redis.call('SET', KEYS[1], tat, 'PX', tat - now + 1000) end
                   return 0",
             ),
             fallback,
@@ -202,6 +262,25 @@ impl RateLimiter for RedisLimiter {
             }
         })
     }
+
+    fn refund<'a>(&'a self, user: &'a UserId, kind: LimitKind) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some((_, interval, _)) = self.quotas.iter().find(|(k, _, _)| *k == kind).copied()
+            else {
+                return;
+            };
+            let key = self.link.key(format_args!("rate:{}:{user}", kind.label()));
+            let refunded: redis::RedisResult<u64> = self
+                .refund
+                .key(key)
+                .arg(interval)
+                .invoke_async(&mut self.link.commands())
+                .await;
+            if refunded.is_err() {
+                self.fallback.refund_now(user, kind);
+            }
+        })
+    }
 }
 
 /// No limits at all (`PARLEY_RATE_LIMITS=off`, for load tests).
@@ -210,6 +289,10 @@ struct Unlimited;
 impl RateLimiter for Unlimited {
     fn check<'a>(&'a self, _: &'a UserId, _: LimitKind) -> BoxFuture<'a, Result<(), Duration>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn refund<'a>(&'a self, _: &'a UserId, _: LimitKind) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -266,6 +349,27 @@ mod tests {
         );
         let other = UserId::parse("v").unwrap();
         assert!(check(&limiter, &other).is_ok(), "limits are per user");
+    }
+
+    #[test]
+    fn a_refunded_unit_can_be_used_again() {
+        use futures_util::FutureExt;
+        let limits = RateLimits {
+            messages_per_hour: 2,
+            ..RateLimits::default()
+        };
+        let limiter = from_config(&limits, None);
+        let user = UserId::parse("u").unwrap();
+        for _ in 0..5 {
+            assert!(check(&limiter, &user).is_ok());
+            limiter
+                .refund(&user, LimitKind::Messages)
+                .now_or_never()
+                .unwrap();
+        }
+        assert!(check(&limiter, &user).is_ok());
+        assert!(check(&limiter, &user).is_ok());
+        assert!(check(&limiter, &user).is_err(), "two units, no more");
     }
 
     #[test]

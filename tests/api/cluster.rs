@@ -522,7 +522,14 @@ async fn rate_limits_and_the_connection_cap_hold_across_nodes() {
     let alice = a.user("recruiter").await;
     let bob = a.user("candidate").await;
     let conversation = a.conversation(&alice, &bob).await;
-    a.send(&alice, &conversation, "one").await;
+    let first = unique("cmid");
+    let (status, _) = a.send_raw(&alice, &conversation, "one", &first).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Retries, on any node, give their unit back to the shared quota.
+    for node in [b, c] {
+        let (status, _) = node.send_raw(&alice, &conversation, "one", &first).await;
+        assert_eq!(status, StatusCode::OK);
+    }
     a.send(&alice, &conversation, "two").await;
     b.send(&alice, &conversation, "three").await;
     let (status, body) = c

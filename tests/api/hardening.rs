@@ -19,6 +19,11 @@ async fn the_retry_of_a_stored_message_always_gets_the_original_for_free() {
     let id = app.conversation(&alice, &bob).await;
     let (status, original) = app.send_raw(&alice, &id, "first", "retry-1").await;
     assert_eq!(status, StatusCode::CREATED);
+    // Within the quota, retries cost nothing: the second unit is still there.
+    for _ in 0..3 {
+        let (status, again) = app.send_raw(&alice, &id, "first", "retry-1").await;
+        assert_eq!((status, &again["id"]), (StatusCode::OK, &original["id"]));
+    }
     let (status, _) = app.send_raw(&alice, &id, "second", "retry-2").await;
     assert_eq!(status, StatusCode::CREATED);
     // Over the limit, retries of a stored message still get it.
