@@ -10,6 +10,10 @@ use super::{
     text::{Padding, TextField},
 };
 
+/// The sender of system messages: a reserved user that no token and no
+/// platform call may name (`persistence::users::UserProfile::new` refuses it).
+pub const SYSTEM_SENDER: &str = "parley:system";
+
 /// Longest user id accepted from a token or a request.
 pub const MAX_USER_ID_CHARS: usize = 128;
 
@@ -42,9 +46,9 @@ impl UserId {
         &self.0
     }
 
-    /// The reserved sender of system messages ([`super::thread::SYSTEM_SENDER`]).
+    /// The reserved sender of system messages ([`SYSTEM_SENDER`]).
     pub fn system() -> Self {
-        Self(super::thread::SYSTEM_SENDER.to_owned())
+        Self(SYSTEM_SENDER.to_owned())
     }
 }
 

@@ -6,11 +6,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ChatError, UserId};
-
-/// The sender of system messages: a reserved user that no token and no
-/// platform call may name (`persistence::users::UserProfile::new` refuses it).
-pub const SYSTEM_SENDER: &str = "parley:system";
+use super::{ChatError, UserId, ids::SYSTEM_SENDER};
 
 /// The `event` of a system message about a member joining or leaving.
 pub const MEMBER_JOINED: &str = "member.joined";

@@ -18,8 +18,9 @@ use super::{
 };
 use crate::domain::{
     ChatError, ConversationId, UserId,
+    ids::SYSTEM_SENDER,
     model::{ConversationContext, Message, MessageKind, UserSummary},
-    thread::{MembershipChange, SYSTEM_SENDER, SystemEvent},
+    thread::{MembershipChange, SystemEvent},
 };
 
 /// The thread of `context`, if it has one.

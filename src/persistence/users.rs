@@ -11,9 +11,9 @@ use super::{
 };
 use crate::domain::{
     ChatError, UserId,
+    ids::SYSTEM_SENDER,
     model::{NotificationPreferences, UserSummary},
     text::{Padding, TextField},
-    thread::SYSTEM_SENDER,
 };
 
 /// Roles a user may have (DESIGN.md §3).
