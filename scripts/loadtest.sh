@@ -34,7 +34,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${LOADTEST_DATABASE_URL:-}" ]; then
   # A database of its own, kept between runs (e.g. one the search scenario seeded).
-  scripts/ensure-services.sh --clamd "${LOADTEST_DATABASE_URL##*/}"
+  database="${LOADTEST_DATABASE_URL##*/}"
+  scripts/ensure-services.sh --clamd "${database%%\?*}"
 else
   scripts/ensure-services.sh --clamd --recreate parley_load
 fi

@@ -200,38 +200,14 @@ fn make_certificates(dir: &Path) {
         );
     };
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    openssl(
-        &[
-            &[
-                "req",
-                "-x509",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=Parley test CA",
-            ][..],
-            &ec[..],
-            &["-keyout", "ca.key", "-out", "ca.pem"],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &[
-                "req",
-                "-x509",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=Stranger CA",
-            ][..],
-            &ec[..],
-            &["-keyout", "stranger-ca.key", "-out", "stranger-ca.pem"],
-        ]
-        .concat(),
-    );
+    for (name, subject) in [
+        ("ca", "/CN=Parley test CA"),
+        ("stranger-ca", "/CN=Stranger CA"),
+    ] {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        let request = ["req", "-x509", "-nodes", "-days", "1", "-subj", subject];
+        openssl(&[&request[..], &ec[..], &["-keyout", &key, "-out", &pem]].concat());
+    }
     openssl(
         &[
             &["req", "-new", "-nodes", "-subj", "/CN=localhost"][..],
