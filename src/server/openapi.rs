@@ -1,6 +1,10 @@
 //! `GET /openapi.json`: the OpenAPI document, generated from the handlers'
-//! `#[utoipa::path]` annotations and the types' `ToSchema` derives, so it
-//! cannot drift from the code. New endpoints join the `paths(...)` list.
+//! `#[utoipa::path]` annotations and the types' `ToSchema` derives (whose
+//! field schemas come from the rules that check the fields), then completed
+//! by the modifiers below: the security schemes, the refusals every layer
+//! adds, the rules that tie fields together, and the realtime frames. New
+//! endpoints join the `paths(...)` list; `tests/api/contract.rs` holds the
+//! document to what the server does.
 
 use utoipa::{
     Modify, OpenApi,
