@@ -730,7 +730,10 @@ impl ConversationActor {
             Ok(written) => written,
             Err(e) => return (Err(e), None),
         };
-        if !matches!(outcome, InsertOutcome::Inserted(_)) {
+        // A change of roles alone says nothing: committed, with no message
+        // to show for it (the write reports that as nothing inserted).
+        let roles_only = system.is_empty() && matches!(outcome, InsertOutcome::DuplicateClientId);
+        if !roles_only && !matches!(outcome, InsertOutcome::Inserted(_)) {
             // Membership messages are named `conversation:seq`: a repeated
             // name means another writer took these `seq`s.
             let outcome = match outcome {

@@ -617,3 +617,43 @@ async fn members_are_notified_once_per_thread_except_of_whom_they_block() {
     app.shutdown().await;
     drop_database(&database).await;
 }
+
+/// A change of a member's role alone is stored and answered (it says
+/// nothing in the thread); it used to be taken for a lost write and
+/// answered 503.
+#[tokio::test]
+async fn a_change_of_role_alone_is_stored_and_says_nothing() {
+    let app = spawn_app().await;
+    let (worker, boss) = (app.user("candidate").await, app.user("company").await);
+    let booking = unique("booking");
+    let id = thread(
+        &app,
+        &booking,
+        &[(&worker, "worker"), (&boss, "supervisor")],
+    )
+    .await;
+    let before = history(&app, &boss, &id).await.len();
+    let (status, body) =
+        put_thread(&app, &booking, &[(&worker, "lead"), (&boss, "supervisor")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let roles: Vec<(&str, &str)> = body["thread"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["userId"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    assert!(roles.contains(&(worker.id.as_str(), "lead")), "{roles:?}");
+    let (status, members) = app
+        .get(&boss, &format!("/chat/conversations/{id}/members"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{members}");
+    assert!(members.to_string().contains("\"lead\""), "{members}");
+    assert_eq!(
+        history(&app, &boss, &id).await.len(),
+        before,
+        "nothing said"
+    );
+    // And the thread goes on: the next message takes the next seq.
+    app.send(&boss, &id, "welcome, lead").await;
+    app.shutdown().await;
+}
