@@ -230,9 +230,11 @@ impl Modify for CrossFieldRules {
 }
 
 /// The realtime frames, for every transport: `ClientFrame` (what a client
-/// sends over `/ws`: `{"type", "data"}`, one of [`protocol::FRAMES`]) and
+/// sends over `/ws`: `{"type", "data"}`, one of [`protocol::FRAMES`]),
 /// `ServerFrame` (what `/ws`, `/events` and `/events/poll` deliver: a
-/// `ServerEvent` with its `eventVersion`).
+/// `ServerEvent` with its `eventVersion`) and `PollAnswer` (the body of
+/// `/events/poll`, which splices the frames' JSON text, so no type of ours
+/// derives it).
 struct RealtimeFrames;
 
 impl Modify for RealtimeFrames {
@@ -280,6 +282,38 @@ impl Modify for RealtimeFrames {
         components
             .schemas
             .insert("ServerFrame".into(), RefOr::T(server.build().into()));
+        let poll = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property(
+                "events",
+                utoipa::openapi::ArrayBuilder::new().items(Ref::from_schema_name("ServerFrame")),
+            )
+            .required("events")
+            .property(
+                "cursor",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("Poll again with it")),
+            )
+            .required("cursor");
+        components
+            .schemas
+            .insert("PollAnswer".into(), RefOr::T(poll.build().into()));
+        let answer = openapi
+            .paths
+            .paths
+            .get_mut("/events/poll")
+            .and_then(|item| item.get.as_mut())
+            .and_then(|operation| operation.responses.responses.get_mut("200"));
+        if let Some(RefOr::T(answer)) = answer {
+            answer.content.insert(
+                "application/json".into(),
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("PollAnswer")))
+                    .build()
+                    .into(),
+            );
+        }
     }
 }
 

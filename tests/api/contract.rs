@@ -101,6 +101,11 @@ async fn the_document_names_the_frames_and_both_credentials() {
         "#/components/schemas/ServerEvent"
     );
     assert!(document["paths"]["/ws"]["get"]["responses"]["101"].is_object());
+    assert_eq!(
+        document["paths"]["/events/poll"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/PollAnswer"
+    );
     let key = &document["components"]["securitySchemes"]["platformKey"];
     assert_eq!(
         (&key["type"], &key["in"], &key["name"]),
