@@ -376,11 +376,11 @@ impl ChatCore {
         limit: Option<i64>,
     ) -> Result<(Page<Notification>, i64), ChatError> {
         let limit = page_limit(limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-        let (items, has_more) = notifications::page(&self.pool, user, before, limit).await?;
+        let (items, has_more, unread) =
+            notifications::page(&self.pool, user, before, limit).await?;
         let next_cursor = has_more
             .then(|| items.last().map(|n| n.id.to_string()))
             .flatten();
-        let unread = notifications::unread(&self.pool, user).await?;
         Ok((Page::new(items, next_cursor), unread))
     }
 

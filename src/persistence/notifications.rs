@@ -169,15 +169,23 @@ pub async fn record(
         .ok_or_else(|| ChatError::internal("recording a notification returned nothing"))
 }
 
-/// A page of `user`'s notifications, newest first, below `before` (an id).
+/// A page of `user`'s notifications, newest first, below `before` (an id),
+/// whether more follow, and how many of all of theirs are unread — read in
+/// one snapshot, so the count and the page agree.
 pub async fn page(
     pool: &Pool,
     user: &UserId,
     before: Option<i64>,
     limit: i64,
-) -> Result<(Vec<Notification>, bool), ChatError> {
-    let db = client(pool).await?;
-    let stmt = db
+) -> Result<(Vec<Notification>, bool, i64), ChatError> {
+    let mut db = client(pool).await?;
+    let tx = db
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let stmt = tx
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND id < $2
              ORDER BY id DESC LIMIT $3"
@@ -185,16 +193,27 @@ pub async fn page(
         .await?;
     let rows = timed(
         "notifications.page",
-        db.query(
+        tx.query(
             &stmt,
             &[&user.as_str(), &before.unwrap_or(i64::MAX), &(limit + 1)],
         ),
     )
     .await?;
+    let count = tx
+        .prepare_cached("SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
+        .await?;
+    let unread: i64 = timed(
+        "notifications.unread",
+        tx.query_one(&count, &[&user.as_str()]),
+    )
+    .await?
+    .get(0);
+    tx.commit().await?;
     let has_more = rows.len() as i64 > limit;
     Ok((
         rows.iter().take(limit as usize).map(from_row).collect(),
         has_more,
+        unread,
     ))
 }
 
@@ -221,20 +240,6 @@ pub async fn mark_read(
     let row = timed(
         "notifications.mark_read",
         db.query_one(&stmt, &[&user.as_str(), &ids, &up_to.unwrap_or(0)]),
-    )
-    .await?;
-    Ok(row.get(0))
-}
-
-/// How many of `user`'s notifications are unread.
-pub async fn unread(pool: &Pool, user: &UserId) -> Result<i64, ChatError> {
-    let db = client(pool).await?;
-    let stmt = db
-        .prepare_cached("SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
-        .await?;
-    let row = timed(
-        "notifications.unread",
-        db.query_one(&stmt, &[&user.as_str()]),
     )
     .await?;
     Ok(row.get(0))
