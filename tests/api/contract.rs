@@ -20,7 +20,10 @@ async fn the_openapi_document_describes_exactly_what_the_server_does() {
     // erase users and hold conversations, which must not reach the data of
     // the tests running beside this one. Patient: those tests share the
     // machine's cores, and a 503 (busy, retry) would count as a server error.
+    let blobs = std::env::temp_dir().join(crate::helpers::unique("contract-blobs"));
     let (app, database) = spawn_app_on_own_database(|settings| {
+        // And files of its own: its erasures and clean-ups stay in them.
+        settings.attachments.blob_store = format!("file://{}", blobs.display());
         settings.database.timeout = std::time::Duration::from_secs(60);
         settings.chat.actor_call_timeout = std::time::Duration::from_secs(60);
     })
@@ -57,6 +60,7 @@ async fn the_openapi_document_describes_exactly_what_the_server_does() {
     );
     app.shutdown().await;
     drop_database(&database).await;
+    let _ = std::fs::remove_dir_all(&blobs);
 }
 
 /// What Schemathesis does not exercise: the realtime frames are in the
