@@ -121,7 +121,8 @@ impl ChatCore {
     /// who exists, who blocked whom, or whom the caller merely wrote to.
     pub async fn presence_of(&self, caller: &UserId, user: &str) -> Result<Presence, ChatError> {
         self.safety.check_limit(caller, LimitKind::Reads).await?;
-        let user = UserId::parse(user)?;
+        // A malformed id names nobody.
+        let user = UserId::parse(user).map_err(|_| ChatError::NotFound { what: "user" })?;
         if &user == caller {
             return self.current_presence(&user).await;
         }

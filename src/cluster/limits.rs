@@ -128,8 +128,16 @@ impl LocalLimiter {
         Self { limits }
     }
 
+    /// The quota of `kind` and its users' arrival times (none: no limit).
+    fn limit(&self, kind: LimitKind) -> Option<(&Gcra, &DashMap<UserId, Instant>)> {
+        self.limits
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .map(|(_, gcra, arrivals)| (gcra, arrivals))
+    }
+
     fn check_now(&self, user: &UserId, kind: LimitKind) -> Result<(), Duration> {
-        let Some((_, gcra, arrivals)) = self.limits.iter().find(|(k, _, _)| *k == kind) else {
+        let Some((gcra, arrivals)) = self.limit(kind) else {
             return Ok(());
         };
         let now = Instant::now();
@@ -148,7 +156,7 @@ impl LocalLimiter {
     }
 
     fn refund_now(&self, user: &UserId, kind: LimitKind) {
-        let Some((_, gcra, arrivals)) = self.limits.iter().find(|(k, _, _)| *k == kind) else {
+        let Some((gcra, arrivals)) = self.limit(kind) else {
             return;
         };
         if let Some(mut arrival) = arrivals.get_mut(user) {
@@ -228,6 +236,21 @@ impl RedisLimiter {
     }
 }
 
+impl RedisLimiter {
+    /// The emission interval and burst tolerance (ms) of `kind`, if limited.
+    fn quota(&self, kind: LimitKind) -> Option<(u64, u64)> {
+        self.quotas
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .map(|&(_, interval, tolerance)| (interval, tolerance))
+    }
+
+    /// Where `user`'s GCRA state for `kind` lives.
+    fn key(&self, user: &UserId, kind: LimitKind) -> String {
+        self.link.key(format_args!("rate:{}:{user}", kind.label()))
+    }
+}
+
 impl RateLimiter for RedisLimiter {
     fn check<'a>(
         &'a self,
@@ -235,12 +258,10 @@ impl RateLimiter for RedisLimiter {
         kind: LimitKind,
     ) -> BoxFuture<'a, Result<(), Duration>> {
         Box::pin(async move {
-            let Some((_, interval, tolerance)) =
-                self.quotas.iter().find(|(k, _, _)| *k == kind).copied()
-            else {
+            let Some((interval, tolerance)) = self.quota(kind) else {
                 return Ok(());
             };
-            let key = self.link.key(format_args!("rate:{}:{user}", kind.label()));
+            let key = self.key(user, kind);
             let waited: redis::RedisResult<u64> = self
                 .gcra
                 .key(key)
@@ -265,11 +286,10 @@ impl RateLimiter for RedisLimiter {
 
     fn refund<'a>(&'a self, user: &'a UserId, kind: LimitKind) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let Some((_, interval, _)) = self.quotas.iter().find(|(k, _, _)| *k == kind).copied()
-            else {
+            let Some((interval, _)) = self.quota(kind) else {
                 return;
             };
-            let key = self.link.key(format_args!("rate:{}:{user}", kind.label()));
+            let key = self.key(user, kind);
             let refunded: redis::RedisResult<u64> = self
                 .refund
                 .key(key)

@@ -78,9 +78,6 @@ pub async fn presence(
     caller: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Presence>, ApiError> {
-    if crate::domain::UserId::parse(&id).is_err() {
-        return Err(ApiError::not_found());
-    }
     Ok(ApiJson(state.chat.presence_of(caller.id(), &id).await?))
 }
 

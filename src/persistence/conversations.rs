@@ -370,12 +370,7 @@ pub async fn changed_since(
     limit: i64,
 ) -> Result<SyncPage, ChatError> {
     let mut db = client(pool).await?;
-    let tx = db
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = super::snapshot(&mut db).await?;
     let watermark: i64 = tx
         .query_one(
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",

@@ -196,6 +196,19 @@ pub fn storable(text: &str) -> bool {
     !text.contains('\0')
 }
 
+/// A read-only transaction that sees one snapshot (REPEATABLE READ): what
+/// several queries read together agrees.
+pub async fn snapshot(
+    db: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, ChatError> {
+    Ok(db
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
 /// Gets a pooled connection; failing to get one in time is a 503, not a 500.
 pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, ChatError> {
     pool.get().await.map_err(|e| ChatError::Unavailable {

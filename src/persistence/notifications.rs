@@ -179,12 +179,7 @@ pub async fn page(
     limit: i64,
 ) -> Result<(Vec<Notification>, bool, i64), ChatError> {
     let mut db = client(pool).await?;
-    let tx = db
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = super::snapshot(&mut db).await?;
     let stmt = tx
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND id < $2
